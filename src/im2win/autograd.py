@@ -1,0 +1,43 @@
+"""The thin autograd layer between the ops and the public functions.
+
+Forward runs im2win. Backward is, for now, PyTorch's own convolution backward (exact, and
+the same on every device); im2win backward kernels, whose weight gradient can reuse the
+forward's window tensor, are on the roadmap.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .ops import conv2d_forward
+from .params import ConvParams
+
+
+class Conv2dFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, params: ConvParams, options: dict):
+        ctx.save_for_backward(x, weight)
+        ctx.params = params
+        ctx.has_bias = bias is not None
+        return conv2d_forward(x, weight, bias, params, **options)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        x, weight = ctx.saved_tensors
+        top, bottom, left, right = ctx.params.padding
+        symmetric = top == bottom and left == right
+        if not symmetric:  # aten's backward takes one pad per axis: pad explicitly instead
+            x = F.pad(x, (left, right, top, bottom))
+        grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
+            grad_y, x, weight,
+            [weight.shape[0]] if ctx.has_bias else None,
+            list(ctx.params.stride),
+            [top, left] if symmetric else [0, 0],
+            list(ctx.params.dilation),
+            False, [0, 0], ctx.params.groups,
+            [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias],
+        )  # fmt: skip
+        if grad_x is not None and not symmetric:
+            grad_x = grad_x[:, :, top : x.shape[2] - bottom, left : x.shape[3] - right]
+        return grad_x, grad_w, grad_b if ctx.has_bias else None, None, None

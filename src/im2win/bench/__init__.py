@@ -1,0 +1,1 @@
+"""Benchmark harness: the paper's layers, timing, and the `im2win bench` command."""

@@ -1,0 +1,108 @@
+"""The public functions: `conv2d` (the `torch.nn.functional.conv2d` contract), `transform`
+and `transform_filter` (the im2win layouts themselves)."""
+
+from __future__ import annotations
+
+import torch
+
+from .autograd import Conv2dFunction
+from .kernels import check_config
+from .ops import resolve_backend, window_transform
+from .params import (
+    SUPPORTED_DTYPES,
+    as_pair,
+    check_conv_args,
+    check_tensor,
+    conv_params,
+    is_channels_last,
+    resolve_precision,
+)
+from .reference import filter_reference
+
+
+def conv2d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups: int = 1,
+    *,
+    precision: str | None = None,
+    backend: str = "auto",
+    config: dict | None = None,
+) -> torch.Tensor:
+    """2D convolution (cross-correlation) through the im2win window layout.
+
+    Same contract as `torch.nn.functional.conv2d`: input [N, C, H, W] or unbatched
+    [C, H, W], weight [K, C/groups, R, S], bias [K]; stride, padding, dilation as an int or
+    a pair, padding also 'same' or 'valid'. The output [N, K, P, Q] has the input's dtype and
+    memory format (NCHW or channels_last).
+
+    Precision: float16 and bfloat16 multiply in their own type and accumulate in float32.
+    float32 is IEEE fp32 (FMA) unless `precision` asks otherwise: 'tf32x3' (tensor cores,
+    fp32-accurate), 'tf32' (tensor cores, ~1e-3 relative error). PyTorch's
+    `torch.backends.cudnn.allow_tf32` is not followed, so precision never changes silently.
+
+    `backend`: 'auto' (Triton where it can run: CUDA, or CPU under TRITON_INTERPRET=1; the
+    plain-PyTorch reference elsewhere), 'triton' or 'reference'. `config` pins the kernel's
+    tiles (keys BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages), for tests and tuning.
+    """
+    check_tensor("input", input, dims=(3, 4))
+    check_tensor("weight", weight, dims=(4,))
+    if bias is not None:
+        check_tensor("bias", bias, dims=(1,))
+    unbatched = input.dim() == 3
+    x = input.unsqueeze(0) if unbatched else input
+    params = conv_params(stride, padding, dilation, groups, kernel_size=tuple(weight.shape[2:]))
+    backend = resolve_backend(backend, x.device)
+    dtypes = SUPPORTED_DTYPES + ((torch.float64,) if backend == "reference" else ())
+    check_conv_args(x, weight, bias, params, dtypes=dtypes)
+    precision = resolve_precision(precision, x.dtype)
+    if config is not None:
+        config = check_config(config)
+    channels_last = is_channels_last(x)
+
+    if x.shape[0] == 0:  # empty batch: an empty output, as in PyTorch
+        p, q = params.output_size(*x.shape[2:], *weight.shape[2:])
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        y = x.new_empty((0, weight.shape[0], p, q), memory_format=fmt)
+    else:
+        options = dict(
+            channels_last=channels_last, precision=precision, backend=backend, config=config
+        )
+        y = Conv2dFunction.apply(x, weight, bias, params, options)
+    return y.squeeze(0) if unbatched else y
+
+
+def transform(x: torch.Tensor, kernel_size, stride=1, padding=0, dilation=1) -> torch.Tensor:
+    """The im2win tensor of `x` for a `kernel_size` (R, S) filter.
+
+    NCHW input gives [N, C, P, Wp*R], with Win[n, c, p, w*R + r] = Xpad[n, c, p*sh + r*dh, w];
+    channels_last input gives [N, P, Wp, R, C]. Wp is the padded width; padded positions are
+    zeros. Column stride and dilation are not applied here: they pick where each window
+    starts (q*sw) and how it steps (f*dw) inside its strip.
+    """
+    check_tensor("x", x, dims=(4,))
+    if x.dtype not in SUPPORTED_DTYPES + (torch.float64,):
+        raise TypeError(f"x dtype must be float32, float16, bfloat16 or float64, got {x.dtype}")
+    r, s = as_pair("kernel_size", kernel_size, minimum=1)
+    params = conv_params(stride, padding, dilation, 1, kernel_size=(r, s))
+    p, q = params.output_size(x.shape[2], x.shape[3], r, s)
+    if p <= 0 or q <= 0:
+        raise ValueError(
+            f"output would be empty: input {tuple(x.shape[2:])} with padding {params.padding} "
+            f"is smaller than the dilated kernel {kernel_size}"
+        )
+    backend = resolve_backend("auto", x.device)
+    if x.dtype == torch.float64:
+        backend = "reference"
+    return window_transform(x, r, params, is_channels_last(x), backend)
+
+
+def transform_filter(weight: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    """The filter re-laid to match the windows: [K, Cg, S, R], or [K, S, R, Cg] for NHWC."""
+    check_tensor("weight", weight, dims=(4,))
+    return filter_reference(weight, channels_last)
+

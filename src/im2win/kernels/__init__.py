@@ -1,0 +1,15 @@
+"""Triton kernels and their host launchers. No autograd and no `nn` here."""
+
+from triton.runtime.interpreter import InterpretedFunction
+
+from .conv2d_fwd import conv2d_fwd
+from .transform import _im2win_transform_kernel, im2win_transform
+from .tuning import check_config, conv2d_fwd_config
+
+
+def interpreted() -> bool:
+    """True when Triton runs kernels on the CPU (TRITON_INTERPRET=1 was set before import)."""
+    return isinstance(_im2win_transform_kernel, InterpretedFunction)
+
+
+__all__ = ["check_config", "conv2d_fwd", "conv2d_fwd_config", "im2win_transform", "interpreted"]
