@@ -1,0 +1,148 @@
+"""The benchmark loop: layers x tiers x layouts x methods, one result row per measurement."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .layers import Layer
+from .measure import MIB, allocator_peak, nbytes, relative_error
+from .methods import Method
+from .report import ResultWriter
+from .tiers import Tier
+from .timing import timer_for
+
+LAYOUTS = ("NCHW", "NHWC")
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    suite: str
+    layers: list[Layer]
+    tiers: list[Tier]
+    layouts: list[str]
+    methods: list[Method]
+    batch: int
+    repeats: int
+    device: torch.device
+
+    def cases(self) -> list[tuple[Layer, Tier, str, Method]]:
+        """Every (layer, tier, layout, method) to measure, in run order."""
+        return [
+            (layer, tier, layout, method)
+            for layer in self.layers
+            for tier in self.tiers
+            for layout in self.layouts
+            for method in self.methods
+            if tier.name in method.tiers
+        ]
+
+
+class Progress:
+    """tqdm's bar when it is installed, else one line per measurement (both on stderr)."""
+
+    def __init__(self, total: int) -> None:
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            tqdm = None
+        self.bar = tqdm(total=total, file=sys.stderr) if tqdm else None
+        self.total, self.done = total, 0
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.set_description(label)
+            self.bar.update()
+        else:
+            print(f"[{self.done}/{self.total}] {label}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class _Operands:
+    """One layer's fp32 operands, their per-tier/layout copies and float64 references."""
+
+    def __init__(self, layer: Layer, batch: int, device: torch.device) -> None:
+        self.layer = layer
+        x_shape, w_shape = layer.shapes(batch)
+        gen = torch.Generator(device).manual_seed(0)  # same data for every method and run
+        self.x = torch.randn(x_shape, generator=gen, device=device)
+        self.w = torch.randn(w_shape, generator=gen, device=device)
+        self.kwargs = layer.conv_kwargs()
+        self._refs: dict[torch.dtype, torch.Tensor] = {}
+
+    def inputs(self, tier: Tier, layout: str) -> tuple[torch.Tensor, torch.Tensor]:
+        fmt = torch.channels_last if layout == "NHWC" else torch.contiguous_format
+        return (
+            self.x.to(dtype=tier.dtype, memory_format=fmt),
+            self.w.to(dtype=tier.dtype, memory_format=fmt),
+        )
+
+    def reference(self, tier: Tier) -> torch.Tensor:
+        """float64 convolution of the tier's rounded inputs: error then measures arithmetic."""
+        if tier.dtype not in self._refs:
+            x, w = (t.to(tier.dtype).double() for t in (self.x, self.w))
+            self._refs[tier.dtype] = F.conv2d(x, w, None, **self.kwargs)
+        return self._refs[tier.dtype]
+
+
+def _measure(plan, timer, ops: _Operands, tier: Tier, layout: str, method: Method) -> dict:
+    x, w = ops.inputs(tier, layout)
+    runner = method.build(x, w, ops.kwargs, tier)
+    ms = timer(runner, plan.repeats)
+    y, peak = allocator_peak(runner, plan.device)  # after warm-up: no one-off search buffers
+    operand_bytes = nbytes(x) + nbytes(w)
+    return {
+        "ms": ms,
+        "rel_err": relative_error(y, ops.reference(tier)),
+        # peak: the convolution's whole footprint (operands, output, temporaries);
+        # extra: only what it needs beyond operands and output (window tensor, workspace).
+        "peak_mib": None if peak is None else (peak + operand_bytes) / MIB,
+        "extra_mib": None if peak is None else (peak - nbytes(y)) / MIB,
+    }
+
+
+def _row(plan: BenchPlan, layer: Layer, tier: Tier, layout: str, method: Method) -> dict:
+    return {
+        "suite": plan.suite, "layer": layer.name, "method": method.name, "tier": tier.name,
+        "layout": layout, "batch": plan.batch, "dtype": str(tier.dtype).removeprefix("torch."),
+        "backend": method.backend(plan.device), "device": plan.device.type,
+        "c": layer.c, "hw": layer.hw, "k": layer.k, "rs": layer.rs, "stride": layer.stride,
+        "padding": layer.padding, "dilation": layer.dilation, "groups": layer.groups,
+        "flop": layer.flop(plan.batch), "ms": None, "tflops": None, "rel_err": None,
+        "max_rel_err": tier.max_rel_err, "within_tier": False, "peak_mib": None,
+        "extra_mib": None, "repeats": plan.repeats, "error": "",
+    }  # fmt: skip
+
+
+def run_bench(plan: BenchPlan, provenance: dict[str, str], writer: ResultWriter) -> list[dict]:
+    """Measure every case of `plan`; each row is written as soon as it is measured."""
+    timer = timer_for(plan.device)
+    cases = plan.cases()
+    progress = Progress(len(cases))
+    rows, ops = [], None
+    for layer, tier, layout, method in cases:
+        if ops is None or ops.layer is not layer:
+            ops = None  # free the previous layer's tensors before allocating the next
+            if plan.device.type == "cuda":
+                torch.cuda.empty_cache()
+            ops = _Operands(layer, plan.batch, plan.device)
+        row = _row(plan, layer, tier, layout, method)
+        try:
+            row.update(_measure(plan, timer, ops, tier, layout, method))
+            row["tflops"] = row["flop"] / (row["ms"] * 1e-3) / 1e12
+            row["within_tier"] = row["rel_err"] <= tier.max_rel_err
+        except Exception as exc:  # a failing method must not cost the other measurements
+            row["error"] = f"{type(exc).__name__}: {exc}"[:300]
+        row.update(provenance)
+        writer.write(row)
+        rows.append(row)
+        progress.step(f"{layer.name} {tier.name} {layout} {method.name}")
+    progress.close()
+    return rows

@@ -1,0 +1,152 @@
+"""The `im2win` command. `im2win bench` measures im2win against PyTorch's convolution.
+
+Examples:
+  im2win bench             all 12 paper layers on a GPU; a small CPU run without one
+  im2win bench --quick     3 layers, fewer repeats
+  im2win bench --layers conv1,conv8 --tiers fp32,bf16 --layouts NHWC --batch 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import shlex
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from .bench.env import provenance
+from .bench.methods import METHODS
+from .bench.report import ResultWriter, format_table
+from .bench.run import LAYOUTS, BenchPlan, run_bench
+from .bench.suites import LAYERS_BY_NAME, select_layers
+from .bench.tiers import TIERS
+
+GPU_DEFAULTS = dict(batch=128, tiers="fp32,tf32,bf16", repeats=20, quick_repeats=5)
+CPU_DEFAULTS = dict(batch=2, tiers="fp32,bf16", repeats=3, quick_repeats=2)
+NO_GPU_NOTICE = (
+    "No CUDA GPU: running a reduced CPU benchmark ({how}), not representative of GPU speed.\n"
+    "Miniature copies of the paper's layers, batch {batch}; on a GPU `im2win bench` runs all "
+    "12 layers at batch 128."
+)
+
+
+def _names(choices: list[str]) -> Callable[[str], list[str]]:
+    """An argparse type: a comma-separated list, each item one of `choices`."""
+
+    def parse(text: str) -> list[str]:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        bad = [item for item in items if item not in choices]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(choices)}")
+        return items
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="im2win", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    bench = commands.add_parser(
+        "bench",
+        help="time im2win and torch's conv2d on the paper's layers",
+        description="Time, check and record im2win against torch.nn.functional.conv2d. "
+        "Each measurement becomes a row of results.jsonl and results.csv in --out.",
+    )
+    bench.add_argument(
+        "--layers",
+        type=_names(list(LAYERS_BY_NAME)),
+        help="comma-separated paper layers (default: all 12 on a GPU)",
+    )
+    bench.add_argument(
+        "--quick",
+        action="store_true",
+        help="layers conv1,conv5,conv11 unless --layers is given; fewer repeats",
+    )
+    bench.add_argument("--batch", type=int, help="batch size (default 128 on a GPU, 2 on a CPU)")
+    bench.add_argument(
+        "--tiers",
+        type=_names(list(TIERS)),
+        help=f"precision tiers (default {GPU_DEFAULTS['tiers']} on a GPU, "
+        f"{CPU_DEFAULTS['tiers']} on a CPU); fp32 includes im2win-tf32x3",
+    )
+    bench.add_argument(
+        "--layouts",
+        type=_names(LAYOUTS),
+        default=list(LAYOUTS),
+        help="NCHW and/or NHWC (channels_last) (default both)",
+    )
+    bench.add_argument(
+        "--methods",
+        type=_names(list(METHODS)),
+        default=list(METHODS),
+        help=f"methods to compare (default all: {','.join(METHODS)})",
+    )
+    bench.add_argument("--repeats", type=int, help="timed runs per measurement (median taken)")
+    bench.add_argument(
+        "--out", type=Path, help="output directory (default results/bench-<UTC date and time>)"
+    )
+    bench.set_defaults(run=_bench)
+    return parser
+
+
+def _bench(args: argparse.Namespace, command: str) -> int:
+    gpu = torch.cuda.is_available()
+    defaults = GPU_DEFAULTS if gpu else CPU_DEFAULTS
+    suite, layers = select_layers(args.layers, quick=args.quick, gpu=gpu)
+    repeats = args.repeats or defaults["quick_repeats" if args.quick else "repeats"]
+    batch = args.batch or defaults["batch"]
+    if batch < 1 or repeats < 1:
+        raise SystemExit("im2win bench: --batch and --repeats must be at least 1")
+    plan = BenchPlan(
+        suite=suite,
+        layers=layers,
+        tiers=[TIERS[name] for name in args.tiers or defaults["tiers"].split(",")],
+        layouts=args.layouts,
+        methods=[METHODS[name] for name in args.methods],
+        batch=batch,
+        repeats=repeats,
+        device=torch.device("cuda" if gpu else "cpu"),
+    )
+    if not gpu:
+        how = f"im2win backend: {METHODS['im2win'].backend(plan.device)}"
+        print(NO_GPU_NOTICE.format(how=how, batch=batch), flush=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    out = args.out or Path("results") / f"bench-{stamp}"
+    info = provenance(plan.device, command)
+    with ResultWriter(out) as writer:
+        rows = run_bench(plan, info, writer)
+    table = format_table(rows)
+    (out / "table.txt").write_text(table)
+    versions = f"torch {info['torch']} | triton {info['triton']} | cuDNN {info['cudnn']}"
+    print(f"\nGPU {info['gpu']} | {versions} | commit {info['commit']} | {suite}, batch {batch}")
+    print(table, end="")
+    print(f"results: {writer.jsonl_path} and {writer.csv_path}")
+    return 1 if any(row["error"] for row in rows) else 0
+
+
+def _restart_with_interpreter(argv: list[str]) -> None:
+    """Re-run this command with TRITON_INTERPRET=1, so that without a GPU it times the Triton
+    kernels (in the interpreter) rather than the reference. The variable only works when set
+    before Triton is imported, which the package's import has already done."""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    os.execve(sys.executable, [sys.executable, "-m", "im2win.cli", *argv], env)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `im2win` console script; `argv` defaults to the command line."""
+    from_command_line = argv is None
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    # An explicit TRITON_INTERPRET (even 0) is respected; only an unset one is filled in.
+    unset = "TRITON_INTERPRET" not in os.environ
+    if from_command_line and unset and args.command == "bench" and not torch.cuda.is_available():
+        _restart_with_interpreter(argv)
+    return args.run(args, shlex.join(["im2win", *argv]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
