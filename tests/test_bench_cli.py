@@ -1,0 +1,97 @@
+"""`im2win bench` end to end on whatever device is present (the CPU path on CI), kept small."""
+
+import csv
+import io
+import json
+from contextlib import redirect_stdout
+
+import pytest
+import torch
+
+from im2win.bench.layers import PAPER_LAYERS
+from im2win.bench.report import FIELDS, format_table
+from im2win.bench.suites import miniature
+from im2win.cli import main
+
+REQUIRED = {
+    "suite", "layer", "method", "tier", "layout", "batch", "ms", "tflops", "rel_err",
+    "extra_mib", "peak_mib", "within_tier", "gpu", "torch", "triton", "cudnn", "commit",
+    "date", "command",
+}  # fmt: skip
+ARGS = ["bench", "--quick", "--layers", "conv1,conv11", "--batch", "1", "--repeats", "1"]
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    stdout = io.StringIO()  # capsys is per test; this run is shared by the module's tests
+    with redirect_stdout(stdout):
+        status = main([*ARGS, "--out", str(out)])
+    return status, out, stdout.getvalue()
+
+
+def test_bench_succeeds_and_says_what_ran(bench_run):
+    status, _, stdout = bench_run
+    assert status == 0
+    if not torch.cuda.is_available():
+        assert "No CUDA GPU: running a reduced CPU benchmark" in stdout
+
+
+def test_bench_writes_one_complete_row_per_measurement(bench_run):
+    _, out, _ = bench_run
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    # 2 layers x 2 layouts x (fp32: im2win, im2win-tf32x3, torch-conv2d; bf16: two methods)
+    assert len(rows) == 2 * 2 * (3 + 2)
+    for row in rows:
+        assert set(row) == set(FIELDS) >= REQUIRED
+        assert row["error"] == ""
+        assert row["ms"] > 0 and row["tflops"] > 0
+        assert 0 <= row["rel_err"] <= row["max_rel_err"] and row["within_tier"] is True
+        assert row["command"] == "im2win bench " + " ".join(ARGS[1:]) + f" --out {out}"
+        assert row["commit"] and row["date"] and row["batch"] == 1
+    assert {(r["method"], r["tier"]) for r in rows} == {
+        ("im2win", "fp32"), ("im2win-tf32x3", "fp32"), ("torch-conv2d", "fp32"),
+        ("im2win", "bf16"), ("torch-conv2d", "bf16"),
+    }  # fmt: skip
+    assert {r["layout"] for r in rows} == {"NCHW", "NHWC"}
+
+    with (out / "results.csv").open(newline="") as f:
+        table = list(csv.DictReader(f))
+    assert tuple(table[0]) == FIELDS
+    assert [(r["layer"], r["method"], r["layout"]) for r in table] == [
+        (r["layer"], r["method"], r["layout"]) for r in rows
+    ]
+
+
+def test_bench_prints_the_table_last(bench_run):
+    _, out, stdout = bench_run
+    table = (out / "table.txt").read_text()
+    assert table.splitlines()[0].split()[:4] == ["layer", "tier", "layout", "method"]
+    assert len(table.splitlines()) == 2 + 20
+    assert table in stdout
+    assert stdout.endswith(table + f"results: {out}/results.jsonl and {out}/results.csv\n")
+
+
+def test_table_flags_a_result_outside_its_tier():
+    row = dict.fromkeys(FIELDS, None) | {
+        "layer": "conv1", "tier": "fp32", "layout": "NCHW", "method": "m", "backend": "b",
+        "ms": 1.0, "tflops": 2.0, "rel_err": 3e-4, "within_tier": False, "error": "",
+    }  # fmt: skip
+    failed = row | {"error": "RuntimeError: boom"}
+    lines = format_table([row, failed]).splitlines()
+    assert lines[2].endswith("OVER-BOUND") and lines[3].endswith("ERROR")
+    assert lines[4] == "conv1 fp32 NCHW m: RuntimeError: boom"
+
+
+def test_miniature_keeps_the_filter_and_stride():
+    for layer in PAPER_LAYERS:
+        mini = miniature(layer)
+        assert (mini.rs, mini.stride) == (layer.rs, layer.stride)
+        assert 1 <= mini.out_hw <= 6 and mini.c <= 8 and mini.k <= 16
+
+
+def test_unknown_layer_is_rejected(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--layers", "conv99"])
+    assert exc.value.code == 2
+    assert "conv99" in capsys.readouterr().err
