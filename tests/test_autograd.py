@@ -1,0 +1,100 @@
+"""Gradients of input, weight and bias against float64 torch.nn.functional.conv2d autograd."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import im2win
+from helpers import TOL, assert_close, randn
+
+# id: (input shape, weight shape, conv kwargs)
+CASES = {
+    "plain_p1": ((2, 3, 7, 9), (4, 3, 3, 3), dict(padding=1)),
+    "strided_ragged": ((2, 3, 10, 9), (5, 3, 3, 2), dict(stride=(3, 2))),
+    "dilated": ((1, 2, 11, 12), (3, 2, 3, 3), dict(dilation=(2, 3), padding=(1, 0))),
+    "grouped": ((2, 6, 8, 7), (4, 3, 3, 1), dict(groups=2, padding=(0, 1))),
+    "depthwise": ((2, 5, 7, 7), (5, 1, 3, 3), dict(groups=5, stride=2)),
+    "same_even_4x2": ((2, 3, 7, 8), (4, 3, 4, 2), dict(padding="same")),
+    "same_even_dilated": (
+        (1, 4, 9, 6),
+        (6, 2, 2, 4),
+        dict(padding="same", dilation=(3, 1), groups=2),
+    ),
+    "same_odd": ((2, 2, 6, 6), (3, 2, 3, 5), dict(padding="same")),
+    "c1_1x1": ((3, 1, 5, 4), (2, 1, 1, 1), dict()),
+}
+
+
+def grads(fn, x, w, b, grad_out, **kw):
+    """(y, dx, dw, db) of fn on leaf copies of x, w, b."""
+    leaves = [None if t is None else t.detach().clone().requires_grad_() for t in (x, w, b)]
+    y = fn(*leaves, **kw)
+    y.backward(grad_out.to(y.dtype))
+    return y, *(None if t is None else t.grad for t in leaves)
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("case", CASES)
+def test_gradients(case, layout, bias):
+    torch.manual_seed(0)
+    xshape, wshape, kw = CASES[case]
+    x = randn(*xshape, channels_last=layout == "channels_last")
+    w, b = randn(*wshape), randn(wshape[0]) if bias else None
+    x64, w64, b64 = (None if t is None else t.double() for t in (x, w, b))
+    grad_out = randn(*F.conv2d(x64, w64, **kw).shape)
+    y64, *g64 = grads(F.conv2d, x64, w64, b64, grad_out, **kw)
+    y, *g = grads(im2win.conv2d, x, w, b, grad_out, **kw)
+    assert_close(y, y64.detach(), TOL[torch.float32])
+    for name, got, want in zip(("input", "weight", "bias"), g, g64, strict=True):
+        if want is None:
+            assert got is None, name
+            continue
+        assert got.dtype == torch.float32 and got.shape == want.shape, name
+        assert_close(got, want, TOL[torch.float32])
+
+
+def test_only_weight_requires_grad():
+    torch.manual_seed(1)
+    x, w = randn(2, 3, 6, 7), randn(4, 3, 2, 3).requires_grad_()
+    y = im2win.conv2d(x, w, padding="same")
+    grad_out = randn(*y.shape)
+    y.backward(grad_out)
+    w64 = w.detach().double().requires_grad_()
+    F.conv2d(x.double(), w64, padding="same").backward(grad_out.double())
+    assert x.grad is None
+    assert_close(w.grad, w64.grad, TOL[torch.float32])
+
+
+def test_unbatched_gradients():
+    torch.manual_seed(2)
+    x, w, b = randn(3, 8, 7), randn(5, 3, 2, 2), randn(5)
+    grad_out = randn(5, 8, 7)
+    _, *g = grads(im2win.conv2d, x, w, b, grad_out, padding="same")
+    _, *g64 = grads(F.conv2d, x.double(), w.double(), b.double(), grad_out, padding="same")
+    for got, want in zip(g, g64, strict=True):
+        assert_close(got, want, TOL[torch.float32])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_half_gradients(dtype):
+    torch.manual_seed(3)
+    x, w, b = (randn(*s, dtype=dtype) for s in [(2, 4, 7, 6), (6, 2, 3, 2), (6,)])
+    kw = dict(padding="same", groups=2)
+    grad_out = randn(2, 6, 7, 6, dtype=dtype)
+    _, *g = grads(im2win.conv2d, x, w, b, grad_out, **kw)
+    _, *g64 = grads(F.conv2d, x.double(), w.double(), b.double(), grad_out.double(), **kw)
+    for got, want in zip(g, g64, strict=True):
+        assert got.dtype == dtype
+        assert_close(got, want, TOL[dtype])
+
+
+@pytest.mark.parametrize("padding", [1, "same"])
+def test_gradcheck_reference_backend(padding):
+    """Forward and backward in float64 (reference backend): torch.autograd.gradcheck."""
+    torch.manual_seed(4)
+    x = randn(1, 2, 5, 4, dtype=torch.float64).requires_grad_()
+    w = randn(4, 1, 2, 3, dtype=torch.float64).requires_grad_()
+    b = randn(4, dtype=torch.float64).requires_grad_()
+    fn = lambda x, w, b: im2win.conv2d(x, w, b, padding=padding, groups=2, backend="reference")
+    assert torch.autograd.gradcheck(fn, (x, w, b))

@@ -1,0 +1,285 @@
+"""im2win.conv2d against float64 torch.nn.functional.conv2d: the FlagGems-style matrix."""
+
+import inspect
+import itertools
+
+import pytest
+import torch
+
+import im2win
+from helpers import DEVICE, TOL, assert_close, expected_format, randn, reference, tolerance
+from im2win.params import conv_params
+
+# (input shape, weight shape, groups): odd and prime sizes, C = 1 and 3, 1x1 filters,
+# reductions Cg*R*S that are not multiples of 16/32/64, batch 1, depthwise and grouped.
+CASES = {
+    "n2c3_7x11_k4_3x3": ((2, 3, 7, 11), (4, 3, 3, 3), 1),
+    "n1c1_13x5_k2_3x3": ((1, 1, 13, 5), (2, 1, 3, 3), 1),
+    "n2c5_13x13_k7_1x1": ((2, 5, 13, 13), (7, 5, 1, 1), 1),
+    "n3c4_1x1_k5_1x1": ((3, 4, 1, 1), (5, 4, 1, 1), 1),
+    "n2c3_11x11_k5_5x2": ((2, 3, 11, 11), (5, 3, 5, 2), 1),
+    "n1c7_9x10_k3_2x3": ((1, 7, 9, 10), (3, 7, 2, 3), 1),
+    "n1c17_8x8_k19_5x5": ((1, 17, 8, 8), (19, 17, 5, 5), 1),
+    "n2c6_9x7_dw3x3": ((2, 6, 9, 7), (6, 1, 3, 3), 6),
+    "n1c4_8x8_dwx2_3x3": ((1, 4, 8, 8), (8, 1, 3, 3), 4),
+    "n2c6_10x9_g2_3x3": ((2, 6, 10, 9), (4, 3, 3, 3), 2),
+    "n2c9_7x8_g3_1x3": ((2, 9, 7, 8), (6, 3, 1, 3), 3),
+    "n1c2_5x13_k3_4x2": ((1, 2, 5, 13), (3, 2, 4, 2), 1),
+}
+
+GEOMETRIES = {
+    "s1p0": dict(),
+    "s2p1": dict(stride=2, padding=1),
+    "s21_p20_d12": dict(stride=(2, 1), padding=(2, 0), dilation=(1, 2)),
+    "s3_valid": dict(stride=3, padding="valid"),
+    "same": dict(padding="same"),
+    "same_d2": dict(padding="same", dilation=2),
+    "p3_d2": dict(padding=3, dilation=2),
+    "lists_s12_p01_d21": dict(stride=[1, 2], padding=[0, 1], dilation=[2, 1]),
+}
+
+LAYOUTS = ("nchw", "channels_last")
+
+
+def valid(case, geometry) -> bool:
+    (_, _, h, w), (_, _, r, s), groups = CASES[case]
+    kw = GEOMETRIES[geometry]
+    params = conv_params(
+        kw.get("stride", 1), kw.get("padding", 0), kw.get("dilation", 1), groups, kernel_size=(r, s)
+    )
+    return min(params.output_size(h, w, r, s)) > 0
+
+
+def matrix(cases, geometries, *axes):
+    """pytest params for the valid (case, geometry) pairs crossed with the other axes."""
+    return [
+        pytest.param(c, g, *rest)
+        for c, g, *rest in itertools.product(cases, geometries, *axes)
+        if valid(c, g)
+    ]
+
+
+def check_conv(case, geometry, layout, bias, dtype, **options):
+    xshape, wshape, groups = CASES[case]
+    kw = dict(GEOMETRIES[geometry], groups=groups)
+    x = randn(*xshape, dtype=dtype, channels_last=layout == "channels_last")
+    w = randn(*wshape, dtype=dtype)
+    b = randn(wshape[0], dtype=dtype) if bias else None
+    ref = reference(x, w, b, **kw)
+    y = im2win.conv2d(x, w, b, **kw, **options)
+    assert y.dtype == dtype
+    assert y.is_contiguous(memory_format=expected_format(x))
+    assert_close(y, ref, tolerance(dtype, options.get("precision")))
+
+
+@pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
+@pytest.mark.parametrize("case, geometry, layout", matrix(CASES, GEOMETRIES, LAYOUTS))
+def test_fp32(case, geometry, layout, bias):
+    torch.manual_seed(0)
+    check_conv(case, geometry, layout, bias, torch.float32)
+
+
+@pytest.mark.parametrize("case, geometry, layout", matrix(CASES, GEOMETRIES, LAYOUTS))
+def test_fp16(case, geometry, layout):
+    torch.manual_seed(1)
+    check_conv(case, geometry, layout, True, torch.float16)
+
+
+@pytest.mark.parametrize(
+    "case, geometry, layout",
+    matrix(
+        [
+            "n2c3_7x11_k4_3x3",
+            "n1c1_13x5_k2_3x3",
+            "n1c17_8x8_k19_5x5",
+            "n2c6_9x7_dw3x3",
+            "n2c9_7x8_g3_1x3",
+            "n1c2_5x13_k3_4x2",
+        ],
+        ["s2p1", "same"],
+        LAYOUTS,
+    ),
+)
+def test_bf16(case, geometry, layout):
+    torch.manual_seed(2)
+    check_conv(case, geometry, layout, True, torch.bfloat16)
+
+
+# The window source option is newer than the rest of the API.
+needs_windows = pytest.mark.skipif(
+    "windows" not in inspect.signature(im2win.conv2d).parameters,
+    reason="this im2win.conv2d has no `windows` option",
+)
+
+
+@needs_windows
+@pytest.mark.parametrize("windows", ["materialized", "streamed"])
+@pytest.mark.parametrize("case, geometry, layout", matrix(CASES, GEOMETRIES, LAYOUTS))
+def test_window_sources(case, geometry, layout, windows):
+    torch.manual_seed(12)
+    check_conv(case, geometry, layout, True, torch.float32, windows=windows)
+
+
+@needs_windows
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize(
+    "case, geometry, layout",
+    matrix(["n2c6_9x7_dw3x3", "n1c2_5x13_k3_4x2"], ["s2p1", "same"], LAYOUTS),
+)
+def test_streamed_windows_16bit(case, geometry, layout, dtype):
+    torch.manual_seed(13)
+    check_conv(case, geometry, layout, True, dtype, windows="streamed")
+
+
+def test_poison_is_active():
+    assert torch.isnan(torch.empty(4, 4)).all()
+
+
+def test_kernels_are_tested():
+    """Without the interpreter, CPU tensors would silently take the reference backend."""
+    assert DEVICE == "cuda" or im2win.kernels.interpreted()
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_unbatched(layout):
+    torch.manual_seed(3)
+    x = randn(1, 3, 9, 8, channels_last=layout == "channels_last")[0]
+    w, b = randn(5, 3, 3, 2), randn(5)
+    y = im2win.conv2d(x, w, b, padding=1)
+    assert y.shape == (5, 9, 9)
+    assert_close(y, reference(x, w, b, padding=1), TOL[torch.float32])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=TypeError,
+    reason="bug: conv2d's empty-batch path calls x.new_empty(..., memory_format=...), "
+    "which Tensor.new_empty does not accept (TypeError)",
+)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("padding", [0, "same"])
+def test_empty_batch(layout, padding):
+    x = randn(0, 3, 7, 6, channels_last=layout == "channels_last")
+    w = randn(4, 3, 2, 3)
+    y = im2win.conv2d(x, w, randn(4), padding=padding)
+    assert y.shape == reference(x, w, padding=padding).shape
+    assert y.dtype == x.dtype
+
+
+VIEWS = {
+    "sliced": lambda t: t[:, 1:4, ::2, 1:-1],
+    "hw_transposed": lambda t: t.transpose(2, 3),
+    "expanded": lambda t: t[:1].expand(3, -1, -1, -1),
+    "channels_last_sliced": lambda t: t.to(memory_format=torch.channels_last)[:, :3, 2:, :-1],
+}
+
+
+def check_view(view, **options):
+    torch.manual_seed(4)
+    x = VIEWS[view](randn(2, 5, 14, 11))
+    w, b = randn(4, x.shape[1], 3, 3), randn(4)
+    y = im2win.conv2d(x, w, b, padding=(1, 2), **options)
+    assert_close(y, reference(x, w, b, padding=(1, 2)), TOL[torch.float32])
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_non_contiguous_input(view):
+    check_view(view)
+
+
+@needs_windows
+@pytest.mark.parametrize("view", VIEWS)
+def test_non_contiguous_input_streamed(view):
+    check_view(view, windows="streamed")
+
+
+def test_non_contiguous_weight():
+    torch.manual_seed(5)
+    x = randn(2, 3, 8, 9)
+    w = randn(3, 3, 5, 4).permute(0, 1, 3, 2)[1:]  # [2, 3, 4, 5], not contiguous
+    y = im2win.conv2d(x, w, stride=(1, 2))
+    assert_close(y, reference(x, w, stride=(1, 2)), TOL[torch.float32])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: the forward kernel reads bias with unit stride (bias_ptr + channel), "
+    "so a strided bias view such as randn(8)[::2] gives wrong values",
+)
+def test_non_contiguous_bias():
+    torch.manual_seed(6)
+    x, w = randn(1, 3, 5, 5), randn(4, 3, 3, 3)
+    b = randn(8)[::2]
+    assert_close(im2win.conv2d(x, w, b), reference(x, w, b), TOL[torch.float32])
+
+
+@pytest.mark.parametrize("precision", ["ieee", "tf32x3", "tf32"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_precision(precision, layout):
+    torch.manual_seed(7)
+    x = randn(2, 6, 9, 11, channels_last=layout == "channels_last")
+    w, b = randn(10, 6, 3, 3), randn(10)
+    y = im2win.conv2d(x, w, b, padding=1, precision=precision)
+    assert y.dtype == torch.float32
+    assert_close(y, reference(x, w, b, padding=1), tolerance(torch.float32, precision))
+
+
+CONFIGS = {
+    "16x16x16": dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, num_warps=4, num_stages=1),
+    "32x16x64": dict(BLOCK_M=32, BLOCK_N=16, BLOCK_K=64, num_warps=4, num_stages=2),
+    "16x64x32": dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=32, num_warps=2, num_stages=3),
+    # Every tile larger than the problem below, yet within a GPU's shared memory.
+    "larger_than_problem": dict(BLOCK_M=128, BLOCK_N=32, BLOCK_K=64, num_warps=8, num_stages=1),
+}
+
+
+@pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_pinned_config(config, groups, layout, dtype):
+    # M = 2*7*9 = 126 pixels, 20 channels per group, a reduction of 5*3*3 = 45: ragged tiles.
+    torch.manual_seed(8)
+    x = randn(2, 5 * groups, 9, 11, dtype=dtype, channels_last=layout == "channels_last")
+    w, b = randn(20 * groups, 5, 3, 3, dtype=dtype), randn(20 * groups, dtype=dtype)
+    kw = dict(stride=(1, 1), padding=(0, 0), groups=groups)
+    y = im2win.conv2d(x, w, b, **kw, config=config)
+    assert_close(y, reference(x, w, b, **kw), TOL[dtype])
+    assert_close(y, im2win.conv2d(x, w, b, **kw).double(), 2 * TOL[dtype])
+
+
+@pytest.mark.parametrize("geometry", ["s1p0", "s21_p20_d12", "same"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_reference_backend_agrees(geometry, layout, dtype):
+    torch.manual_seed(9)
+    kw = dict(GEOMETRIES[geometry], groups=2)
+    x = randn(2, 4, 9, 10, dtype=dtype, channels_last=layout == "channels_last")
+    w, b = randn(6, 2, 3, 2, dtype=dtype), randn(6, dtype=dtype)
+    y_ref = im2win.conv2d(x, w, b, **kw, backend="reference")
+    y_tri = im2win.conv2d(x, w, b, **kw, backend="triton")
+    assert y_ref.dtype == y_tri.dtype == dtype
+    assert y_ref.is_contiguous(memory_format=expected_format(x))
+    assert_close(y_ref, reference(x, w, b, **kw), TOL[dtype])
+    assert_close(y_tri, y_ref.double(), 2 * TOL[dtype])
+
+
+def test_float64_reference_backend():
+    torch.manual_seed(10)
+    x, w, b = (randn(*s, dtype=torch.float64) for s in [(2, 4, 7, 9), (6, 2, 2, 3), (6,)])
+    y = im2win.conv2d(x, w, b, padding="same", groups=2, backend="reference")
+    assert y.dtype == torch.float64
+    assert_close(y, reference(x, w, b, padding="same", groups=2), 1e-12)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_inputs_not_modified(layout):
+    torch.manual_seed(11)
+    x = randn(2, 3, 8, 7, channels_last=layout == "channels_last").requires_grad_()
+    w, b = randn(4, 3, 2, 2).requires_grad_(), randn(4).requires_grad_()
+    clones = [t.detach().clone() for t in (x, w, b)]
+    y = im2win.conv2d(x, w, b, padding="same")
+    y.backward(torch.randn_like(y))
+    for t, c in zip((x, w, b), clones, strict=True):
+        assert torch.equal(t.detach(), c)
+        assert t.stride() == c.stride()

@@ -1,0 +1,185 @@
+"""GPU checks (H100): the paper's 12 layers at batch 128 in every precision tier and layout,
+plus small odd shapes; compared with float64 torch.nn.functional.conv2d on the GPU.
+
+With IM2WIN_GPU_REPORT set, the paper-layer results are written as JSON lines (a header
+object, then one object per case) to that file, or to gpu_suite.jsonl inside it when it is a
+directory (as `make test-gpu` passes it).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import triton
+
+import im2win
+from helpers import GPU_TIER_TOL, assert_close, expected_format, reference, rel_err
+from im2win.bench.layers import PAPER_BATCH, PAPER_LAYERS
+
+pytestmark = pytest.mark.gpu
+
+# tier: (dtype, precision)
+TIERS = {
+    "ieee": (torch.float32, "ieee"),
+    "tf32x3": (torch.float32, "tf32x3"),
+    "tf32": (torch.float32, "tf32"),
+    "bf16": (torch.bfloat16, None),
+    "fp16": (torch.float16, None),
+}
+LAYOUTS = ("nchw", "channels_last")
+RESULTS: list[dict] = []
+
+
+def _git_commit() -> str | None:
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip()
+
+
+def _report_path() -> Path | None:
+    path = os.environ.get("IM2WIN_GPU_REPORT")
+    if not path:
+        return None
+    is_dir = os.path.isdir(path) or path.endswith("/")
+    return Path(path, "gpu_suite.jsonl") if is_dir else Path(path)
+
+
+@pytest.fixture(scope="module")
+def report():
+    """Collects the paper-layer results; writes them as JSON lines once the module is done."""
+    yield RESULTS
+    _DATA.clear()
+    torch.cuda.empty_cache()
+    path = _report_path()
+    if path is None or not RESULTS:
+        return
+    header = {
+        "header": True,
+        "gpu": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "cudnn": torch.backends.cudnn.version(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": _git_commit(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        for row in (header, *RESULTS):
+            f.write(json.dumps(row) + "\n")
+
+
+_DATA: dict = {}  # one (layer, dtype) at a time: inputs and the float64 reference
+
+
+def layer_data(index: int, dtype: torch.dtype):
+    layer = PAPER_LAYERS[index]
+    key = (layer.name, dtype)
+    if key not in _DATA:
+        _DATA.clear()
+        torch.cuda.empty_cache()
+        torch.manual_seed(index)
+        xshape, wshape = layer.shapes(PAPER_BATCH)
+        x = torch.randn(xshape, device="cuda").to(dtype)
+        w = torch.randn(wshape, device="cuda").to(dtype)
+        _DATA[key] = x, w, reference(x, w, **layer.conv_kwargs())
+    return _DATA[key]
+
+
+PAPER_CASES = [
+    pytest.param(i, tier, layout, id=f"{layer.name}-{tier}-{layout}")
+    for i, layer in enumerate(PAPER_LAYERS)
+    for tier in TIERS
+    for layout in LAYOUTS
+]
+
+
+@pytest.mark.parametrize("index, tier, layout", PAPER_CASES)
+def test_paper_layer(index, tier, layout, report):
+    layer = PAPER_LAYERS[index]
+    dtype, precision = TIERS[tier]
+    bound = GPU_TIER_TOL[tier]
+    row = dict(layer=layer.name, tier=tier, layout=layout, batch=PAPER_BATCH, rel_err=None,
+               bound=bound, passed=False)  # fmt: skip
+    report.append(row)  # a case that raises stays in the report as not passed
+    x, w, ref = layer_data(index, dtype)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    y = im2win.conv2d(x, w, **layer.conv_kwargs(), precision=precision)
+    finite = bool(torch.isfinite(y).all())
+    row["rel_err"] = rel_err(y, ref) if finite else None
+    row["passed"] = finite and row["rel_err"] <= bound
+    dtype_ok, shape_ok = y.dtype == dtype, y.shape == ref.shape
+    format_ok = y.is_contiguous(memory_format=expected_format(x))
+    del x, y
+    torch.cuda.empty_cache()
+    assert dtype_ok and shape_ok and format_ok
+    assert finite, "non-finite outputs (NaN: an element was never written)"
+    assert row["passed"], f"relative error {row['rel_err']:.3g} > {bound:.3g}"
+
+
+# (input shape, weight shape, conv kwargs): C = 1 and 3, prime sizes, groups, dilation, padding
+ODD_CASES = {
+    "c1_13x17_k5_3x3_p1": ((3, 1, 13, 17), (5, 1, 3, 3), dict(padding=1)),
+    "c3_31x29_k7_7x7_s2": ((2, 3, 31, 29), (7, 3, 7, 7), dict(stride=2, padding=3)),
+    "c13_11x7_k19_2x4_same": ((5, 13, 11, 7), (19, 13, 2, 4), dict(padding="same")),
+    "c12_17x13_g3_d2": ((2, 12, 17, 13), (9, 4, 3, 3), dict(groups=3, dilation=2, padding=2)),
+    "c7_23x5_dw_5x1": ((4, 7, 23, 5), (7, 1, 5, 1), dict(groups=7, padding=(2, 0))),
+    "c37_9x9_k41_1x1_s3x2": ((3, 37, 9, 9), (41, 37, 1, 1), dict(stride=(3, 2))),
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("tier", ["bf16", "tf32", "tf32x3", "fp16"])
+@pytest.mark.parametrize("case", ODD_CASES)
+def test_odd_shapes(case, tier, layout):
+    torch.manual_seed(0)
+    xshape, wshape, kw = ODD_CASES[case]
+    dtype, precision = TIERS[tier]
+    x = torch.randn(xshape, device="cuda").to(dtype)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    w = torch.randn(wshape, device="cuda").to(dtype)
+    b = torch.randn(wshape[0], device="cuda").to(dtype)
+    y = im2win.conv2d(x, w, b, **kw, precision=precision)
+    assert y.dtype == dtype
+    assert_close(y, reference(x, w, b, **kw), GPU_TIER_TOL[tier])
+
+
+# (input shape, weight shape, conv kwargs)
+GRAD_CASES = {
+    "c32_28x28_k64_3x3_p1": ((8, 32, 28, 28), (64, 32, 3, 3), dict(padding=1)),
+    "c16_15x17_k24_4x2_same": ((4, 16, 15, 17), (24, 16, 4, 2), dict(padding="same")),
+    "c24_14x14_g3_s2": ((4, 24, 14, 14), (48, 8, 3, 3), dict(groups=3, stride=2)),
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", GRAD_CASES)
+def test_fp32_gradients(case, layout):
+    """float32 gradients are fp32-accurate on the GPU too (no silent TF32)."""
+    torch.manual_seed(1)
+    xshape, wshape, kw = GRAD_CASES[case]
+    x = torch.randn(xshape, device="cuda")
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    w, b = torch.randn(wshape, device="cuda"), torch.randn(wshape[0], device="cuda")
+    leaves = [t.clone().requires_grad_() for t in (x, w, b)]
+    leaves64 = [t.double().requires_grad_() for t in (x, w, b)]
+    y = im2win.conv2d(*leaves, **kw)
+    grad_out = torch.randn_like(y)
+    y.backward(grad_out)
+    F.conv2d(*leaves64, **kw).backward(grad_out.double())
+    for got, want in zip(leaves, leaves64, strict=True):
+        assert_close(got.grad, want.grad, GPU_TIER_TOL["ieee"])
