@@ -150,12 +150,6 @@ def test_unbatched(layout):
     assert_close(y, reference(x, w, b, padding=1), TOL[torch.float32])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="bug: conv2d's empty-batch path calls x.new_empty(..., memory_format=...), "
-    "which Tensor.new_empty does not accept (TypeError)",
-)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("padding", [0, "same"])
 def test_empty_batch(layout, padding):
@@ -201,11 +195,6 @@ def test_non_contiguous_weight():
     assert_close(y, reference(x, w, stride=(1, 2)), TOL[torch.float32])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the forward kernel reads bias with unit stride (bias_ptr + channel), "
-    "so a strided bias view such as randn(8)[::2] gives wrong values",
-)
 def test_non_contiguous_bias():
     torch.manual_seed(6)
     x, w = randn(1, 3, 5, 5), randn(4, 3, 3, 3)

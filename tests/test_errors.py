@@ -150,11 +150,6 @@ def test_device_mismatch(which):
         im2win.conv2d(x, w, b)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: check_config validates only the BLOCK_* entries; bad num_warps/num_stages "
-    "values pass silently (on a GPU they fail inside Triton, not with a ValueError)",
-)
 @pytest.mark.parametrize(
     "bad", [dict(num_warps=3), dict(num_warps=0), dict(num_stages=-1), dict(num_warps="4")]
 )

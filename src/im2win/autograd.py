@@ -20,6 +20,7 @@ class Conv2dFunction(torch.autograd.Function):
         ctx.save_for_backward(x, weight)
         ctx.params = params
         ctx.has_bias = bias is not None
+        ctx.precision = options["precision"]
         return conv2d_forward(x, weight, bias, params, **options)
 
     @staticmethod
@@ -29,15 +30,27 @@ class Conv2dFunction(torch.autograd.Function):
         symmetric = top == bottom and left == right
         if not symmetric:  # aten's backward takes one pad per axis: pad explicitly instead
             x = F.pad(x, (left, right, top, bottom))
-        grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
-            grad_y, x, weight,
-            [weight.shape[0]] if ctx.has_bias else None,
-            list(ctx.params.stride),
-            [top, left] if symmetric else [0, 0],
-            list(ctx.params.dilation),
-            False, [0, 0], ctx.params.groups,
-            [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias],
+        cudnn = torch.backends.cudnn
+        # The backward keeps the forward's precision: cuDNN's TF32 default would not.
+        flags = cudnn.flags(
+            enabled=cudnn.enabled, benchmark=cudnn.benchmark,
+            deterministic=cudnn.deterministic, allow_tf32=ctx.precision == "tf32",
         )  # fmt: skip
+        with flags:
+            grad_x, grad_w, grad_b = _convolution_backward(grad_y, x, weight, ctx, symmetric)
         if grad_x is not None and not symmetric:
             grad_x = grad_x[:, :, top : x.shape[2] - bottom, left : x.shape[3] - right]
         return grad_x, grad_w, grad_b if ctx.has_bias else None, None, None
+
+
+def _convolution_backward(grad_y, x, weight, ctx, symmetric: bool):
+    top, _, left, _ = ctx.params.padding
+    return torch.ops.aten.convolution_backward(
+        grad_y, x, weight,
+        [weight.shape[0]] if ctx.has_bias else None,
+        list(ctx.params.stride),
+        [top, left] if symmetric else [0, 0],
+        list(ctx.params.dilation),
+        False, [0, 0], ctx.params.groups,
+        [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias],
+    )  # fmt: skip

@@ -7,7 +7,7 @@ import torch
 
 from .autograd import Conv2dFunction
 from .kernels import check_config
-from .ops import resolve_backend, window_transform
+from .ops import WINDOWS, resolve_backend, window_transform
 from .params import (
     SUPPORTED_DTYPES,
     as_pair,
@@ -31,6 +31,7 @@ def conv2d(
     *,
     precision: str | None = None,
     backend: str = "auto",
+    windows: str | None = None,
     config: dict | None = None,
 ) -> torch.Tensor:
     """2D convolution (cross-correlation) through the im2win window layout.
@@ -46,7 +47,10 @@ def conv2d(
     `torch.backends.cudnn.allow_tf32` is not followed, so precision never changes silently.
 
     `backend`: 'auto' (Triton where it can run: CUDA, or CPU under TRITON_INTERPRET=1; the
-    plain-PyTorch reference elsewhere), 'triton' or 'reference'. `config` pins the kernel's
+    plain-PyTorch reference elsewhere), 'triton' or 'reference'. `windows`: where the
+    Triton kernel reads windows: 'materialized' (the im2win tensor, written by the
+    transform: the paper's scheme), 'streamed' (straight from the input, no buffer) or None
+    (the library's choice). `config` pins the kernel's
     tiles (keys BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages), for tests and tuning.
     """
     check_tensor("input", input, dims=(3, 4))
@@ -62,16 +66,21 @@ def conv2d(
     precision = resolve_precision(precision, x.dtype)
     if config is not None:
         config = check_config(config)
+    if windows not in (None, *WINDOWS):
+        raise ValueError(f"windows must be one of {WINDOWS} or None, got {windows!r}")
     channels_last = is_channels_last(x)
 
     if x.shape[0] == 0:  # empty batch: an empty output, as in PyTorch
         p, q = params.output_size(*x.shape[2:], *weight.shape[2:])
         fmt = torch.channels_last if channels_last else torch.contiguous_format
-        y = x.new_empty((0, weight.shape[0], p, q), memory_format=fmt)
+        y = torch.empty(
+            (0, weight.shape[0], p, q), dtype=x.dtype, device=x.device, memory_format=fmt
+        )
     else:
         options = dict(
-            channels_last=channels_last, precision=precision, backend=backend, config=config
-        )
+            channels_last=channels_last, precision=precision, backend=backend,
+            windows=windows, config=config,
+        )  # fmt: skip
         y = Conv2dFunction.apply(x, weight, bias, params, options)
     return y.squeeze(0) if unbatched else y
 
@@ -105,4 +114,3 @@ def transform_filter(weight: torch.Tensor, channels_last: bool = False) -> torch
     """The filter re-laid to match the windows: [K, Cg, S, R], or [K, S, R, Cg] for NHWC."""
     check_tensor("weight", weight, dims=(4,))
     return filter_reference(weight, channels_last)
-

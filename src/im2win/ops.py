@@ -11,10 +11,12 @@ from __future__ import annotations
 import torch
 
 from . import kernels
+from .kernels.conv2d_fwd import WindowSource
 from .params import ConvParams
 from .reference import conv2d_reference, filter_reference, transform_reference
 
 BACKENDS = ("auto", "triton", "reference")
+WINDOWS = ("materialized", "streamed")
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
@@ -38,6 +40,29 @@ def window_transform(x, r: int, params: ConvParams, channels_last: bool, backend
     return kernels.im2win_transform(x, r, params, channels_last, kernels.interpreted())
 
 
+def materialized_windows(win: torch.Tensor, params: ConvParams, r: int, cg: int,
+                         channels_last: bool) -> WindowSource:  # fmt: skip
+    """Windows read from the im2win tensor: [N, C, P, Wp*R] or [N, P, Wp, R, C]."""
+    (sw, dw) = params.stride[1], params.dilation[1]
+    if channels_last:
+        sn, sp, s_w, s_r, sc = win.stride()
+    else:
+        sn, sc, sp, _ = win.stride()
+        s_w, s_r = r, 1
+    return WindowSource(win, (sn, cg * sc, sp, sw * s_w), (sc, dw * s_w, s_r))
+
+
+def streamed_windows(x: torch.Tensor, params: ConvParams, cg: int) -> WindowSource:
+    """Windows read straight from the input: no buffer, padding becomes masked loads."""
+    sn, sc, s_h, s_w = x.stride()
+    (sh, sw), (dh, dw) = params.stride, params.dilation
+    top, _, left, _ = params.padding
+    return WindowSource(
+        x, (sn, cg * sc, sh * s_h, sw * s_w), (sc, dw * s_w, dh * s_h),
+        origin=-(top * s_h + left * s_w), masked=any(params.padding),
+    )  # fmt: skip
+
+
 def conv2d_forward(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -47,6 +72,7 @@ def conv2d_forward(
     channels_last: bool,
     precision: str,
     backend: str,
+    windows: str | None = None,
     config: dict | None = None,
 ) -> torch.Tensor:
     """Convolution of a non-empty 4-D input; the output takes the input's memory format."""
@@ -61,21 +87,30 @@ def conv2d_forward(
     k, cg, r, s = weight.shape
     p, q = params.output_size(h, w, r, s)
     interpreted = kernels.interpreted()
-    win = kernels.im2win_transform(x, r, params, channels_last, interpreted)
-    if channels_last:  # [N, P, Wp, R, C]
-        sn, sp, sw, sr, sc = win.stride()
-    else:  # [N, C, P, Wp*R]
-        sn, sc, sp, _ = win.stride()
-        sw, sr = r, 1
-    filt = filter_reference(weight, channels_last).view(k, cg * s * r)
-    y = torch.empty((n, k, p, q), dtype=x.dtype, device=x.device, memory_format=memory_format)
     if config is None:
         config = kernels.conv2d_fwd_config(n * p * q, k // params.groups, cg * r * s, x.dtype,
                                            interpreted)  # fmt: skip
+    config = dict(config)
+    if windows is None:
+        windows = "streamed"
+    if windows == "streamed":
+        src = streamed_windows(x, params, cg)
+    else:
+        win = kernels.im2win_transform(x, r, params, channels_last, interpreted)
+        src = materialized_windows(win, params, r, cg, channels_last)
+    # Tap-by-tap over channel blocks needs enough channels to fill a block, and channels
+    # adjacent in memory or at least not in the materialized NCHW window's far-apart planes.
+    channel_blocked = config.pop("CHANNEL_BLOCKED", None)
+    if channel_blocked is None:
+        channel_blocked = cg >= 16 and (windows == "streamed" or channels_last)
+    channels_inner = channel_blocked or channels_last
+    filt = filter_reference(weight, channels_inner).view(k, cg * s * r)
+    y = torch.empty((n, k, p, q), dtype=x.dtype, device=x.device, memory_format=memory_format)
     return kernels.conv2d_fwd(
-        win, (sn, sc, sp, sw, sr), filt, bias, y,
+        src, filt, bias, y,
         r=r, s=s, groups=params.groups,
-        stride_w=params.stride[1], dilation_w=params.dilation[1],
-        channels_last=channels_last, precision=precision,
+        stride=params.stride, dilation=params.dilation,
+        pad_top_left=(params.padding[0], params.padding[2]), input_hw=(h, w),
+        channels_inner=channels_inner, channel_blocked=channel_blocked, precision=precision,
         config=config, interpreted=interpreted,
     )  # fmt: skip

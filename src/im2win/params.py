@@ -61,7 +61,7 @@ def _padding(value, stride, dilation, kernel_size) -> tuple[int, int, int, int]:
                     f"padding='same' needs stride 1 in both dimensions, got stride={stride}"
                 )
             pads = []
-            for d, k in zip(dilation, kernel_size):
+            for d, k in zip(dilation, kernel_size, strict=True):
                 total = d * (k - 1)
                 pads += [total // 2, total - total // 2]  # the extra row/column goes last
             return tuple(pads)
@@ -70,9 +70,7 @@ def _padding(value, stride, dilation, kernel_size) -> tuple[int, int, int, int]:
     return (ph, ph, pw, pw)
 
 
-def conv_params(
-    stride=1, padding=0, dilation=1, groups: int = 1, kernel_size=(1, 1)
-) -> ConvParams:
+def conv_params(stride=1, padding=0, dilation=1, groups: int = 1, kernel_size=(1, 1)) -> ConvParams:
     """Validate and normalise the geometric arguments of a convolution."""
     stride = as_pair("stride", stride, minimum=1)
     dilation = as_pair("dilation", dilation, minimum=1)
@@ -108,7 +106,8 @@ def check_conv_args(input, weight, bias, params: ConvParams, *, dtypes=SUPPORTED
         if t.device != input.device:
             raise ValueError(f"{name} is on {t.device} but input is on {input.device}")
     if min(k, cg, r, s) == 0:
-        raise ValueError(f"weight must have no zero-size dimension, got shape {tuple(weight.shape)}")
+        shape = tuple(weight.shape)
+        raise ValueError(f"weight must have no zero-size dimension, got shape {shape}")
     g = params.groups
     if k % g:
         raise ValueError(f"groups={g} must divide the output channels of weight ({k})")
@@ -116,8 +115,7 @@ def check_conv_args(input, weight, bias, params: ConvParams, *, dtypes=SUPPORTED
         raise ValueError(f"groups={g} must divide the input channels ({c})")
     if c // g != cg:
         raise ValueError(
-            f"input has {c} channels, so with groups={g} weight.shape[1] must be {c // g},"
-            f" got {cg}"
+            f"input has {c} channels, so with groups={g} weight.shape[1] must be {c // g}, got {cg}"
         )
     if bias is not None and tuple(bias.shape) != (k,):
         raise ValueError(f"bias must have shape ({k},), got {tuple(bias.shape)}")

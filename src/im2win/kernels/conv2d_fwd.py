@@ -1,15 +1,30 @@
-"""Forward convolution as an implicit GEMM over the im2win window tensor.
+"""Forward convolution as an implicit GEMM over im2win windows.
 
 GEMM view, per group g:   Y[m, k] = sum_kk A[m, kk] * B[kk, k]
     m  = (n, p, q)  output pixel               (M = N*P*Q rows)
     k  = output channel inside the group       (KG columns)
-    kk = (c, f, r) in NCHW, (f, r, c) in NHWC  (Cg*S*R, the filter's own order)
-A is never built: A[m, kk] = Win[n][c][p][q*sw + f*dw][r], an address that splits into a
-pixel part (n, p, q) and a reduction part (c, f, r), so each tile is one broadcast add.
-With dw == 1 the reduction part walks each window as a contiguous run.
+    kk = (c, f, r) in NCHW, (f, r, c) in NHWC  (Cg*S*R, the re-laid filter's own order)
+A is never built: A[m, kk] = Win[n][c][p][q*sw + f*dw][r], whose address splits into a
+pixel part (n, p, q) and a reduction part (c, f, r), so each tile is one broadcast add:
+
+    addr(m, kk) = pixel_off[m] + red_off[kk]
+
+The windows come from one of two sources with the same formula and different strides:
+  materialized  the im2win tensor written by the transform (padding is stored zeros);
+  streamed      the input itself, viewed as windows (rows p*sh + r*dh, columns q*sw + f*dw),
+                padding handled by masks: no window buffer at all.
+Two reduction loops:
+  flat             kk runs over the whole window in BLOCK_K steps; its address part comes
+                   from a small host-built table (no divisions in the loop), or is kk itself
+                   when each window is one contiguous run (NHWC im2win windows with dw == 1:
+                   the loads then vectorize). Best for few channels (the 3-channel stems).
+  channel-blocked  one filter tap (f, r) at a time, BLOCK_K channels of it: scalar tap
+                   offsets, no table, padding masks per pixel. Best once Cg fills a block.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -19,13 +34,16 @@ import triton.language as tl
 @triton.heuristics({"HAS_BIAS": lambda args: args["bias_ptr"] is not None})
 @triton.jit
 def _conv2d_fwd_kernel(
-    win_ptr, filt_ptr, bias_ptr, y_ptr,
-    N, CG, KG, R, S, P, Q,
-    stride_wn, stride_wc, stride_wp, stride_ww, stride_wr,
-    stride_fk,
+    win_ptr, filt_ptr, bias_ptr, y_ptr, red_ptr,
+    N, CG, KG, H, W, R, S, P, Q,
+    stride_an, stride_ag, stride_ap, stride_aq,
+    stride_ac, stride_af, stride_ar, origin,
+    stride_fk, stride_b,
     stride_yn, stride_yk, stride_yp, stride_yq,
-    stride_w, dilation_w,
-    CHANNELS_LAST: tl.constexpr,
+    stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w,
+    CHANNEL_BLOCKED: tl.constexpr,
+    CONTIGUOUS_K: tl.constexpr,
+    MASKED: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
@@ -44,28 +62,49 @@ def _conv2d_fwd_kernel(
     m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # [BLOCK_M] int64
     n, pq = m // (P * Q), m % (P * Q)
     p, q = pq // Q, pq % Q
-    row_off = n * stride_wn + group * CG * stride_wc + p * stride_wp + q * stride_w * stride_ww
+    pixel_off = n * stride_an + group * stride_ag + p * stride_ap + q * stride_aq
     kn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N]
     filt_rows = (group * KG + kn) * stride_fk  # [BLOCK_N] int64
     m_ok = m < N * P * Q
     kn_ok = kn < KG
+    h0 = p * stride_h - pad_top  # top-left input corner of each window (streamed windows)
+    w0 = q * stride_w - pad_left
 
     k_red = CG * S * R
+    num_c_blocks = tl.cdiv(CG, BLOCK_K)
+    num_iters = S * R * num_c_blocks if CHANNEL_BLOCKED else tl.cdiv(k_red, BLOCK_K)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for k0 in range(0, k_red, BLOCK_K):
-        kk = k0 + tl.arange(0, BLOCK_K)  # [BLOCK_K]
-        if CHANNELS_LAST:
-            c, fr = kk % CG, kk // CG
+    for it in range(0, num_iters):
+        if CHANNEL_BLOCKED:
+            # One filter tap (f, r) at a time, BLOCK_K channels of it: kk = (f*R + r)*CG + c.
+            fr = it // num_c_blocks
+            f, r = fr // R, fr % R
+            c = (it % num_c_blocks) * BLOCK_K + tl.arange(0, BLOCK_K)  # [BLOCK_K]
+            kk_ok = c < CG
+            kk = fr * CG + c
+            tap_off = origin + f * stride_af + r * stride_ar
+            red_off = tap_off + c.to(tl.int64) * stride_ac
+            a_mask = m_ok[:, None] & kk_ok[None, :]
+            if MASKED:
+                h = h0 + r * dilation_h
+                w = w0 + f * dilation_w
+                pixel_in = (h >= 0) & (h < H) & (w >= 0) & (w < W)
+                a_mask = a_mask & pixel_in[:, None]
         else:
-            c, fr = kk // (S * R), kk % (S * R)
-        f, r = fr // R, fr % R
-        col_off = c.to(tl.int64) * stride_wc + (f * dilation_w) * stride_ww + r * stride_wr
-        kk_ok = kk < k_red
-        a = tl.load(
-            win_ptr + row_off[:, None] + col_off[None, :],
-            mask=m_ok[:, None] & kk_ok[None, :],
-            other=0.0,
-        )  # [BLOCK_M, BLOCK_K]
+            kk = it * BLOCK_K + tl.arange(0, BLOCK_K)  # [BLOCK_K]
+            kk_ok = kk < k_red
+            if CONTIGUOUS_K:
+                red_off = kk.to(tl.int64)
+            else:  # row 0 of the table: each reduction index's offset (origin included)
+                red_off = tl.load(red_ptr + kk, mask=kk_ok, other=0).to(tl.int64)
+            a_mask = m_ok[:, None] & kk_ok[None, :]
+            if MASKED:  # rows 1 and 2 of the table: r*dh and f*dw
+                dh = tl.load(red_ptr + k_red + kk, mask=kk_ok, other=0)
+                dw = tl.load(red_ptr + 2 * k_red + kk, mask=kk_ok, other=0)
+                h = h0[:, None] + dh[None, :]
+                w = w0[:, None] + dw[None, :]
+                a_mask = a_mask & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+        a = tl.load(win_ptr + pixel_off[:, None] + red_off[None, :], mask=a_mask, other=0.0)
         b = tl.load(
             filt_ptr + filt_rows[None, :] + kk[:, None],
             mask=kk_ok[:, None] & kn_ok[None, :],
@@ -76,17 +115,77 @@ def _conv2d_fwd_kernel(
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
 
     if HAS_BIAS:
-        acc += tl.load(bias_ptr + group * KG + kn, mask=kn_ok, other=0.0).to(tl.float32)[None, :]
-    y_off = (
-        (n * stride_yn + p * stride_yp + q * stride_yq)[:, None]
-        + ((group * KG + kn) * stride_yk)[None, :]
-    )
+        bias = tl.load(bias_ptr + (group * KG + kn) * stride_b, mask=kn_ok, other=0.0)
+        acc += bias.to(tl.float32)[None, :]
+    y_off = (n * stride_yn + p * stride_yp + q * stride_yq)[:, None] + (
+        (group * KG + kn) * stride_yk
+    )[None, :]
     tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & kn_ok[None, :])
 
 
+@dataclass(frozen=True)
+class WindowSource:
+    """Where the kernel reads windows: a tensor plus the strides of Win[n][c][p][w][r].
+
+    `pixel_strides` (n, group, p, q) give the pixel part of an address, `red_strides`
+    (c, f, r) and `origin` (the offset of window (0, 0), negative under padding) the
+    reduction part; `masked` asks for padding bounds checks against the input's H x W
+    (streamed windows only).
+    """
+
+    tensor: torch.Tensor
+    pixel_strides: tuple[int, int, int, int]
+    red_strides: tuple[int, int, int]
+    origin: int = 0
+    masked: bool = False
+
+
+def reduction_table(
+    cg: int, r: int, s: int, src: WindowSource, dilation: tuple[int, int],
+    channels_inner: bool, device: torch.device,
+) -> torch.Tensor:  # fmt: skip
+    """int32 [3, Cg*S*R]: each reduction index's address offset, r*dh and f*dw."""
+    kk = torch.arange(cg * s * r, device=device)
+    if channels_inner:  # kk = (f*R + r)*Cg + c
+        c, fr = kk % cg, kk // cg
+    else:  # kk = c*S*R + f*R + r
+        c, fr = kk // (s * r), kk % (s * r)
+    f, rr = fr // r, fr % r
+    sc, sf, sr = src.red_strides
+    offset = src.origin + c * sc + f * sf + rr * sr
+    if offset.numel() and max(-int(offset.min()), int(offset.max())) >= 2**31:
+        raise ValueError("one image's windows span more than 2**31 elements")
+    return torch.stack([offset, rr * dilation[0], f * dilation[1]]).to(torch.int32)
+
+
+def is_contiguous_reduction(cg: int, r: int, s: int, src: WindowSource, channels_inner: bool):
+    """True when every window is one run in the filter's order, i.e. offset(kk) == kk."""
+    if channels_inner:  # kk = (f*R + r)*Cg + c
+        sizes, wanted = (cg, r, s), (1, cg, r * cg)
+        strides = (src.red_strides[0], src.red_strides[2], src.red_strides[1])
+    else:  # kk = c*S*R + f*R + r
+        sizes, wanted = (r, s, cg), (1, r, s * r)
+        strides = (src.red_strides[2], src.red_strides[1], src.red_strides[0])
+    # A dimension of size 1 never moves, so its stride does not matter.
+    return src.origin == 0 and all(
+        n == 1 or a == b for n, a, b in zip(sizes, strides, wanted, strict=True)
+    )
+
+
+_TABLES: dict[tuple, torch.Tensor] = {}
+
+
+def _cached_table(cg, r, s, src: WindowSource, dilation, channels_inner, device) -> torch.Tensor:
+    key = (cg, r, s, src.red_strides, src.origin, dilation, channels_inner, device)
+    if key not in _TABLES:
+        if len(_TABLES) > 256:
+            _TABLES.clear()
+        _TABLES[key] = reduction_table(cg, r, s, src, dilation, channels_inner, device)
+    return _TABLES[key]
+
+
 def conv2d_fwd(
-    win: torch.Tensor,
-    win_strides: tuple[int, int, int, int, int],
+    src: WindowSource,
     filt: torch.Tensor,
     bias: torch.Tensor | None,
     y: torch.Tensor,
@@ -94,36 +193,47 @@ def conv2d_fwd(
     r: int,
     s: int,
     groups: int,
-    stride_w: int,
-    dilation_w: int,
-    channels_last: bool,
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    pad_top_left: tuple[int, int],
+    input_hw: tuple[int, int],
+    channels_inner: bool,
+    channel_blocked: bool,
     precision: str,
     config: dict,
     interpreted: bool,
 ) -> torch.Tensor:
-    """Fill `y` [N, K, P, Q] (any strides) from the window tensor and the re-laid filter.
+    """Fill `y` [N, K, P, Q] (any strides) from the windows and the re-laid filter.
 
-    `win_strides` are the window tensor's strides in (n, c, p, w, r) order; `filt` is
-    [K, Cg*S*R] in the reduction order of the layout.
+    `filt` is [K, Cg*S*R] in the reduction order: (f, r, c) if `channels_inner` (which
+    `channel_blocked`, the tap-by-tap loop over channel blocks, requires), else (c, f, r).
     """
+    if channel_blocked and not channels_inner:
+        raise ValueError("the channel-blocked loop needs the (f, r, c) reduction order")
     n, k, p, q = y.shape
     cg = filt.shape[1] // (r * s)
     kg = k // groups
+    if channel_blocked:  # offsets come from strides: no table
+        table, contiguous = filt, False
+    else:
+        table = _cached_table(cg, r, s, src, dilation, channels_inner, y.device)
+        contiguous = is_contiguous_reduction(cg, r, s, src, channels_inner)
     grid = (
-        triton.cdiv(n * p * q, config["BLOCK_M"])
-        * triton.cdiv(kg, config["BLOCK_N"])
-        * groups,
+        triton.cdiv(n * p * q, config["BLOCK_M"]) * triton.cdiv(kg, config["BLOCK_N"]) * groups,
     )
     _conv2d_fwd_kernel[grid](
-        win, filt, bias, y,
-        n, cg, kg, r, s, p, q,
-        *win_strides,
-        filt.stride(0),
+        src.tensor, filt, bias, y, table,
+        n, cg, kg, *input_hw, r, s, p, q,
+        *src.pixel_strides,
+        *src.red_strides, src.origin,
+        filt.stride(0), 0 if bias is None else bias.stride(0),
         *y.stride(),
-        stride_w, dilation_w,
-        CHANNELS_LAST=channels_last,
+        *stride, *pad_top_left, *dilation,
+        CHANNEL_BLOCKED=channel_blocked,
+        CONTIGUOUS_K=contiguous,
+        MASKED=src.masked,
         PRECISION=precision,
-        UPCAST=interpreted and win.dtype != torch.float32,
+        UPCAST=interpreted and src.tensor.dtype != torch.float32,
         **config,
     )  # fmt: skip
     return y
