@@ -79,11 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=list(LAYOUTS),
         help="NCHW and/or NHWC (channels_last) (default both)",
     )
+    defaults = [name for name, method in METHODS.items() if method.default]
     bench.add_argument(
         "--methods",
         type=_names(list(METHODS)),
-        default=list(METHODS),
-        help=f"methods to compare (default all: {','.join(METHODS)})",
+        default=defaults,
+        help=f"methods to compare, from {','.join(METHODS)} (default {','.join(defaults)})",
     )
     bench.add_argument("--repeats", type=int, help="timed runs per measurement (median taken)")
     bench.add_argument(

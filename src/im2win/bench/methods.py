@@ -31,6 +31,7 @@ class Method:
     tiers: tuple[str, ...]  # the tiers this method can serve
     build: Builder
     backend: Callable[[torch.device], str]  # what actually runs, for the result row
+    default: bool = True  # measured unless --methods names others
 
 
 METHODS: dict[str, Method] = {}
@@ -50,10 +51,10 @@ def _im2win_backend(device: torch.device) -> str:
     return backend
 
 
-def _im2win_builder(precision_by_tier: dict[str, str | None]) -> Builder:
+def _im2win_builder(precision_by_tier: dict[str, str | None], windows: str | None = None):
     def build(x: torch.Tensor, w: torch.Tensor, conv_kwargs: dict, tier: Tier) -> Runner:
-        precision = precision_by_tier[tier.name]
-        return lambda: im2win.conv2d(x, w, None, **conv_kwargs, precision=precision)
+        options = dict(precision=precision_by_tier[tier.name], windows=windows)
+        return lambda: im2win.conv2d(x, w, None, **conv_kwargs, **options)
 
     return build
 
@@ -81,14 +82,26 @@ def _torch_conv2d(x: torch.Tensor, w: torch.Tensor, conv_kwargs: dict, tier: Tie
     return run
 
 
+IM2WIN_PRECISION = {"fp32": "ieee", "tf32": "tf32", "fp16": None, "bf16": None}
 register(
     Method(
         name="im2win",
-        tiers=("fp32", "tf32", "fp16", "bf16"),
-        build=_im2win_builder({"fp32": "ieee", "tf32": "tf32", "fp16": None, "bf16": None}),
+        tiers=tuple(IM2WIN_PRECISION),
+        build=_im2win_builder(IM2WIN_PRECISION),
         backend=_im2win_backend,
     )
 )
+# The two window sources on their own (`im2win` lets the library choose), on request.
+for _windows in ("materialized", "streamed"):
+    register(
+        Method(
+            name=f"im2win-{_windows}",
+            tiers=tuple(IM2WIN_PRECISION),
+            build=_im2win_builder(IM2WIN_PRECISION, windows=_windows),
+            backend=_im2win_backend,
+            default=False,
+        )
+    )
 register(
     Method(
         name="im2win-tf32x3",  # tensor cores at fp32 accuracy, so it competes in the fp32 tier
