@@ -106,8 +106,8 @@ __device__ __forceinline__ void load_fragment(float (&frag)[T], const float* row
 // MIN_BLOCKS: resident blocks per SM asked of the register allocator (__launch_bounds__).
 //   NOTE: measured on H100 (batch-128 paper layers): MIN_BLOCKS = 2 caps the full kernel at
 //   128 registers (48 B spilled) and beat MIN_BLOCKS = 1 (163 registers, one block per SM)
-//   on 10 of 12 layers, by up to 14%; for no-smem, 2 beat 1 on every layer (5.5 vs 3.4
-//   TFLOPS on conv1). So every variant uses 2.
+//   on 11 of 12 layers, by 6-30% (conv12: 10% slower); for no-smem, 2 beat 1 on every
+//   layer (5.5 vs 3.4 TFLOPS on conv1). So every variant uses 2.
 // Masking: loads outside K, N*P*Q or CRS read 0, stores outside K or N*P*Q are skipped.
 // ---------------------------------------------------------------------------------------
 template <int BM, int BN, int TM, int TN, bool SMEM, bool PREFETCH, bool VECTOR, int MIN_BLOCKS>
