@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ import triton
 
 import im2win
 from helpers import GPU_TIER_TOL, assert_close, expected_format, reference, rel_err
+from im2win.bench.env import git_commit
 from im2win.bench.layers import PAPER_BATCH, PAPER_LAYERS
 
 pytestmark = pytest.mark.gpu
@@ -34,18 +34,8 @@ TIERS = {
     "fp16": (torch.float16, None),
 }
 LAYOUTS = ("nchw", "channels_last")
+WINDOWS = ("materialized", "streamed")
 RESULTS: list[dict] = []
-
-
-def _git_commit() -> str | None:
-    repo = Path(__file__).resolve().parent.parent
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return out.stdout.strip()
 
 
 def _report_path() -> Path | None:
@@ -72,7 +62,7 @@ def report():
         "triton": triton.__version__,
         "cudnn": torch.backends.cudnn.version(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "commit": _git_commit(),
+        "commit": git_commit(),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as f:
@@ -98,25 +88,26 @@ def layer_data(index: int, dtype: torch.dtype):
 
 
 PAPER_CASES = [
-    pytest.param(i, tier, layout, id=f"{layer.name}-{tier}-{layout}")
+    pytest.param(i, tier, layout, windows, id=f"{layer.name}-{tier}-{layout}-{windows}")
     for i, layer in enumerate(PAPER_LAYERS)
     for tier in TIERS
     for layout in LAYOUTS
+    for windows in WINDOWS
 ]
 
 
-@pytest.mark.parametrize("index, tier, layout", PAPER_CASES)
-def test_paper_layer(index, tier, layout, report):
+@pytest.mark.parametrize("index, tier, layout, windows", PAPER_CASES)
+def test_paper_layer(index, tier, layout, windows, report):
     layer = PAPER_LAYERS[index]
     dtype, precision = TIERS[tier]
     bound = GPU_TIER_TOL[tier]
-    row = dict(layer=layer.name, tier=tier, layout=layout, batch=PAPER_BATCH, rel_err=None,
-               bound=bound, passed=False)  # fmt: skip
+    row = dict(layer=layer.name, tier=tier, layout=layout, windows=windows, batch=PAPER_BATCH,
+               rel_err=None, bound=bound, passed=False)  # fmt: skip
     report.append(row)  # a case that raises stays in the report as not passed
     x, w, ref = layer_data(index, dtype)
     if layout == "channels_last":
         x = x.to(memory_format=torch.channels_last)
-    y = im2win.conv2d(x, w, **layer.conv_kwargs(), precision=precision)
+    y = im2win.conv2d(x, w, **layer.conv_kwargs(), precision=precision, windows=windows)
     finite = bool(torch.isfinite(y).all())
     row["rel_err"] = rel_err(y, ref) if finite else None
     row["passed"] = finite and row["rel_err"] <= bound
@@ -140,10 +131,11 @@ ODD_CASES = {
 }
 
 
+@pytest.mark.parametrize("windows", WINDOWS)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("tier", ["bf16", "tf32", "tf32x3", "fp16"])
 @pytest.mark.parametrize("case", ODD_CASES)
-def test_odd_shapes(case, tier, layout):
+def test_odd_shapes(case, tier, layout, windows):
     torch.manual_seed(0)
     xshape, wshape, kw = ODD_CASES[case]
     dtype, precision = TIERS[tier]
@@ -152,7 +144,7 @@ def test_odd_shapes(case, tier, layout):
         x = x.to(memory_format=torch.channels_last)
     w = torch.randn(wshape, device="cuda").to(dtype)
     b = torch.randn(wshape[0], device="cuda").to(dtype)
-    y = im2win.conv2d(x, w, b, **kw, precision=precision)
+    y = im2win.conv2d(x, w, b, **kw, precision=precision, windows=windows)
     assert y.dtype == dtype
     assert_close(y, reference(x, w, b, **kw), GPU_TIER_TOL[tier])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 import subprocess
 from pathlib import Path
 
@@ -13,7 +14,12 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def git_commit(cwd: Path = _PACKAGE_DIR) -> str:
-    """HEAD of the repository holding this package, '-dirty' if tracked files differ from it."""
+    """HEAD of the repository holding this package, '-dirty' if tracked files differ from it.
+
+    Where the tree is a copy without git (the GPU machine), IM2WIN_COMMIT names it.
+    """
+    if os.environ.get("IM2WIN_COMMIT"):
+        return os.environ["IM2WIN_COMMIT"]
     try:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
