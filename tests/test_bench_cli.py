@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import shlex
 from contextlib import redirect_stdout
 
 import pytest
@@ -18,7 +19,8 @@ REQUIRED = {
     "extra_mib", "peak_mib", "within_tier", "gpu", "torch", "triton", "cudnn", "commit",
     "date", "command",
 }  # fmt: skip
-ARGS = ["bench", "--quick", "--layers", "conv1,conv11", "--batch", "1", "--repeats", "1"]
+# Explicit tiers and layers: the defaults differ between CPU and GPU.
+ARGS = shlex.split("bench --layers conv1,conv11 --tiers fp32,bf16 --batch 1 --repeats 1")
 
 
 @pytest.fixture(scope="module")
