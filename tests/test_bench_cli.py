@@ -20,7 +20,11 @@ REQUIRED = {
     "date", "command",
 }  # fmt: skip
 # Explicit tiers and layers: the defaults differ between CPU and GPU.
-ARGS = shlex.split("bench --layers conv1,conv11 --tiers fp32,bf16 --batch 1 --repeats 1")
+ARGS = shlex.split(
+    "bench --layers conv1,conv11 --tiers fp32,bf16 --batch 1 --repeats 1"
+    " --methods im2win,im2win-tf32x3,im2win-transform,torch-conv2d"
+)
+GPU = torch.cuda.is_available()
 
 
 @pytest.fixture(scope="module")
@@ -42,18 +46,26 @@ def test_bench_succeeds_and_says_what_ran(bench_run):
 def test_bench_writes_one_complete_row_per_measurement(bench_run):
     _, out, _ = bench_run
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    # 2 layers x 2 layouts x (fp32: im2win, im2win-tf32x3, torch-conv2d; bf16: two methods)
-    assert len(rows) == 2 * 2 * (3 + 2)
+    # 2 layers x 2 layouts x (fp32: 4 methods; bf16: all but im2win-tf32x3)
+    assert len(rows) == 2 * 2 * (4 + 3)
     for row in rows:
         assert set(row) == set(FIELDS) >= REQUIRED
         assert row["error"] == ""
-        assert row["ms"] > 0 and row["tflops"] > 0
-        assert 0 <= row["rel_err"] <= row["max_rel_err"] and row["within_tier"] is True
         assert row["command"] == "im2win bench " + " ".join(ARGS[1:]) + f" --out {out}"
         assert row["commit"] and row["date"] and row["batch"] == 1
+        if row["method"] == "torch-conv2d" and not GPU:  # the baselines are CUDA-only
+            assert row["status"] == "unsupported" and "CUDA" in row["note"]
+            continue
+        assert row["status"] == "ok" and row["ms"] > 0
+        assert 0 <= row["rel_err"] <= row["max_rel_err"] and row["within_tier"] is True
+        if row["method"] == "im2win-transform":  # exact copy, no FLOPs
+            assert row["rel_err"] == 0 and row["tflops"] is None
+        else:
+            assert row["tflops"] > 0
     assert {(r["method"], r["tier"]) for r in rows} == {
         ("im2win", "fp32"), ("im2win-tf32x3", "fp32"), ("torch-conv2d", "fp32"),
-        ("im2win", "bf16"), ("torch-conv2d", "bf16"),
+        ("im2win-transform", "fp32"), ("im2win", "bf16"), ("torch-conv2d", "bf16"),
+        ("im2win-transform", "bf16"),
     }  # fmt: skip
     assert {r["layout"] for r in rows} == {"NCHW", "NHWC"}
 
@@ -69,7 +81,8 @@ def test_bench_prints_the_table_last(bench_run):
     _, out, stdout = bench_run
     table = (out / "table.txt").read_text()
     assert table.splitlines()[0].split()[:4] == ["layer", "tier", "layout", "method"]
-    assert len(table.splitlines()) == 2 + 20
+    shown = 28 if GPU else 20  # unsupported cases stay in the files only
+    assert len(table.splitlines()) == 2 + shown
     assert table in stdout
     assert stdout.endswith(table + f"results: {out}/results.jsonl and {out}/results.csv\n")
 
@@ -78,8 +91,9 @@ def test_table_flags_a_result_outside_its_tier():
     row = dict.fromkeys(FIELDS, None) | {
         "layer": "conv1", "tier": "fp32", "layout": "NCHW", "method": "m", "backend": "b",
         "ms": 1.0, "tflops": 2.0, "rel_err": 3e-4, "within_tier": False, "error": "",
+        "status": "over-bound",
     }  # fmt: skip
-    failed = row | {"error": "RuntimeError: boom"}
+    failed = row | {"error": "RuntimeError: boom", "status": "error"}
     lines = format_table([row, failed]).splitlines()
     assert lines[2].endswith("OVER-BOUND") and lines[3].endswith("ERROR")
     assert lines[4] == "conv1 fp32 NCHW m: RuntimeError: boom"

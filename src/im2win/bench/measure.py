@@ -9,16 +9,23 @@ import torch
 MIB = 1 << 20
 
 
-def allocator_peak(fn: Callable[[], torch.Tensor], device: torch.device):
-    """Run `fn` once: its output and the allocator's peak above what was held before (bytes).
+def allocated(device: torch.device) -> int | None:
+    """Bytes the allocator holds now (None on a CPU, which keeps no statistic)."""
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    return torch.cuda.memory_allocated(device)
 
-    The peak includes the output and every temporary (window tensor, workspace); on a CPU
-    there is no allocator statistic, so it is None.
+
+def allocator_peak(fn: Callable[[], torch.Tensor], device: torch.device, before: int | None):
+    """Run `fn` once: its output and the allocator's peak above `before` (bytes).
+
+    Take `before` ahead of the method's setup, so that memory it keeps between calls
+    (a cuDNN workspace) counts as well as every temporary (window tensor) and the output.
+    On a CPU there is no allocator statistic: the peak is None.
     """
     if device.type != "cuda":
         return fn(), None
-    torch.cuda.synchronize(device)
-    before = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)
     y = fn()
     torch.cuda.synchronize(device)

@@ -1,28 +1,32 @@
 """The convolution methods a benchmark compares, in one small registry.
 
-A method turns (input, weight, conv kwargs, tier) into a zero-argument callable that
-returns the output, so the harness times, measures and checks every method the same way.
-To add one (cuDNN's legacy algorithms, im2col + cuBLAS, direct, the paper's kernel):
-write its builder and `register` it with the tiers it can serve.
+A method turns (input, weight, conv kwargs, tier) into a `Prepared` convolution: `run()`
+returns the output and does nothing else, `extra_bytes` is the memory it needs beyond
+input, weight and output by construction (window tensor, workspace). A method that cannot
+serve a case raises `Unsupported`, which the harness records as such. Families:
+  im2win-*         this library (`im2win` lets it choose where windows come from)
+  paper-kernel-*   the paper's CUDA kernel and its ablation (`im2win.paper`)
+  direct*, im2win-base   the paper's other baselines (`im2win.paper`)
+  cudnn-*, torch-conv2d, im2col-cublas, unfold-matmul, inductor-triton   (`im2win.baselines`)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 import im2win
-from im2win import kernels
+from im2win import baselines, kernels, paper
+from im2win.baselines import Prepared, Unsupported
 from im2win.ops import resolve_backend
+from im2win.params import conv_params, is_channels_last
 
 from .tiers import Tier
 
-Runner = Callable[[], torch.Tensor]
-Builder = Callable[[torch.Tensor, torch.Tensor, dict, Tier], Runner]
+Builder = Callable[[torch.Tensor, torch.Tensor, dict, Tier], Prepared]
+ALL_TIERS = ("fp32", "tf32", "fp16", "bf16")
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ class Method:
     build: Builder
     backend: Callable[[torch.device], str]  # what actually runs, for the result row
     default: bool = True  # measured unless --methods names others
+    output: str = "conv"  # 'conv': a convolution; 'windows': the im2win tensor alone
 
 
 METHODS: dict[str, Method] = {}
@@ -44,6 +49,14 @@ def register(method: Method) -> Method:
     return method
 
 
+def window_bytes(x: torch.Tensor, w: torch.Tensor, conv_kwargs: dict) -> int:
+    """Size of the im2win tensor of `x`: N*C*P*Wp*R elements."""
+    n, c, h, width = x.shape
+    params = conv_params(**conv_kwargs, kernel_size=tuple(w.shape[2:]))
+    p = params.output_height(h, w.shape[2])
+    return n * c * p * params.padded_width(width) * w.shape[2] * x.element_size()
+
+
 def _im2win_backend(device: torch.device) -> str:
     backend = resolve_backend("auto", device)
     if backend == "triton" and device.type == "cpu" and kernels.interpreted():
@@ -51,70 +64,75 @@ def _im2win_backend(device: torch.device) -> str:
     return backend
 
 
-def _im2win_builder(precision_by_tier: dict[str, str | None], windows: str | None = None):
-    def build(x: torch.Tensor, w: torch.Tensor, conv_kwargs: dict, tier: Tier) -> Runner:
+def _im2win(precision_by_tier: dict[str, str | None], windows: str | None = None) -> Builder:
+    def build(x: torch.Tensor, w: torch.Tensor, conv_kwargs: dict, tier: Tier) -> Prepared:
         options = dict(precision=precision_by_tier[tier.name], windows=windows)
-        return lambda: im2win.conv2d(x, w, None, **conv_kwargs, **options)
+        extra = window_bytes(x, w, conv_kwargs) if windows == "materialized" else 0
+        run = lambda: im2win.conv2d(x, w, None, **conv_kwargs, **options)  # noqa: E731
+        return Prepared("im2win", run, extra)
 
     return build
 
 
-@contextmanager
-def cudnn_settings(*, benchmark: bool, allow_tf32: bool) -> Iterator[None]:
-    """Set cuDNN's global flags for one call and put the caller's back afterwards."""
-    cudnn = torch.backends.cudnn
-    saved = cudnn.benchmark, cudnn.allow_tf32
-    cudnn.benchmark, cudnn.allow_tf32 = benchmark, allow_tf32
-    try:
-        yield
-    finally:
-        cudnn.benchmark, cudnn.allow_tf32 = saved
+def _transform(x: torch.Tensor, w: torch.Tensor, conv_kwargs: dict, tier: Tier) -> Prepared:
+    kwargs = {k: v for k, v in conv_kwargs.items() if k != "groups"}
+    run = lambda: im2win.transform(x, tuple(w.shape[2:]), **kwargs)  # noqa: E731
+    return Prepared("im2win-transform", run, window_bytes(x, w, conv_kwargs))
 
 
-def _torch_conv2d(x: torch.Tensor, w: torch.Tensor, conv_kwargs: dict, tier: Tier) -> Runner:
-    # allow_tf32 defaults to True: left alone, the fp32 tier would silently time TF32.
-    allow_tf32 = tier.name == "tf32"
+def _paper(name: str) -> Builder:
+    """The paper's kernels: fp32 NCHW, groups 1, CUDA (NVRTC)."""
 
-    def run() -> torch.Tensor:
-        with cudnn_settings(benchmark=True, allow_tf32=allow_tf32):
-            return F.conv2d(x, w, None, **conv_kwargs)
+    def build(x: torch.Tensor, w: torch.Tensor, conv_kwargs: dict, tier: Tier) -> Prepared:
+        if x.device.type != "cuda":
+            raise Unsupported(f"{name} is CUDA C++: needs a GPU")
+        if is_channels_last(x) or conv_kwargs.get("groups", 1) != 1:
+            raise Unsupported(f"{name} is the paper's NCHW, groups=1 design")
+        extra = 0 if name.startswith("direct") else window_bytes(x, w, conv_kwargs)
+        fn = paper.METHODS[name]
+        return Prepared(name, lambda: fn(x, w, None, **conv_kwargs), extra)
 
-    return run
+    return build
+
+
+def _baseline(name: str) -> Builder:
+    def build(x: torch.Tensor, w: torch.Tensor, conv_kwargs: dict, tier: Tier) -> Prepared:
+        return baselines.make(name, x, w, None, **conv_kwargs, tier=tier.name)
+
+    return build
+
+
+def _cuda_only(label: str) -> Callable[[torch.device], str]:
+    return lambda device: label if device.type == "cuda" else "unsupported"
 
 
 IM2WIN_PRECISION = {"fp32": "ieee", "tf32": "tf32", "fp16": None, "bf16": None}
-register(
-    Method(
-        name="im2win",
-        tiers=tuple(IM2WIN_PRECISION),
-        build=_im2win_builder(IM2WIN_PRECISION),
-        backend=_im2win_backend,
-    )
-)
-# The two window sources on their own (`im2win` lets the library choose), on request.
-for _windows in ("materialized", "streamed"):
+register(Method("im2win", ALL_TIERS, _im2win(IM2WIN_PRECISION), _im2win_backend))
+# The two window sources on their own: materialized is the paper's scheme.
+for _windows, _default in (("materialized", True), ("streamed", False)):
     register(
         Method(
-            name=f"im2win-{_windows}",
-            tiers=tuple(IM2WIN_PRECISION),
-            build=_im2win_builder(IM2WIN_PRECISION, windows=_windows),
-            backend=_im2win_backend,
-            default=False,
+            f"im2win-{_windows}",
+            ALL_TIERS,
+            _im2win(IM2WIN_PRECISION, windows=_windows),
+            _im2win_backend,
+            default=_default,
         )
     )
-register(
-    Method(
-        name="im2win-tf32x3",  # tensor cores at fp32 accuracy, so it competes in the fp32 tier
-        tiers=("fp32",),
-        build=_im2win_builder({"fp32": "tf32x3"}),
-        backend=_im2win_backend,
+# Tensor cores at fp32 accuracy, so it competes in the fp32 tier.
+register(Method("im2win-tf32x3", ("fp32",), _im2win({"fp32": "tf32x3"}), _im2win_backend))
+register(Method("im2win-transform", ALL_TIERS, _transform, _im2win_backend, output="windows"))
+for _name in paper.METHODS:
+    register(Method(_name, ("fp32",), _paper(_name), _cuda_only("cuda-nvrtc")))
+for _name in baselines.baseline_names():
+    _label = "triton-inductor" if _name == "inductor-triton" else "cudnn/cublas"
+    # Inductor's max-autotune compiles for minutes per shape: only when asked for.
+    register(
+        Method(
+            _name,
+            ALL_TIERS,
+            _baseline(_name),
+            _cuda_only(_label),
+            default=_name != "inductor-triton",
+        )
     )
-)
-register(
-    Method(
-        name="torch-conv2d",
-        tiers=("fp32", "tf32", "fp16", "bf16"),
-        build=_torch_conv2d,
-        backend=lambda device: "cudnn" if device.type == "cuda" else "aten-cpu",
-    )
-)

@@ -13,8 +13,9 @@ from pathlib import Path
 FIELDS = (
     "suite", "layer", "method", "tier", "layout", "batch", "dtype", "backend", "device",
     "c", "hw", "k", "rs", "stride", "padding", "dilation", "groups", "flop",
-    "ms", "tflops", "rel_err", "max_rel_err", "within_tier", "peak_mib", "extra_mib",
-    "repeats", "error",
+    "ms", "tflops", "rel_err", "max_rel_err", "within_tier", "status",
+    "input_mib", "weight_mib", "output_mib", "peak_mib", "extra_mib", "analytic_extra_mib",
+    "repeats", "error", "note",
     "gpu", "torch", "triton", "cudnn", "commit", "date", "command",
 )  # fmt: skip
 
@@ -54,9 +55,7 @@ def _number(key: str, spec: str) -> Callable[[dict], str]:
 
 
 def _check(row: dict) -> str:
-    if row["error"]:
-        return "ERROR"
-    return "ok" if row["within_tier"] else "OVER-BOUND"
+    return row["status"].upper() if row["status"] != "ok" else "ok"
 
 
 # (header, cell) for each column of the printed table.
@@ -72,7 +71,12 @@ COLUMNS: tuple[tuple[str, Callable[[dict], str]], ...] = (
 
 
 def format_table(rows: list[dict]) -> str:
-    """A fixed-width table, one line per measurement, then one line per error message."""
+    """A fixed-width table, one line per measurement, then one line per error message.
+
+    Unsupported cases (a method that cannot serve a shape, tier or layout) stay in the
+    result files only.
+    """
+    rows = [row for row in rows if row["status"] != "unsupported"]
     cells = [[header for header, _ in COLUMNS]]
     cells += [[str(cell(row)) for _, cell in COLUMNS] for row in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]

@@ -8,8 +8,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from im2win.baselines import Unsupported
+from im2win.params import ConvParams, conv_params
+from im2win.reference import transform_reference
+
 from .layers import Layer
-from .measure import MIB, allocator_peak, nbytes, relative_error
+from .measure import MIB, allocated, allocator_peak, nbytes, relative_error
 from .methods import Method
 from .report import ResultWriter
 from .tiers import Tier
@@ -94,18 +98,33 @@ class _Operands:
 
 def _measure(plan, timer, ops: _Operands, tier: Tier, layout: str, method: Method) -> dict:
     x, w = ops.inputs(tier, layout)
-    runner = method.build(x, w, ops.kwargs, tier)
-    ms = timer(runner, plan.repeats)
-    y, peak = allocator_peak(runner, plan.device)  # after warm-up: no one-off search buffers
+    before = allocated(plan.device)
+    prepared = method.build(x, w, ops.kwargs, tier)
+    ms = timer(prepared.run, plan.repeats)
+    y, peak = allocator_peak(prepared.run, plan.device, before)  # after warm-up
+    if method.output == "windows":  # the transform alone: checked against its definition
+        ref = transform_reference(
+            x, w.shape[2], _params(ops, w), channels_last=layout == "NHWC"
+        ).double()
+    else:
+        ref = ops.reference(tier)
     operand_bytes = nbytes(x) + nbytes(w)
     return {
         "ms": ms,
-        "rel_err": relative_error(y, ops.reference(tier)),
-        # peak: the convolution's whole footprint (operands, output, temporaries);
+        "rel_err": relative_error(y, ref),
+        "input_mib": nbytes(x) / MIB,
+        "weight_mib": nbytes(w) / MIB,
+        "output_mib": nbytes(y) / MIB,
+        # peak: the whole footprint (operands, output, temporaries, kept workspace);
         # extra: only what it needs beyond operands and output (window tensor, workspace).
         "peak_mib": None if peak is None else (peak + operand_bytes) / MIB,
-        "extra_mib": None if peak is None else (peak - nbytes(y)) / MIB,
+        "extra_mib": None if peak is None else max(0, peak - nbytes(y)) / MIB,
+        "analytic_extra_mib": prepared.extra_bytes / MIB,
     }
+
+
+def _params(ops: _Operands, w: torch.Tensor) -> ConvParams:
+    return conv_params(**ops.kwargs, kernel_size=tuple(w.shape[2:]))
 
 
 def _row(plan: BenchPlan, layer: Layer, tier: Tier, layout: str, method: Method) -> dict:
@@ -116,8 +135,10 @@ def _row(plan: BenchPlan, layer: Layer, tier: Tier, layout: str, method: Method)
         "c": layer.c, "hw": layer.hw, "k": layer.k, "rs": layer.rs, "stride": layer.stride,
         "padding": layer.padding, "dilation": layer.dilation, "groups": layer.groups,
         "flop": layer.flop(plan.batch), "ms": None, "tflops": None, "rel_err": None,
-        "max_rel_err": tier.max_rel_err, "within_tier": False, "peak_mib": None,
-        "extra_mib": None, "repeats": plan.repeats, "error": "",
+        "max_rel_err": tier.max_rel_err, "within_tier": False, "status": "error",
+        "input_mib": None, "weight_mib": None, "output_mib": None, "peak_mib": None,
+        "extra_mib": None, "analytic_extra_mib": None, "repeats": plan.repeats,
+        "error": "", "note": "",
     }  # fmt: skip
 
 
@@ -136,8 +157,12 @@ def run_bench(plan: BenchPlan, provenance: dict[str, str], writer: ResultWriter)
         row = _row(plan, layer, tier, layout, method)
         try:
             row.update(_measure(plan, timer, ops, tier, layout, method))
-            row["tflops"] = row["flop"] / (row["ms"] * 1e-3) / 1e12
+            if method.output == "conv":
+                row["tflops"] = row["flop"] / (row["ms"] * 1e-3) / 1e12
             row["within_tier"] = row["rel_err"] <= tier.max_rel_err
+            row["status"] = "ok" if row["within_tier"] else "over-bound"
+        except Unsupported as exc:  # recorded as such: not a failure of the run
+            row["status"], row["note"] = "unsupported", exc.reason[:300]
         except Exception as exc:  # a failing method must not cost the other measurements
             row["error"] = f"{type(exc).__name__}: {exc}"[:300]
         row.update(provenance)
