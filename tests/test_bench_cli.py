@@ -5,6 +5,7 @@ import io
 import json
 import shlex
 from contextlib import redirect_stdout
+from pathlib import Path
 
 import pytest
 import torch
@@ -111,3 +112,30 @@ def test_unknown_layer_is_rejected(capsys):
         main(["bench", "--layers", "conv99"])
     assert exc.value.code == 2
     assert "conv99" in capsys.readouterr().err
+
+
+def test_figures_redraws_a_committed_run(tmp_path):
+    """`im2win figures` on the committed H100 run: every figure and both summaries."""
+    pytest.importorskip("matplotlib")
+    source = Path(__file__).resolve().parent.parent / "results" / "paper-h100" / "results.jsonl"
+    (tmp_path / "results.jsonl").write_text(source.read_text())
+    with redirect_stdout(io.StringIO()):
+        assert main(["figures", str(tmp_path)]) == 0
+    pngs = {p.name for p in tmp_path.glob("*.png")}
+    assert {"ablation.png", "tflops-fp32-NCHW.png", "memory-bf16-NHWC.png"} <= pngs
+    assert len(pngs) == 1 + 4 * 6  # ablation + 4 figures x (3 tiers x 2 layouts)
+    assert "best cuDNN" in (tmp_path / "summary.md").read_text()
+    assert "paper-kernel-no-microkernel" in (tmp_path / "ablation.md").read_text()
+
+
+def test_ablate_on_cpu_records_the_cuda_kernels_as_unsupported(tmp_path):
+    out = tmp_path / "ablate"
+    with redirect_stdout(io.StringIO()):
+        assert main(["ablate", "--layers", "conv12", "--repeats", "1", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert {r["method"] for r in rows} == {
+        "paper-kernel", "paper-kernel-no-prefetch", "paper-kernel-no-vector",
+        "paper-kernel-no-microkernel", "paper-kernel-no-smem",
+    }  # fmt: skip
+    if not GPU:
+        assert all(r["status"] == "unsupported" for r in rows)

@@ -1,9 +1,11 @@
-"""The `im2win` command. `im2win bench` measures im2win against PyTorch's convolution.
+"""The `im2win` command: measure im2win against every baseline, and redraw the paper's figures.
 
 Examples:
-  im2win bench             all 12 paper layers on a GPU; a small CPU run without one
+  im2win bench             all 12 paper layers, every default method, figures at the end
   im2win bench --quick     3 layers, fewer repeats
   im2win bench --layers conv1,conv8 --tiers fp32,bf16 --layouts NHWC --batch 64
+  im2win ablate            the paper kernel's ablation (fp32, NCHW) and its figure
+  im2win figures DIR       figures and summary tables from a finished run's results.jsonl
 """
 
 from __future__ import annotations
@@ -47,6 +49,20 @@ def _names(choices: list[str]) -> Callable[[str], list[str]]:
     return parse
 
 
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options `bench` and `ablate` share."""
+    parser.add_argument(
+        "--layers",
+        type=_names(list(LAYERS_BY_NAME)),
+        help="comma-separated paper layers (default: all 12 on a GPU)",
+    )
+    parser.add_argument("--batch", type=int, help="batch size (default 128 on a GPU, 2 on a CPU)")
+    parser.add_argument("--repeats", type=int, help="timed runs per measurement (median taken)")
+    parser.add_argument(
+        "--out", type=Path, help="output directory (default results/bench-<UTC date and time>)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="im2win", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -56,17 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Time, check and record im2win against torch.nn.functional.conv2d. "
         "Each measurement becomes a row of results.jsonl and results.csv in --out.",
     )
-    bench.add_argument(
-        "--layers",
-        type=_names(list(LAYERS_BY_NAME)),
-        help="comma-separated paper layers (default: all 12 on a GPU)",
-    )
+    _add_run_options(bench)
     bench.add_argument(
         "--quick",
         action="store_true",
         help="layers conv1,conv5,conv11 unless --layers is given; fewer repeats",
     )
-    bench.add_argument("--batch", type=int, help="batch size (default 128 on a GPU, 2 on a CPU)")
     bench.add_argument(
         "--tiers",
         type=_names(list(TIERS)),
@@ -86,12 +97,28 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults,
         help=f"methods to compare, from {','.join(METHODS)} (default {','.join(defaults)})",
     )
-    bench.add_argument("--repeats", type=int, help="timed runs per measurement (median taken)")
-    bench.add_argument(
-        "--out", type=Path, help="output directory (default results/bench-<UTC date and time>)"
-    )
     bench.set_defaults(run=_bench)
+
+    ablate = commands.add_parser(
+        "ablate",
+        help="the paper kernel's ablation: each optimisation removed in turn (fp32, NCHW)",
+        description="Time paper-kernel and its variants on the paper's layers, then draw "
+        "ablation.png. Takes --layers, --batch, --repeats and --out like bench.",
+    )
+    _add_run_options(ablate)
+    ablate.set_defaults(
+        run=_ablate, quick=False, tiers=["fp32"], layouts=["NCHW"], methods=ABLATION_METHODS
+    )
+
+    figures = commands.add_parser(
+        "figures", help="draw figures and summary tables from a results directory"
+    )
+    figures.add_argument("results", type=Path, help="a results.jsonl or the directory holding it")
+    figures.set_defaults(run=_figures)
     return parser
+
+
+ABLATION_METHODS = [name for name in METHODS if name.startswith("paper-kernel")]
 
 
 def _bench(args: argparse.Namespace, command: str) -> int:
@@ -122,11 +149,42 @@ def _bench(args: argparse.Namespace, command: str) -> int:
         rows = run_bench(plan, info, writer)
     table = format_table(rows)
     (out / "table.txt").write_text(table)
+    _draw(rows, out, ablation=args.run is _ablate)
     versions = f"torch {info['torch']} | triton {info['triton']} | cuDNN {info['cudnn']}"
     print(f"\nGPU {info['gpu']} | {versions} | commit {info['commit']} | {suite}, batch {batch}")
     print(table, end="")
     print(f"results: {writer.jsonl_path} and {writer.csv_path}")
     return 1 if any(row["error"] for row in rows) else 0
+
+
+def _ablate(args: argparse.Namespace, command: str) -> int:
+    return _bench(args, command)
+
+
+def _draw(rows: list[dict], out: Path, ablation: bool = False) -> None:
+    """Figures and markdown summaries next to the results; a note if matplotlib is absent."""
+    from .bench import figures
+
+    (out / "summary.md").write_text(figures.summary_table(rows))
+    try:
+        drawn = [figures.draw_ablation(rows, out)] if ablation else figures.draw_all(rows, out)
+        if any(row["method"] in ABLATION_METHODS[1:] for row in rows) and not ablation:
+            drawn.append(figures.draw_ablation(rows, out))
+    except (RuntimeError, ValueError) as exc:  # no matplotlib, or nothing drawable (CPU)
+        print(f"figures skipped: {exc}")
+        return
+    if any(row["method"] in ABLATION_METHODS and row["status"] == "ok" for row in rows):
+        (out / "ablation.md").write_text(figures.ablation_table(rows))
+    print(f"figures: {', '.join(path.name for path in drawn)}")
+
+
+def _figures(args: argparse.Namespace, command: str) -> int:
+    from .bench import figures
+
+    rows = figures.load_rows(args.results)
+    out = args.results if args.results.is_dir() else args.results.parent
+    _draw(rows, out)
+    return 0
 
 
 def _restart_with_interpreter(argv: list[str]) -> None:

@@ -41,6 +41,7 @@ _LAYOUT_ORDER = ("NCHW", "NHWC")
 _CUDNN_SHORT = {
     "IMPLICIT_GEMM": "IG", "IMPLICIT_PRECOMP_GEMM": "IPG", "GEMM": "GEMM", "DIRECT": "DIR",
     "FFT": "FFT", "FFT_TILING": "FFT-T", "WINOGRAD": "WG", "WINOGRAD_NONFUSED": "WG-NF",
+    "torch-conv2d": "torch",
 }  # fmt: skip
 _LEFT_OUT = (
     "Status ok only; over-bound, unsupported and failed rows are left out (see results table)"
@@ -102,9 +103,14 @@ def _ok_index(rows: Iterable[dict]) -> dict[str, dict[str, dict]]:
     return {layer: index[layer] for layer in sorted(index, key=_layer_key)}
 
 
+def _is_cudnn(method: str) -> bool:
+    """Every legacy cuDNN algorithm, and F.conv2d with cudnn.benchmark (the graph API's best)."""
+    return method.startswith("cudnn-") or method == "torch-conv2d"
+
+
 def _best_cudnn(by_method: dict[str, dict]) -> dict | None:
-    """The fastest ok cuDNN algorithm's row (its memory is what cudnn-best's memory means)."""
-    timed = [r for m, r in by_method.items() if m.startswith("cudnn-") and r.get("tflops")]
+    """The fastest ok cuDNN row (its memory is what cudnn-best's memory means)."""
+    timed = [r for m, r in by_method.items() if _is_cudnn(m) and r.get("tflops")]
     return max(timed, key=lambda r: r["tflops"], default=None)
 
 
@@ -284,7 +290,10 @@ def _cudnn_key(table: Table) -> str:
     if not algos:
         return ""
     key = ", ".join(f"{_CUDNN_SHORT.get(a, a)} = {a}" for a in algos)
-    return f"cudnn-best: fastest ok cuDNN algorithm per layer, named under the layer ({key})"
+    return (
+        "cudnn-best: fastest ok cuDNN algorithm or torch-conv2d (cudnn.benchmark) per layer, "
+        f"named under the layer ({key})"
+    )
 
 
 def _group_charts(key: Group, rows: list[dict]) -> dict[str, _Chart]:
