@@ -124,6 +124,13 @@ def test_bad_dtype(dtypes, fragments):
         im2win.conv2d(x, w, b)
 
 
+def test_paper_backend_needs_cuda():
+    if DEVICE == "cuda":
+        pytest.skip("on a GPU the paper backend runs: test_gpu.py checks it")
+    with pytest.raises(ValueError, match=r"backend='paper'.*CUDA.*cpu"):
+        im2win.conv2d(randn(*X), randn(*W), backend="paper")
+
+
 @pytest.mark.parametrize("backend", ["auto", "triton"])
 def test_float64_needs_reference_backend(backend):
     x, w = randn(*X, dtype=torch.float64), randn(*W, dtype=torch.float64)

@@ -175,3 +175,26 @@ def test_fp32_gradients(case, layout):
     F.conv2d(*leaves64, **kw).backward(grad_out.double())
     for got, want in zip(leaves, leaves64, strict=True):
         assert_close(got.grad, want.grad, GPU_TIER_TOL["ieee"])
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", [c for c in ODD_CASES if ODD_CASES[c][2].get("groups", 1) == 1])
+def test_paper_backend(case, layout):
+    """conv2d(backend='paper'): the paper's CUDA kernel behind the public API, fp32 IEEE."""
+    torch.manual_seed(2)
+    xshape, wshape, kw = ODD_CASES[case]
+    x = torch.randn(xshape, device="cuda")
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    w, b = torch.randn(wshape, device="cuda"), torch.randn(wshape[0], device="cuda")
+    y = im2win.conv2d(x, w, b, **kw, backend="paper")
+    assert y.is_contiguous(memory_format=expected_format(x))
+    assert_close(y, reference(x, w, b, **kw), GPU_TIER_TOL["ieee"])
+
+
+def test_paper_backend_refuses_what_it_cannot_do():
+    x, w = torch.randn(2, 4, 9, 9, device="cuda"), torch.randn(4, 2, 3, 3, device="cuda")
+    with pytest.raises(ValueError, match="groups=1"):
+        im2win.conv2d(x, w, groups=2, backend="paper")
+    with pytest.raises(ValueError, match="float32"):
+        im2win.conv2d(x.half(), w[:, :1].repeat(1, 4, 1, 1).half(), backend="paper")

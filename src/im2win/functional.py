@@ -47,7 +47,8 @@ def conv2d(
     `torch.backends.cudnn.allow_tf32` is not followed, so precision never changes silently.
 
     `backend`: 'auto' (Triton where it can run: CUDA, or CPU under TRITON_INTERPRET=1; the
-    plain-PyTorch reference elsewhere), 'triton' or 'reference'. `windows`: where the
+    plain-PyTorch reference elsewhere), 'triton', 'reference' or 'paper' (the paper's CUDA
+    kernel, `im2win.paper`: fp32 IEEE, groups 1, CUDA). `windows`: where the
     Triton kernel reads windows: 'materialized' (the im2win tensor, written by the
     transform: the paper's scheme), 'streamed' (straight from the input, no buffer) or None
     (the library's choice). `config` pins the kernel's

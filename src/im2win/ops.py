@@ -3,6 +3,7 @@
 Backends:
   "triton"    the im2win Triton kernels (CUDA tensors, or CPU tensors under TRITON_INTERPRET=1)
   "reference" the plain-PyTorch definition in `reference.py` (any device; fp32 accumulation)
+  "paper"     the paper's CUDA kernel (`im2win.paper`): fp32 IEEE, groups 1, CUDA only
   "auto"      "triton" where it can run, else "reference"
 """
 
@@ -10,12 +11,12 @@ from __future__ import annotations
 
 import torch
 
-from . import kernels
+from . import kernels, paper
 from .kernels.conv2d_fwd import WindowSource
 from .params import ConvParams
 from .reference import conv2d_reference, filter_reference, transform_reference
 
-BACKENDS = ("auto", "triton", "reference")
+BACKENDS = ("auto", "triton", "reference", "paper")
 WINDOWS = ("materialized", "streamed")
 
 
@@ -30,6 +31,8 @@ def resolve_backend(backend: str, device: torch.device) -> str:
             f"backend='triton' needs a CUDA tensor, or TRITON_INTERPRET=1 set before import "
             f"for CPU tensors; got a tensor on {device}"
         )
+    if backend == "paper" and device.type != "cuda":
+        raise ValueError(f"backend='paper' is CUDA C++: needs a CUDA tensor, got one on {device}")
     return backend
 
 
@@ -86,6 +89,8 @@ def conv2d_forward(
     n, _, h, w = x.shape
     k, cg, r, s = weight.shape
     p, q = params.output_size(h, w, r, s)
+    if backend == "paper":
+        return _paper_forward(x, weight, bias, params, precision, (n, k, p, q), memory_format)
     interpreted = kernels.interpreted()
     if config is None:
         config = kernels.conv2d_fwd_config(n * p * q, k // params.groups, cg * r * s, x.dtype,
@@ -114,3 +119,21 @@ def conv2d_forward(
         channels_inner=channels_inner, channel_blocked=channel_blocked, precision=precision,
         config=config, interpreted=interpreted,
     )  # fmt: skip
+
+
+def _paper_forward(x, weight, bias, params: ConvParams, precision: str, out_shape, memory_format):
+    """The paper's scheme: the NCHW im2win tensor (from any input strides), then its kernel."""
+    if x.dtype != torch.float32 or precision != "ieee":
+        raise ValueError(
+            f"backend='paper' is the paper's fp32 FFMA kernel: needs float32 and precision "
+            f"'ieee' (or None), got {x.dtype} and {precision!r}"
+        )
+    if params.groups != 1:
+        raise ValueError(f"backend='paper' supports groups=1 only, got groups={params.groups}")
+    r, s = weight.shape[2:]
+    win = kernels.im2win_transform(x, r, params, channels_last=False, interpreted=False)
+    y = torch.empty(out_shape, dtype=x.dtype, device=x.device, memory_format=memory_format)
+    filt = filter_reference(weight, channels_last=False)
+    return paper.paper_gemm(
+        win, filt, bias, y, r, s, params.stride[1], params.dilation[1], variant="full"
+    )
