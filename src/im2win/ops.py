@@ -103,8 +103,8 @@ def conv2d_forward(
     else:
         win = kernels.im2win_transform(x, r, params, channels_last, interpreted)
         src = materialized_windows(win, params, r, cg, channels_last)
-    # Tap-by-tap over channel blocks needs enough channels to fill a block, and channels
-    # adjacent in memory or at least not in the materialized NCHW window's far-apart planes.
+    # Tap by tap over channel blocks pays once Cg fills a block (notes/performance.md); not
+    # on the materialized NCHW window, whose channels lie whole planes apart.
     channel_blocked = config.pop("CHANNEL_BLOCKED", None)
     if channel_blocked is None:
         channel_blocked = cg >= 16 and (windows == "streamed" or channels_last)
