@@ -92,6 +92,7 @@ def conv2d_forward(
     if backend == "paper":
         return _paper_forward(x, weight, bias, params, precision, (n, k, p, q), memory_format)
     interpreted = kernels.interpreted()
+    tune = config is None and kernels.autotune_enabled() and x.is_cuda
     if config is None:
         config = kernels.conv2d_fwd_config(n * p * q, k // params.groups, cg * r * s, x.dtype,
                                            interpreted)  # fmt: skip
@@ -111,14 +112,25 @@ def conv2d_forward(
     channels_inner = channel_blocked or channels_last
     filt = filter_reference(weight, channels_inner).view(k, cg * s * r)
     y = torch.empty((n, k, p, q), dtype=x.dtype, device=x.device, memory_format=memory_format)
-    return kernels.conv2d_fwd(
-        src, filt, bias, y,
-        r=r, s=s, groups=params.groups,
-        stride=params.stride, dilation=params.dilation,
-        pad_top_left=(params.padding[0], params.padding[2]), input_hw=(h, w),
-        channels_inner=channels_inner, channel_blocked=channel_blocked, precision=precision,
-        config=config, interpreted=interpreted,
-    )  # fmt: skip
+
+    def launch(tiles: dict) -> torch.Tensor:
+        return kernels.conv2d_fwd(
+            src, filt, bias, y,
+            r=r, s=s, groups=params.groups,
+            stride=params.stride, dilation=params.dilation,
+            pad_top_left=(params.padding[0], params.padding[2]), input_hw=(h, w),
+            channels_inner=channels_inner, channel_blocked=channel_blocked,
+            precision=precision, config=tiles, interpreted=interpreted,
+        )  # fmt: skip
+
+    if tune:
+        key = kernels.shape_class(
+            n * p * q, k // params.groups, cg * r * s, x.dtype, precision, windows,
+            channels_last, channel_blocked, src.masked, kernels.device_key(x.device),
+        )  # fmt: skip
+        measure = lambda tiles: kernels.median_ms(lambda: launch(tiles))  # noqa: E731
+        config = kernels.tuned_config(key, kernels.candidate_configs(x.dtype), measure)
+    return launch(config)
 
 
 def _paper_forward(x, weight, bias, params: ConvParams, precision: str, out_shape, memory_format):

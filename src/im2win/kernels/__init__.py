@@ -4,7 +4,16 @@ from triton.runtime.interpreter import InterpretedFunction
 
 from .conv2d_fwd import conv2d_fwd
 from .transform import _im2win_transform_kernel, im2win_transform
-from .tuning import check_config, conv2d_fwd_config
+from .tuning import (
+    autotune_enabled,
+    candidate_configs,
+    check_config,
+    conv2d_fwd_config,
+    device_key,
+    median_ms,
+    shape_class,
+    tuned_config,
+)
 
 
 def interpreted() -> bool:
@@ -12,4 +21,16 @@ def interpreted() -> bool:
     return isinstance(_im2win_transform_kernel, InterpretedFunction)
 
 
-__all__ = ["check_config", "conv2d_fwd", "conv2d_fwd_config", "im2win_transform", "interpreted"]
+__all__ = [
+    "autotune_enabled",
+    "candidate_configs",
+    "check_config",
+    "conv2d_fwd",
+    "conv2d_fwd_config",
+    "device_key",
+    "im2win_transform",
+    "interpreted",
+    "median_ms",
+    "shape_class",
+    "tuned_config",
+]

@@ -1,0 +1,105 @@
+"""Autotuning: every candidate config is correct on odd shapes; the cache picks and keeps."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import im2win
+from helpers import TOL, assert_close, randn, reference
+from im2win.kernels import tuning
+
+# (input shape, weight shape, conv kwargs): odd sizes, C = 3 (flat loop) and C = 17
+# (channel-blocked loop, a channel block with a tail), padding (masked windows), batch 1.
+CASES = {
+    "c3_13x11_k5_3x3_p1": ((1, 3, 13, 11), (5, 3, 3, 3), dict(padding=1)),
+    "c17_7x9_k19_2x3_s2": ((2, 17, 7, 9), (19, 17, 2, 3), dict(stride=2, padding=(1, 0))),
+}
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_every_candidate_is_correct(dtype, case, channels_last):
+    torch.manual_seed(3)
+    xshape, wshape, kw = CASES[case]
+    x = randn(*xshape, dtype=dtype, channels_last=channels_last)
+    w, b = randn(*wshape, dtype=dtype), randn(wshape[0], dtype=dtype)
+    ref = reference(x, w, b, **kw)
+    for config in tuning.candidate_configs(dtype):
+        for windows in ("streamed", "materialized"):
+            y = im2win.conv2d(x, w, b, **kw, windows=windows, config=config)
+            assert_close(y, ref, TOL[dtype])
+
+
+def test_candidates_are_valid_configs():
+    for dtype in (torch.float32, torch.bfloat16):
+        for config in tuning.candidate_configs(dtype):
+            assert tuning.check_config(config) == config
+
+
+def test_shape_class_rounds_sizes_to_powers_of_two():
+    assert tuning.shape_class(387200, 96, 363, "bf16") == "524288|128|512|bf16"
+    assert tuning.shape_class(300000, 65, 300, "bf16") == tuning.shape_class(
+        387200, 96, 363, "bf16"
+    )
+
+
+def test_tuned_config_measures_once_then_reads_the_cache(tmp_path):
+    cache = tuning.TuningCache(tmp_path / "sub" / "tuning.json")
+    candidates = [dict(BLOCK_M=m) for m in (16, 32, 64)]
+    timings = {16: 3.0, 32: 1.0, 64: 2.0}
+    measured = []
+
+    def measure(config):
+        measured.append(config["BLOCK_M"])
+        return timings[config["BLOCK_M"]]
+
+    assert tuning.tuned_config("k", candidates, measure, cache) == dict(BLOCK_M=32)
+    assert measured == [16, 32, 64]
+    assert tuning.tuned_config("k", candidates, measure, cache) == dict(BLOCK_M=32)
+    assert measured == [16, 32, 64]  # no second search
+    on_disk = json.loads((tmp_path / "sub" / "tuning.json").read_text())
+    assert on_disk == {"k": {"BLOCK_M": 32}}
+    # A new process reads it back without measuring.
+    fresh = tuning.TuningCache(tmp_path / "sub" / "tuning.json")
+    assert tuning.tuned_config("k", candidates, measure, fresh) == dict(BLOCK_M=32)
+    assert measured == [16, 32, 64]
+
+
+def test_tuned_config_skips_candidates_that_fail(tmp_path):
+    cache = tuning.TuningCache(tmp_path / "tuning.json")
+
+    def measure(config):
+        if config["BLOCK_M"] == 16:
+            raise RuntimeError("out of resources: shared memory")
+        return config["BLOCK_M"]
+
+    candidates = [dict(BLOCK_M=m) for m in (16, 32, 64)]
+    assert tuning.tuned_config("k", candidates, measure, cache) == dict(BLOCK_M=32)
+    with pytest.raises(RuntimeError, match="no candidate config could run"):
+        tuning.tuned_config("other", candidates[:1], measure, cache)
+
+
+def test_unreadable_cache_warns_and_starts_empty(tmp_path):
+    path = tmp_path / "tuning.json"
+    path.write_text("{not json")
+    with pytest.warns(UserWarning, match="ignoring unreadable tuning cache"):
+        assert tuning.TuningCache(path).get("k") is None
+
+
+@pytest.mark.gpu
+def test_autotune_on_gpu_is_correct_and_cached(tmp_path, monkeypatch):
+    """IM2WIN_AUTOTUNE=1: the first call searches, stores its choice, and is still correct."""
+    monkeypatch.setenv("IM2WIN_AUTOTUNE", "1")
+    monkeypatch.setattr(tuning, "CACHE", tuning.TuningCache(tmp_path / "tuning.json"))
+    torch.manual_seed(4)
+    x, w = randn(8, 32, 15, 17, dtype=torch.bfloat16), randn(48, 32, 3, 3, dtype=torch.bfloat16)
+    for _ in range(2):
+        y = im2win.conv2d(x, w, padding=1)
+        assert_close(y, reference(x, w, padding=1), 5e-3)
+    entries = json.loads((tmp_path / "tuning.json").read_text())
+    assert len(entries) == 1
+    assert next(iter(entries.values())) in tuning.candidate_configs(torch.bfloat16)
