@@ -24,7 +24,7 @@ from .bench.env import provenance
 from .bench.methods import METHODS
 from .bench.report import ResultWriter, format_table
 from .bench.run import LAYOUTS, BenchPlan, run_bench
-from .bench.suites import LAYERS_BY_NAME, select_layers
+from .bench.suites import LAYERS_BY_NAME, SUITES, select_layers
 from .bench.tiers import TIERS
 
 GPU_DEFAULTS = dict(batch=128, tiers="fp32,tf32,bf16", repeats=20, quick_repeats=5)
@@ -52,9 +52,16 @@ def _names(choices: list[str]) -> Callable[[str], list[str]]:
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     """The options `bench` and `ablate` share."""
     parser.add_argument(
+        "--suite",
+        choices=list(SUITES),
+        default="paper",
+        help="layer set: the paper's 12, ResNet-50's convolutions, or depthwise/dilated/"
+        "grouped extras (default paper)",
+    )
+    parser.add_argument(
         "--layers",
         type=_names(list(LAYERS_BY_NAME)),
-        help="comma-separated paper layers (default: all 12 on a GPU)",
+        help="comma-separated layers of any suite (default: the suite's, all on a GPU)",
     )
     parser.add_argument("--batch", type=int, help="batch size (default 128 on a GPU, 2 on a CPU)")
     parser.add_argument("--repeats", type=int, help="timed runs per measurement (median taken)")
@@ -124,7 +131,7 @@ ABLATION_METHODS = [name for name in METHODS if name.startswith("paper-kernel")]
 def _bench(args: argparse.Namespace, command: str) -> int:
     gpu = torch.cuda.is_available()
     defaults = GPU_DEFAULTS if gpu else CPU_DEFAULTS
-    suite, layers = select_layers(args.layers, quick=args.quick, gpu=gpu)
+    suite, layers = select_layers(args.layers, quick=args.quick, gpu=gpu, suite=args.suite)
     repeats = args.repeats or defaults["quick_repeats" if args.quick else "repeats"]
     batch = args.batch or defaults["batch"]
     if batch < 1 or repeats < 1:

@@ -15,6 +15,7 @@ FIELDS = (
     "c", "hw", "k", "rs", "stride", "padding", "dilation", "groups", "flop",
     "ms", "tflops", "rel_err", "max_rel_err", "within_tier", "status",
     "input_mib", "weight_mib", "output_mib", "peak_mib", "extra_mib", "analytic_extra_mib",
+    "ceiling_tflops", "copy_gbps", "roofline_tflops", "pct_of_roofline",
     "repeats", "error", "note",
     "gpu", "torch", "triton", "cudnn", "commit", "date", "command",
 )  # fmt: skip
@@ -63,6 +64,7 @@ COLUMNS: tuple[tuple[str, Callable[[dict], str]], ...] = (
     *((key, itemgetter(key)) for key in ("layer", "tier", "layout", "method", "backend")),
     ("ms", _number("ms", ".3f")),
     ("TFLOPS", _number("tflops", ".3g")),
+    ("% roofline", _number("pct_of_roofline", ".0f")),
     ("rel_err", _number("rel_err", ".1e")),
     ("peak MiB", _number("peak_mib", ".1f")),
     ("extra MiB", _number("extra_mib", ".1f")),

@@ -16,6 +16,7 @@ from .layers import Layer
 from .measure import MIB, allocated, allocator_peak, nbytes, relative_error
 from .methods import Method
 from .report import ResultWriter
+from .roofline import Ceilings, measure_ceilings
 from .tiers import Tier
 from .timing import timer_for
 
@@ -123,6 +124,19 @@ def _measure(plan, timer, ops: _Operands, tier: Tier, layout: str, method: Metho
     }
 
 
+def _roofline(row: dict, tier: Tier, ceilings: Ceilings) -> dict:
+    """The layer's floor (compute or compulsory bytes) and how close the method came to it."""
+    compulsory = (row["input_mib"] + row["weight_mib"] + row["output_mib"]) * MIB
+    floor_ms = ceilings.floor_ms(row["flop"], compulsory, tier.name)
+    roofline = row["flop"] / (floor_ms * 1e-3) / 1e12
+    return {
+        "ceiling_tflops": ceilings.tflops[tier.name],
+        "copy_gbps": ceilings.copy_gbps,
+        "roofline_tflops": roofline,
+        "pct_of_roofline": 100 * row["tflops"] / roofline,
+    }
+
+
 def _params(ops: _Operands, w: torch.Tensor) -> ConvParams:
     return conv_params(**ops.kwargs, kernel_size=tuple(w.shape[2:]))
 
@@ -137,7 +151,9 @@ def _row(plan: BenchPlan, layer: Layer, tier: Tier, layout: str, method: Method)
         "flop": layer.flop(plan.batch), "ms": None, "tflops": None, "rel_err": None,
         "max_rel_err": tier.max_rel_err, "within_tier": False, "status": "error",
         "input_mib": None, "weight_mib": None, "output_mib": None, "peak_mib": None,
-        "extra_mib": None, "analytic_extra_mib": None, "repeats": plan.repeats,
+        "extra_mib": None, "analytic_extra_mib": None, "ceiling_tflops": None,
+        "copy_gbps": None, "roofline_tflops": None, "pct_of_roofline": None,
+        "repeats": plan.repeats,
         "error": "", "note": "",
     }  # fmt: skip
 
@@ -145,6 +161,7 @@ def _row(plan: BenchPlan, layer: Layer, tier: Tier, layout: str, method: Method)
 def run_bench(plan: BenchPlan, provenance: dict[str, str], writer: ResultWriter) -> list[dict]:
     """Measure every case of `plan`; each row is written as soon as it is measured."""
     timer = timer_for(plan.device)
+    ceilings = measure_ceilings(plan.tiers, plan.device, timer)
     cases = plan.cases()
     progress = Progress(len(cases))
     rows, ops = [], None
@@ -159,6 +176,8 @@ def run_bench(plan: BenchPlan, provenance: dict[str, str], writer: ResultWriter)
             row.update(_measure(plan, timer, ops, tier, layout, method))
             if method.output == "conv":
                 row["tflops"] = row["flop"] / (row["ms"] * 1e-3) / 1e12
+                if ceilings is not None:
+                    row.update(_roofline(row, tier, ceilings))
             row["within_tier"] = row["rel_err"] <= tier.max_rel_err
             row["status"] = "ok" if row["within_tier"] else "over-bound"
         except Unsupported as exc:  # recorded as such: not a failure of the run
