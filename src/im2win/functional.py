@@ -48,11 +48,13 @@ def conv2d(
 
     `backend`: 'auto' (Triton where it can run: CUDA, or CPU under TRITON_INTERPRET=1; the
     plain-PyTorch reference elsewhere), 'triton', 'reference' or 'paper' (the paper's CUDA
-    kernel, `im2win.paper`: fp32 IEEE, groups 1, CUDA). `windows`: where the
-    Triton kernel reads windows: 'materialized' (the im2win tensor, written by the
-    transform: the paper's scheme), 'streamed' (straight from the input, no buffer) or None
-    (the library's choice). `config` pins the kernel's
-    tiles (keys BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages), for tests and tuning.
+    kernel, `im2win.paper`: fp32 IEEE, groups 1, CUDA).
+
+    `windows`: where the Triton kernel reads windows: 'materialized' (the im2win tensor
+    written by the transform: the paper's scheme), 'streamed' (straight from the input, no
+    buffer) or None (the library's choice). `config` pins the kernel's tiles (keys BLOCK_M,
+    BLOCK_N, BLOCK_K, num_warps, num_stages; optionally CHANNEL_BLOCKED), for tests and
+    tuning; without it tiles come from a heuristic, or from autotuning with IM2WIN_AUTOTUNE=1.
     """
     check_tensor("input", input, dims=(3, 4))
     check_tensor("weight", weight, dims=(4,))
