@@ -6,9 +6,8 @@ import sys
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from im2win.baselines import Unsupported
+from im2win.baselines import Unsupported, reference_fp64
 from im2win.params import ConvParams, conv_params
 from im2win.reference import transform_reference
 
@@ -92,8 +91,8 @@ class _Operands:
     def reference(self, tier: Tier) -> torch.Tensor:
         """float64 convolution of the tier's rounded inputs: error then measures arithmetic."""
         if tier.dtype not in self._refs:
-            x, w = (t.to(tier.dtype).double() for t in (self.x, self.w))
-            self._refs[tier.dtype] = F.conv2d(x, w, None, **self.kwargs)
+            x, w = (t.to(tier.dtype) for t in (self.x, self.w))
+            self._refs[tier.dtype] = reference_fp64(x, w, None, **self.kwargs)
         return self._refs[tier.dtype]
 
 
