@@ -237,6 +237,39 @@ def test_pinned_config(config, groups, layout, dtype):
     assert_close(y, im2win.conv2d(x, w, b, **kw).double(), 2 * TOL[dtype])
 
 
+# Each reduction loop pinned on a channels-last input it can serve: unit stride (the "tma"
+# loop's condition), Cg = 16 or 32, ragged P x Q against every tile, batch 1 and 3.
+LOOP_CASES = {
+    "c16_9x11_k24_3x3_p1": ((2, 16, 9, 11), (24, 16, 3, 3), dict(padding=1)),
+    "c64_7x5_g2_3x2_p20_d2": ((1, 64, 7, 5), (40, 32, 3, 2),
+                              dict(padding=(2, 0), dilation=2, groups=2)),
+    "c32_6x13_k17_1x1": ((3, 32, 6, 13), (17, 32, 1, 1), dict()),
+    "c16_5x5_k8_5x5_same": ((1, 16, 5, 5), (8, 16, 5, 5), dict(padding="same")),
+}  # fmt: skip
+LOOP_CONFIGS = {
+    "flat": dict(BLOCK_M=32, BLOCK_N=16, BLOCK_K=32, num_warps=4, num_stages=1, LOOP="flat"),
+    "channels": dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=16, num_warps=4, num_stages=1,
+                     LOOP="channels"),
+    "tma_4x8": dict(BLOCK_M=32, BLOCK_Q=8, BLOCK_N=16, BLOCK_K=16, num_warps=4, num_stages=1,
+                    LOOP="tma"),
+    "tma_auto_q": dict(BLOCK_M=64, BLOCK_N=32, BLOCK_K=16, num_warps=4, num_stages=1,
+                       LOOP="tma"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("config", LOOP_CONFIGS.values(), ids=LOOP_CONFIGS.keys())
+@pytest.mark.parametrize("case", LOOP_CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_each_loop(config, case, dtype):
+    torch.manual_seed(10)
+    xshape, wshape, kw = LOOP_CASES[case]
+    x = randn(*xshape, dtype=dtype, channels_last=True)
+    w, b = randn(*wshape, dtype=dtype), randn(wshape[0], dtype=dtype)
+    y = im2win.conv2d(x, w, b, **kw, config=config)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert_close(y, reference(x, w, b, **kw), TOL[dtype])
+
+
 @pytest.mark.parametrize("geometry", ["s1p0", "s21_p20_d12", "same"])
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])

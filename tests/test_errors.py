@@ -89,6 +89,35 @@ ERRORS = {
         ValueError,
         ["config['BLOCK_N']", "'32'"],
     ),
+    "config_loop_unknown": (
+        dict(config=dict(CONFIG, LOOP="rows")),
+        ValueError,
+        ["config['LOOP']", "'rows'"],
+    ),
+    "config_block_q_without_tma": (
+        dict(config=dict(CONFIG, BLOCK_Q=8)),
+        ValueError,
+        ["config['BLOCK_Q']", "'tma'"],
+    ),
+    "config_block_q_over_m": (
+        dict(config=dict(CONFIG, LOOP="tma", BLOCK_Q=32)),
+        ValueError,
+        ["config['BLOCK_Q']", "BLOCK_M", "32"],
+    ),
+    "config_tma_nchw": (  # TMA needs channels innermost
+        dict(x=(2, 16, 8, 8), w=(6, 16, 3, 3), config=dict(CONFIG, LOOP="tma")),
+        ValueError,
+        ["LOOP 'tma'", "channels-last", "stride"],
+    ),
+    "config_tma_block_k": (  # a channel block may not straddle two taps
+        dict(
+            x=randn(1, 48, 6, 6, channels_last=True),
+            w=(4, 48, 3, 3),
+            config=dict(CONFIG, LOOP="tma", BLOCK_K=32),
+        ),
+        ValueError,
+        ["'tma'", "BLOCK_K", "Cg=48", "32"],
+    ),  # fmt: skip
     "input_not_tensor": (dict(x=[[1.0]]), TypeError, ["input", "list"]),
     "weight_not_tensor": (dict(w=3.0), TypeError, ["weight", "float"]),
     "bias_not_tensor": (dict(b=[0.0] * 6), TypeError, ["bias", "list"]),

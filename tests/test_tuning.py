@@ -34,10 +34,24 @@ def test_every_candidate_is_correct(dtype, case, channels_last):
             assert_close(y, ref, TOL[dtype])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_every_tma_candidate_is_correct(dtype):
+    # Cg = 64 (full channel blocks in both widths), a ragged 9x11 output, padding, bias.
+    torch.manual_seed(4)
+    x = randn(2, 64, 9, 11, dtype=dtype, channels_last=True)
+    w, b = randn(20, 64, 3, 3, dtype=dtype), randn(20, dtype=dtype)
+    ref = reference(x, w, b, padding=1)
+    block_k = im2win.kernels.tma_block_k(64, dtype)
+    for config in tuning.tma_candidate_configs(block_k):
+        assert_close(im2win.conv2d(x, w, b, padding=1, config=config), ref, TOL[dtype])
+
+
 def test_candidates_are_valid_configs():
     for dtype in (torch.float32, torch.bfloat16):
         for config in tuning.candidate_configs(dtype):
             assert tuning.check_config(config) == config
+    for config in tuning.tma_candidate_configs(64):
+        assert tuning.check_config(config) == config
 
 
 def test_shape_class_rounds_sizes_to_powers_of_two():
@@ -91,15 +105,19 @@ def test_unreadable_cache_warns_and_starts_empty(tmp_path):
 
 
 @pytest.mark.gpu
-def test_autotune_on_gpu_is_correct_and_cached(tmp_path, monkeypatch):
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_autotune_on_gpu_is_correct_and_cached(tmp_path, monkeypatch, channels_last):
     """IM2WIN_AUTOTUNE=1: the first call searches, stores its choice, and is still correct."""
     monkeypatch.setenv("IM2WIN_AUTOTUNE", "1")
     monkeypatch.setattr(tuning, "CACHE", tuning.TuningCache(tmp_path / "tuning.json"))
     torch.manual_seed(4)
-    x, w = randn(8, 32, 15, 17, dtype=torch.bfloat16), randn(48, 32, 3, 3, dtype=torch.bfloat16)
+    x = randn(8, 32, 15, 17, dtype=torch.bfloat16, channels_last=channels_last)
+    w = randn(48, 32, 3, 3, dtype=torch.bfloat16)
     for _ in range(2):
         y = im2win.conv2d(x, w, padding=1)
         assert_close(y, reference(x, w, padding=1), 5e-3)
     entries = json.loads((tmp_path / "tuning.json").read_text())
     assert len(entries) == 1
-    assert next(iter(entries.values())) in tuning.candidate_configs(torch.bfloat16)
+    allowed = [dict(c, LOOP="channels") for c in tuning.candidate_configs(torch.bfloat16)]
+    allowed += tuning.tma_candidate_configs(32) if channels_last else []
+    assert next(iter(entries.values())) in allowed

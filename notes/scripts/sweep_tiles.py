@@ -25,11 +25,12 @@ TIERS = {
     "tf32": (torch.float32, "tf32"),
     "bf16": (torch.bfloat16, None),
 }
-MODES = {  # name: (windows, channel-blocked loop)
-    "mat": ("materialized", False),
-    "str": ("streamed", False),
-    "str-cb": ("streamed", True),
-    "mat-cb": ("materialized", True),
+MODES = {  # name: (windows, reduction loop)
+    "mat": ("materialized", "flat"),
+    "str": ("streamed", "flat"),
+    "str-rows": ("streamed", "rows"),
+    "str-cb": ("streamed", "channels"),
+    "mat-cb": ("materialized", "channels"),
 }
 
 
@@ -54,11 +55,11 @@ def main():
             w = torch.randn(w_shape, device="cuda").to(dtype)
             ref = F.conv2d(x.double(), w.double(), **layer.conv_kwargs())
             best = {}
-            for mode, (windows, blocked) in MODES.items():
-                if (blocked and layer.c < 16) or (mode == "mat-cb" and layout == "NCHW"):
+            for mode, (windows, loop) in MODES.items():
+                if (loop == "channels" and layer.c < 16) or (mode == "mat-cb" and layout == "NCHW"):
                     continue
                 for config in tiles(dtype):
-                    config = dict(config, CHANNEL_BLOCKED=blocked)
+                    config = dict(config, LOOP=loop)
                     kwargs = dict(layer.conv_kwargs(), precision=precision, windows=windows,
                                   config=config)  # fmt: skip
                     run = lambda x=x, w=w, kw=kwargs: im2win.conv2d(x, w, **kw)  # noqa: E731

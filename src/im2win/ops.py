@@ -66,6 +66,15 @@ def streamed_windows(x: torch.Tensor, params: ConvParams, cg: int) -> WindowSour
     )  # fmt: skip
 
 
+def default_loop(cg: int, windows: str, channels_last: bool) -> str:
+    """The reduction loop that won on the H100 for this case (notes/performance.md)."""
+    # Tap by tap over channel blocks pays once Cg fills a block; not on the materialized
+    # NCHW window, whose channels lie whole planes apart.
+    if cg >= 16 and (windows == "streamed" or channels_last):
+        return "channels"
+    return "flat"
+
+
 def conv2d_forward(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -93,10 +102,6 @@ def conv2d_forward(
         return _paper_forward(x, weight, bias, params, precision, (n, k, p, q), memory_format)
     interpreted = kernels.interpreted()
     tune = config is None and kernels.autotune_enabled() and x.is_cuda
-    if config is None:
-        config = kernels.conv2d_fwd_config(n * p * q, k // params.groups, cg * r * s, x.dtype,
-                                           interpreted)  # fmt: skip
-    config = dict(config)
     if windows is None:
         windows = "streamed"
     if windows == "streamed":
@@ -104,32 +109,56 @@ def conv2d_forward(
     else:
         win = kernels.im2win_transform(x, r, params, channels_last, interpreted)
         src = materialized_windows(win, params, r, cg, channels_last)
-    # Tap by tap over channel blocks pays once Cg fills a block (notes/performance.md); not
-    # on the materialized NCHW window, whose channels lie whole planes apart.
-    channel_blocked = config.pop("CHANNEL_BLOCKED", None)
-    if channel_blocked is None:
-        channel_blocked = cg >= 16 and (windows == "streamed" or channels_last)
-    channels_inner = channel_blocked or channels_last
-    filt = filter_reference(weight, channels_inner).view(k, cg * s * r)
+    kg = k // params.groups
+    pointer_loop = default_loop(cg, windows, channels_last)
+    tma_block_k = kernels.tma_block_k(cg, x.dtype)
+    tma_ok = windows == "streamed" and kernels.tma_supported(x, cg, params.stride)
+    if config is None:
+        config = dict(LOOP=pointer_loop, **kernels.conv2d_fwd_config(
+            n * p * q, kg, cg * r * s, x.dtype, interpreted))  # fmt: skip
+        if tma_ok:
+            full_blocks = tma_block_k == (64 if x.element_size() == 2 else 32)
+            worth_it = full_blocks and (kg >= 128 or src.masked or r * s == 1)
+            tiles = kernels.tma_config(p, q, kg, tma_block_k, worth_it, interpreted)
+            config = config if tiles is None else dict(tiles, LOOP="tma")
+    config = dict(config)
+    config.setdefault("LOOP", pointer_loop)
+    if config["LOOP"] == "tma" and not tma_ok:
+        raise ValueError(
+            "config LOOP 'tma' needs streamed windows over a channels-last input at stride "
+            "1 with Cg a multiple of 16 and 16-byte aligned strides; got "
+            f"windows={windows!r}, stride={params.stride}, Cg={cg}, strides {x.stride()}"
+        )
     y = torch.empty((n, k, p, q), dtype=x.dtype, device=x.device, memory_format=memory_format)
 
     def launch(tiles: dict) -> torch.Tensor:
+        tiles = dict(tiles)
+        loop = tiles.pop("LOOP")
+        if loop == "tma":
+            return kernels.conv2d_fwd_tma(
+                x, weight, bias, y,
+                groups=params.groups, dilation=params.dilation,
+                pad_top_left=(params.padding[0], params.padding[2]),
+                precision=precision, config=tiles, interpreted=interpreted,
+            )  # fmt: skip
         return kernels.conv2d_fwd(
-            src, filt, bias, y,
-            r=r, s=s, groups=params.groups,
-            stride=params.stride, dilation=params.dilation,
+            src, weight, bias, y,
+            groups=params.groups, stride=params.stride, dilation=params.dilation,
             pad_top_left=(params.padding[0], params.padding[2]), input_hw=(h, w),
-            channels_inner=channels_inner, channel_blocked=channel_blocked,
+            channels_last=channels_last, loop=loop,
             precision=precision, config=tiles, interpreted=interpreted,
         )  # fmt: skip
 
     if tune:
         key = kernels.shape_class(
-            n * p * q, k // params.groups, cg * r * s, x.dtype, precision, windows,
-            channels_last, channel_blocked, src.masked, kernels.device_key(x.device),
+            n * p * q, kg, cg * r * s, x.dtype, precision, windows,
+            channels_last, src.masked, tma_ok, kernels.device_key(x.device),
         )  # fmt: skip
+        candidates = [dict(c, LOOP=pointer_loop) for c in kernels.candidate_configs(x.dtype)]
+        if tma_ok:
+            candidates += kernels.tma_candidate_configs(tma_block_k)
         measure = lambda tiles: kernels.median_ms(lambda: launch(tiles))  # noqa: E731
-        config = kernels.tuned_config(key, kernels.candidate_configs(x.dtype), measure)
+        config = kernels.tuned_config(key, candidates, measure)
     return launch(config)
 
 

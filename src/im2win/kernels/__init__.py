@@ -3,6 +3,7 @@
 from triton.runtime.interpreter import InterpretedFunction
 
 from .conv2d_fwd import conv2d_fwd
+from .conv2d_fwd_tma import conv2d_fwd_tma, tma_block_k, tma_supported
 from .transform import _im2win_transform_kernel, im2win_transform
 from .tuning import (
     autotune_enabled,
@@ -12,6 +13,8 @@ from .tuning import (
     device_key,
     median_ms,
     shape_class,
+    tma_candidate_configs,
+    tma_config,
     tuned_config,
 )
 
@@ -26,11 +29,16 @@ __all__ = [
     "candidate_configs",
     "check_config",
     "conv2d_fwd",
+    "conv2d_fwd_tma",
     "conv2d_fwd_config",
     "device_key",
     "im2win_transform",
     "interpreted",
     "median_ms",
     "shape_class",
+    "tma_block_k",
+    "tma_candidate_configs",
+    "tma_config",
+    "tma_supported",
     "tuned_config",
 ]

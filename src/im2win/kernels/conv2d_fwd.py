@@ -13,13 +13,15 @@ The windows come from one of two sources with the same formula and different str
   materialized  the im2win tensor written by the transform (padding is stored zeros);
   streamed      the input itself, viewed as windows (rows p*sh + r*dh, columns q*sw + f*dw),
                 padding handled by masks: no window buffer at all.
-Two reduction loops:
-  flat             kk runs over the whole window in BLOCK_K steps; its address part comes
-                   from a small host-built table (no divisions in the loop), or is kk itself
-                   when each window is one contiguous run (NHWC im2win windows with dw == 1:
-                   the loads then vectorize). Best for few channels (the 3-channel stems).
-  channel-blocked  one filter tap (f, r) at a time, BLOCK_K channels of it: scalar tap
-                   offsets, no table, padding masks per pixel. Best once Cg fills a block.
+Two reduction loops (LOOP):
+  "flat"      kk runs over the whole window in BLOCK_K steps; its address part comes from a
+              small host-built table (no divisions in the loop), or is kk itself when each
+              window is one contiguous run (NHWC im2win windows with dw == 1: the loads then
+              vectorize). Serves every case; best for few channels (the 3-channel stems).
+  "channels"  one filter tap (f, r) at a time, BLOCK_K channels of it: scalar tap offsets,
+              no table, padding masks per pixel. Best once Cg fills a block.
+A third, "tma" (`conv2d_fwd_tma.py`), is the channels loop with each window tile copied
+by the tensor-memory accelerator; it serves channels-last inputs at unit stride.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def _conv2d_fwd_kernel(
     stride_fk, stride_b,
     stride_yn, stride_yk, stride_yp, stride_yq,
     stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w,
-    CHANNEL_BLOCKED: tl.constexpr,
+    LOOP: tl.constexpr,
     CONTIGUOUS_K: tl.constexpr,
     MASKED: tl.constexpr,
     HAS_BIAS: tl.constexpr,
@@ -72,10 +74,10 @@ def _conv2d_fwd_kernel(
 
     k_red = CG * S * R
     num_c_blocks = tl.cdiv(CG, BLOCK_K)
-    num_iters = S * R * num_c_blocks if CHANNEL_BLOCKED else tl.cdiv(k_red, BLOCK_K)
+    num_iters = S * R * num_c_blocks if LOOP == "channels" else tl.cdiv(k_red, BLOCK_K)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for it in range(0, num_iters):
-        if CHANNEL_BLOCKED:
+        if LOOP == "channels":
             # One filter tap (f, r) at a time, BLOCK_K channels of it: kk = (f*R + r)*CG + c.
             fr = it // num_c_blocks
             f, r = fr // R, fr % R
@@ -184,40 +186,45 @@ def _cached_table(cg, r, s, src: WindowSource, dilation, channels_inner, device)
     return _TABLES[key]
 
 
+def kernel_filter(weight: torch.Tensor, channels_inner: bool) -> torch.Tensor:
+    """The filter [K, Cg, R, S] as the B matrix [K, Cg*S*R]: (f, r, c) or (c, f, r) order."""
+    order = (0, 3, 2, 1) if channels_inner else (0, 1, 3, 2)
+    return weight.permute(*order).contiguous().view(weight.shape[0], -1)
+
+
 def conv2d_fwd(
     src: WindowSource,
-    filt: torch.Tensor,
+    weight: torch.Tensor,
     bias: torch.Tensor | None,
     y: torch.Tensor,
     *,
-    r: int,
-    s: int,
     groups: int,
     stride: tuple[int, int],
     dilation: tuple[int, int],
     pad_top_left: tuple[int, int],
     input_hw: tuple[int, int],
-    channels_inner: bool,
-    channel_blocked: bool,
+    channels_last: bool,
+    loop: str,
     precision: str,
     config: dict,
     interpreted: bool,
 ) -> torch.Tensor:
-    """Fill `y` [N, K, P, Q] (any strides) from the windows and the re-laid filter.
+    """Fill `y` [N, K, P, Q] (any strides) from the windows and the filter [K, Cg, R, S].
 
-    `filt` is [K, Cg*S*R] in the reduction order: (f, r, c) if `channels_inner` (which
-    `channel_blocked`, the tap-by-tap loop over channel blocks, requires), else (c, f, r).
+    `channels_last` says the flat loop walks each window in (f, r, c) order, as NHWC
+    windows lie, rather than (c, f, r).
     """
-    if channel_blocked and not channels_inner:
-        raise ValueError("the channel-blocked loop needs the (f, r, c) reduction order")
+    if loop not in ("flat", "channels"):
+        raise ValueError(f"loop must be 'flat' or 'channels', got {loop!r}")
     n, k, p, q = y.shape
-    cg = filt.shape[1] // (r * s)
+    _, cg, r, s = weight.shape
     kg = k // groups
-    if channel_blocked:  # offsets come from strides: no table
-        table, contiguous = filt, False
-    else:
-        table = _cached_table(cg, r, s, src, dilation, channels_inner, y.device)
-        contiguous = is_contiguous_reduction(cg, r, s, src, channels_inner)
+    filt = kernel_filter(weight, channels_inner=loop == "channels" or channels_last)
+    contiguous = False
+    table = filt  # an unused pointer for the loops that need no table
+    if loop == "flat":
+        table = _cached_table(cg, r, s, src, dilation, channels_last, y.device)
+        contiguous = is_contiguous_reduction(cg, r, s, src, channels_last)
     grid = (
         triton.cdiv(n * p * q, config["BLOCK_M"]) * triton.cdiv(kg, config["BLOCK_N"]) * groups,
     )
@@ -229,7 +236,7 @@ def conv2d_fwd(
         filt.stride(0), 0 if bias is None else bias.stride(0),
         *y.stride(),
         *stride, *pad_top_left, *dilation,
-        CHANNEL_BLOCKED=channel_blocked,
+        LOOP=loop,
         CONTIGUOUS_K=contiguous,
         MASKED=src.masked,
         PRECISION=precision,

@@ -19,8 +19,10 @@ from pathlib import Path
 import torch
 import triton
 
+LOOPS = ("flat", "channels", "tma")
+
 CONFIG_KEYS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps", "num_stages")
-OPTIONAL_KEYS = ("CHANNEL_BLOCKED",)
+OPTIONAL_KEYS = ("LOOP", "BLOCK_Q")
 
 
 def conv2d_fwd_config(
@@ -45,10 +47,72 @@ def conv2d_fwd_config(
     )
 
 
+# TMA window tiles (BLOCK_P x BLOCK_Q output pixels of one image) by pixel count BLOCK_M.
+TMA_SHAPES = {256: ((16, 16), (8, 32)), 128: ((8, 16), (16, 8), (4, 32)), 64: ((8, 8), (4, 16))}
+
+
+def tile_efficiency(p: int, q: int, block_p: int, block_q: int) -> float:
+    """The share of a grid of BLOCK_P x BLOCK_Q tiles over a P x Q output that is real."""
+    return p * q / (triton.cdiv(p, block_p) * block_p * triton.cdiv(q, block_q) * block_q)
+
+
+def tma_config(
+    p: int, q: int, channels_per_group: int, block_k: int, worth_it: bool, interpreted: bool
+) -> dict | None:
+    """Tiles for the TMA kernel over a P x Q output, or None where the pointer kernel wins.
+
+    NOTE: measured on H100 (TMA vs pointer kernel, 15 stride-1 layers of the paper and
+    ResNet-50, bf16 and tf32, 2026-11-26, notes/performance.md): TMA wins once its tiles
+    cover the output with at most a quarter wasted, on a padded or 1x1 convolution, or
+    with KG >= 128 (`worth_it`), and with full channel blocks (64 in 16-bit, 32 in fp32);
+    4 warps over 128 pixels x 128 channels, 8 warps over 256 x 64. Triton 3.6 computed
+    wrong results with 8 warps over 128 x 128 TMA tiles: that config is never used.
+    """
+    block_n = 64 if channels_per_group <= 64 else 128
+    if interpreted:  # few, large programs; any efficiency will do
+        block_n = max(16, min(64, triton.next_power_of_2(channels_per_group)))
+        block_q = max(4, min(16, triton.next_power_of_2(q)))
+        block_p = max(16 // block_q, min(64 // block_q, triton.next_power_of_2(p)))
+        return dict(BLOCK_M=block_p * block_q, BLOCK_Q=block_q, BLOCK_N=block_n,
+                    BLOCK_K=min(block_k, 32), num_warps=4, num_stages=1)  # fmt: skip
+    if not worth_it:
+        return None
+    for block_m in (256,) if block_n == 64 else (128, 64):
+        eff, (block_p, block_q) = max(
+            (tile_efficiency(p, q, *shape), shape) for shape in TMA_SHAPES[block_m]
+        )
+        if eff >= 0.75:
+            warps, stages = (8, 3) if block_m == 256 else (4, 4)
+            return dict(BLOCK_M=block_m, BLOCK_Q=block_q, BLOCK_N=block_n, BLOCK_K=block_k,
+                        num_warps=warps, num_stages=stages)  # fmt: skip
+    return None
+
+
+def tma_candidate_configs(block_k: int) -> list[dict]:
+    """Every TMA config autotuning may choose (the winners of the H100 exploration)."""
+    tiles = (  # BLOCK_P, BLOCK_Q, BLOCK_N, num_warps, num_stages
+        (8, 16, 128, 4, 4), (16, 8, 128, 4, 4), (4, 32, 128, 4, 4), (8, 8, 128, 4, 4),
+        (4, 16, 128, 4, 4), (16, 16, 64, 8, 3), (8, 32, 128, 8, 3), (16, 16, 128, 8, 4),
+    )  # fmt: skip
+    return [
+        dict(
+            BLOCK_M=bp * bq,
+            BLOCK_Q=bq,
+            BLOCK_N=bn,
+            BLOCK_K=block_k,
+            num_warps=w,
+            num_stages=st,
+            LOOP="tma",
+        )  # fmt: skip
+        for bp, bq, bn, w, st in tiles
+    ]
+
+
 def check_config(config: dict) -> dict:
     """Validate a user-pinned config (power-of-two tiles of at least 16, as tl.dot needs).
 
-    Optional `CHANNEL_BLOCKED` pins the reduction loop (tap by tap over channel blocks).
+    Optional `LOOP` pins the reduction loop: "flat", "channels" (conv2d_fwd.py) or "tma"
+    (conv2d_fwd_tma.py), whose optional `BLOCK_Q` is the tile's width in output pixels.
     """
     keys = set(config) - set(OPTIONAL_KEYS)
     if keys != set(CONFIG_KEYS):
@@ -62,6 +126,14 @@ def check_config(config: dict) -> dict:
             raise ValueError(f"config[{key!r}] must be a power of two >= {low}, got {v!r}")
     if not isinstance(config["num_stages"], int) or config["num_stages"] < 1:
         raise ValueError(f"config['num_stages'] must be an int >= 1, got {config['num_stages']!r}")
+    if "LOOP" in config and config["LOOP"] not in LOOPS:
+        raise ValueError(f"config['LOOP'] must be one of {LOOPS}, got {config['LOOP']!r}")
+    if "BLOCK_Q" in config:
+        v = config["BLOCK_Q"]
+        if config.get("LOOP") != "tma":
+            raise ValueError(f"config['BLOCK_Q'] applies to LOOP 'tma' only, got {config}")
+        if not isinstance(v, int) or v < 1 or v & (v - 1) or v > config["BLOCK_M"]:
+            raise ValueError(f"config['BLOCK_Q'] must be a power of two <= BLOCK_M, got {v!r}")
     return dict(config)
 
 

@@ -1,0 +1,162 @@
+"""Forward convolution with TMA: each window tile is one rectangle of the input.
+
+With unit stride, the windows of a BLOCK_P x BLOCK_Q patch of output pixels at one filter
+tap (r, f) are themselves a BLOCK_P x BLOCK_Q patch of the input, shifted by the tap:
+
+    A[(i, j), c] = X[n, p0 + i + r*dh - pad_top, q0 + j + f*dw - pad_left, c0 + c]
+
+so the Hopper tensor-memory accelerator (a `TensorDescriptor` over the 4-D input) copies
+it to shared memory in one instruction, asynchronously, and zero-fills every coordinate
+outside the image: padding costs nothing. The filter, a [K, S*R*Cg] matrix in (f, r, c)
+order, is the B operand through a second descriptor. The reduction walks the taps and,
+inside each, blocks of BLOCK_K channels (Cg must be a multiple of BLOCK_K so a block
+never straddles two taps or two groups).
+
+Channels-last inputs only: Triton asks that a box start 16-byte aligned in the innermost
+dimension, which channel blocks are and NCHW's shifted rows are not. The pointer kernel in
+`conv2d_fwd.py` serves every shape this one cannot (strides, NCHW, unaligned rows, channel
+counts that are not a multiple of 16).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
+
+from .conv2d_fwd import kernel_filter
+from .tuning import tile_efficiency
+
+
+@triton.heuristics({"HAS_BIAS": lambda args: args["bias_ptr"] is not None})
+@triton.jit
+def _conv2d_fwd_tma_kernel(
+    x_desc, filt_desc, bias_ptr, y_ptr,
+    N, CG, KG, R, S, P, Q,
+    stride_b, stride_yn, stride_yk, stride_yp, stride_yq,
+    pad_top, pad_left, dilation_h, dilation_w,
+    HAS_BIAS: tl.constexpr,
+    PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    BLOCK_M: tl.constexpr = BLOCK_P * BLOCK_Q
+    # Program order: output-channel tiles fastest, so neighbours share a window tile in L2.
+    pid = tl.program_id(0)
+    num_pid_n = tl.cdiv(KG, BLOCK_N)
+    num_tiles_q = tl.cdiv(Q, BLOCK_Q)
+    num_tiles_p = tl.cdiv(P, BLOCK_P)
+    pid_n = pid % num_pid_n
+    tile = pid // num_pid_n
+    q0 = (tile % num_tiles_q) * BLOCK_Q
+    p0 = (tile // num_tiles_q % num_tiles_p) * BLOCK_P
+    n = tile // num_tiles_q // num_tiles_p % N
+    group = tile // num_tiles_q // num_tiles_p // N
+    k0 = group * KG + pid_n * BLOCK_N
+
+    num_c_blocks = CG // BLOCK_K
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for it in range(0, S * R * num_c_blocks):
+        fr = it // num_c_blocks  # tap (f, r), reduction index kk = (f*R + r)*CG + c
+        f, r = fr // R, fr % R
+        c = (it % num_c_blocks) * BLOCK_K
+        h = p0 + r * dilation_h - pad_top
+        w = q0 + f * dilation_w - pad_left
+        a = x_desc.load([n, h, w, group * CG + c]).reshape(BLOCK_M, BLOCK_K)
+        b = filt_desc.load([k0, fr * CG + c]).T  # [BLOCK_K, BLOCK_N]
+        if UPCAST:  # the interpreter computes 16-bit dots wrongly; fp32 is exact there
+            a, b = a.to(tl.float32), b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION)
+
+    kn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N] channel inside the group
+    kn_ok = kn < KG
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + (group * KG + kn) * stride_b, mask=kn_ok, other=0.0)
+        acc += bias.to(tl.float32)[None, :]
+    m = tl.arange(0, BLOCK_M)
+    p = p0 + m // BLOCK_Q
+    q = q0 + m % BLOCK_Q
+    pixel = n.to(tl.int64) * stride_yn + p.to(tl.int64) * stride_yp + q.to(tl.int64) * stride_yq
+    y_off = pixel[:, None] + ((group * KG + kn).to(tl.int64) * stride_yk)[None, :]
+    y_ok = ((p < P) & (q < Q))[:, None] & kn_ok[None, :]
+    tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=y_ok)
+
+
+def tma_block_k(cg: int, dtype: torch.dtype) -> int | None:
+    """The channel block this kernel would use for Cg channels, or None if none divides Cg."""
+    largest = 64 if dtype.itemsize == 2 else 32
+    for block_k in (largest, 32, 16):
+        if block_k <= largest and cg % block_k == 0:
+            return block_k
+    return None
+
+
+def tma_supported(x: torch.Tensor, cg: int, stride: tuple[int, int]) -> bool:
+    """True when the input and the re-laid filter meet TMA's rules for this kernel.
+
+    Unit stride (the window patch is an input patch); Cg a multiple of 16; channels
+    innermost (stride 1); the other strides and the base address 16-byte aligned. (The
+    re-laid filter is a fresh [K, S*R*Cg] tensor: aligned whenever Cg is.)
+    """
+    if tuple(stride) != (1, 1) or tma_block_k(cg, x.dtype) is None:
+        return False
+    sn, sc, sh, sw = x.stride()
+    aligned = all(s * x.element_size() % 16 == 0 for s in (sn, sh, sw))
+    return sc == 1 and aligned and x.data_ptr() % 16 == 0
+
+
+def conv2d_fwd_tma(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    y: torch.Tensor,
+    *,
+    groups: int,
+    dilation: tuple[int, int],
+    pad_top_left: tuple[int, int],
+    precision: str,
+    config: dict,
+    interpreted: bool,
+) -> torch.Tensor:
+    """Fill `y` [N, K, P, Q] (any strides) from channels-last `x` and the filter [K, Cg, R, S].
+
+    `config` holds BLOCK_M pixels as a BLOCK_P x BLOCK_Q patch (BLOCK_Q given, or the width
+    that wastes least), BLOCK_N, BLOCK_K (a divisor of Cg), num_warps, num_stages.
+    """
+    n, c, h, w = x.shape
+    k, cg = weight.shape[:2]
+    _, _, p, q = y.shape
+    kg = k // groups
+    config = dict(config)
+    block_m, block_k = config.pop("BLOCK_M"), config["BLOCK_K"]
+    if cg % block_k:
+        raise ValueError(f"the 'tma' loop needs BLOCK_K to divide Cg={cg}, got BLOCK_K={block_k}")
+    if "BLOCK_Q" not in config:
+        config["BLOCK_Q"] = max(
+            (tile_efficiency(p, q, block_m // bq, bq), bq)
+            for bq in (2**i for i in range(block_m.bit_length()))
+            if bq <= block_m
+        )[1]
+    config["BLOCK_P"] = block_m // config["BLOCK_Q"]
+    filt = kernel_filter(weight, channels_inner=True)  # [K, S*R*Cg], (f, r, c) order
+    sn, sc, sh, sw = x.stride()
+    box = [1, config["BLOCK_P"], config["BLOCK_Q"], block_k]
+    x_desc = TensorDescriptor(x, [n, h, w, c], [sn, sh, sw, sc], box)
+    filt_desc = TensorDescriptor(filt, list(filt.shape), list(filt.stride()),
+                                 [config["BLOCK_N"], block_k])  # fmt: skip
+    tiles = triton.cdiv(p, config["BLOCK_P"]) * triton.cdiv(q, config["BLOCK_Q"])
+    grid = (groups * n * tiles * triton.cdiv(kg, config["BLOCK_N"]),)
+    _conv2d_fwd_tma_kernel[grid](
+        x_desc, filt_desc, bias, y,
+        n, cg, kg, *weight.shape[2:], p, q,
+        0 if bias is None else bias.stride(0), *y.stride(),
+        *pad_top_left, *dilation,
+        PRECISION=precision,
+        UPCAST=interpreted and x.dtype != torch.float32,
+        **config,
+    )  # fmt: skip
+    return y
