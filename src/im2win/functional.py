@@ -7,7 +7,7 @@ import torch
 
 from .autograd import Conv2dFunction
 from .kernels import check_config
-from .ops import WINDOWS, resolve_backend, window_transform
+from .ops import WINDOWS, conv2d_forward, resolve_backend, window_transform
 from .params import (
     SUPPORTED_DTYPES,
     as_pair,
@@ -84,7 +84,11 @@ def conv2d(
             channels_last=channels_last, precision=precision, backend=backend,
             windows=windows, config=config,
         )  # fmt: skip
-        y = Conv2dFunction.apply(x, weight, bias, params, options)
+        tensors = (x, weight) if bias is None else (x, weight, bias)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+            y = Conv2dFunction.apply(x, weight, bias, params, options)
+        else:  # no graph to record: skip autograd's bookkeeping (microseconds a call)
+            y = conv2d_forward(x, weight, bias, params, **options)
     return y.squeeze(0) if unbatched else y
 
 

@@ -32,6 +32,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .sizes import cdiv
+
 
 @triton.heuristics({"HAS_BIAS": lambda args: args["bias_ptr"] is not None})
 @triton.jit
@@ -225,9 +227,7 @@ def conv2d_fwd(
     if loop == "flat":
         table = _cached_table(cg, r, s, src, dilation, channels_last, y.device)
         contiguous = is_contiguous_reduction(cg, r, s, src, channels_last)
-    grid = (
-        triton.cdiv(n * p * q, config["BLOCK_M"]) * triton.cdiv(kg, config["BLOCK_N"]) * groups,
-    )
+    grid = (cdiv(n * p * q, config["BLOCK_M"]) * cdiv(kg, config["BLOCK_N"]) * groups,)
     _conv2d_fwd_kernel[grid](
         src.tensor, filt, bias, y, table,
         n, cg, kg, *input_hw, r, s, p, q,

@@ -26,6 +26,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from .conv2d_fwd import kernel_filter
+from .sizes import cdiv
 from .tuning import tile_efficiency
 
 
@@ -148,8 +149,8 @@ def conv2d_fwd_tma(
     x_desc = TensorDescriptor(x, [n, h, w, c], [sn, sh, sw, sc], box)
     filt_desc = TensorDescriptor(filt, list(filt.shape), list(filt.stride()),
                                  [config["BLOCK_N"], block_k])  # fmt: skip
-    tiles = triton.cdiv(p, config["BLOCK_P"]) * triton.cdiv(q, config["BLOCK_Q"])
-    grid = (groups * n * tiles * triton.cdiv(kg, config["BLOCK_N"]),)
+    tiles = cdiv(p, config["BLOCK_P"]) * cdiv(q, config["BLOCK_Q"])
+    grid = (groups * n * tiles * cdiv(kg, config["BLOCK_N"]),)
     _conv2d_fwd_tma_kernel[grid](
         x_desc, filt_desc, bias, y,
         n, cg, kg, *weight.shape[2:], p, q,

@@ -13,6 +13,7 @@ import triton
 import triton.language as tl
 
 from ..params import ConvParams
+from .sizes import cdiv, next_power_of_2
 
 
 @triton.jit
@@ -58,8 +59,8 @@ def _im2win_transform_kernel(
 
 def _tile(num_rows: int, strip_len: int, interpreted: bool) -> tuple[int, int]:
     if interpreted:  # few, large programs: the interpreter pays per program
-        return 16, max(16, min(1024, triton.next_power_of_2(strip_len)))
-    cols = max(32, min(512, triton.next_power_of_2(strip_len)))
+        return 16, max(16, min(1024, next_power_of_2(strip_len)))
+    cols = max(32, min(512, next_power_of_2(strip_len)))
     return max(1, 2048 // cols), cols
 
 
@@ -77,7 +78,7 @@ def im2win_transform(
     num_rows = n * p if channels_last else n * c * p
     strip_len = win.numel() // num_rows
     block_rows, block_cols = _tile(num_rows, strip_len, interpreted)
-    grid = (triton.cdiv(num_rows, block_rows), triton.cdiv(strip_len, block_cols))
+    grid = (cdiv(num_rows, block_rows), cdiv(strip_len, block_cols))
     if grid[1] > 65535:
         raise ValueError(f"an im2win strip of {strip_len} elements is too long for one launch")
     _im2win_transform_kernel[grid](

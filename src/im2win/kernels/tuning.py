@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 import triton
 
+from .sizes import cdiv, next_power_of_2
+
 LOOPS = ("flat", "channels", "tma")
 
 CONFIG_KEYS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps", "num_stages")
@@ -34,10 +36,10 @@ def conv2d_fwd_config(
     and bf16, 2026-11-26, notes/performance.md): 64-128 pixels x 128 channels won on most
     layers; BLOCK_K 64 only pays in 16-bit with a long reduction.
     """
-    block_n = max(16, min(128, triton.next_power_of_2(channels_per_group)))
+    block_n = max(16, min(128, next_power_of_2(channels_per_group)))
     if interpreted:  # few, large programs: the interpreter pays per program
-        block_m = max(16, min(128, triton.next_power_of_2(pixels)))
-        block_k = max(16, min(64, triton.next_power_of_2(reduction)))
+        block_m = max(16, min(128, next_power_of_2(pixels)))
+        block_k = max(16, min(64, next_power_of_2(reduction)))
         return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=4, num_stages=1)
     block_k = 64 if dtype != torch.float32 and reduction >= 512 else 32
     block_m = 64 if block_n >= 128 else 128
@@ -53,7 +55,7 @@ TMA_SHAPES = {256: ((16, 16), (8, 32)), 128: ((8, 16), (16, 8), (4, 32)), 64: ((
 
 def tile_efficiency(p: int, q: int, block_p: int, block_q: int) -> float:
     """The share of a grid of BLOCK_P x BLOCK_Q tiles over a P x Q output that is real."""
-    return p * q / (triton.cdiv(p, block_p) * block_p * triton.cdiv(q, block_q) * block_q)
+    return p * q / (cdiv(p, block_p) * block_p * cdiv(q, block_q) * block_q)
 
 
 def tma_config(
@@ -70,9 +72,9 @@ def tma_config(
     """
     block_n = 64 if channels_per_group <= 64 else 128
     if interpreted:  # few, large programs; any efficiency will do
-        block_n = max(16, min(64, triton.next_power_of_2(channels_per_group)))
-        block_q = max(4, min(16, triton.next_power_of_2(q)))
-        block_p = max(16 // block_q, min(64 // block_q, triton.next_power_of_2(p)))
+        block_n = max(16, min(64, next_power_of_2(channels_per_group)))
+        block_q = max(4, min(16, next_power_of_2(q)))
+        block_p = max(16 // block_q, min(64 // block_q, next_power_of_2(p)))
         return dict(BLOCK_M=block_p * block_q, BLOCK_Q=block_q, BLOCK_N=block_n,
                     BLOCK_K=min(block_k, 32), num_warps=4, num_stages=1)  # fmt: skip
     if not worth_it:
@@ -155,7 +157,7 @@ def candidate_configs(dtype: torch.dtype) -> list[dict]:
 
 def shape_class(pixels: int, channels_per_group: int, reduction: int, *flags) -> str:
     """A few shape classes, not every shape: sizes rounded up to powers of two."""
-    sizes = (triton.next_power_of_2(v) for v in (pixels, channels_per_group, reduction))
+    sizes = (next_power_of_2(v) for v in (pixels, channels_per_group, reduction))
     return "|".join(str(v) for v in (*sizes, *flags))
 
 

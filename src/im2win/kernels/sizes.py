@@ -1,0 +1,15 @@
+"""Host-side size arithmetic in plain Python.
+
+`triton.cdiv` and `triton.next_power_of_2` dispatch through Triton's JIT machinery (a few
+microseconds a call on the H100 host); a launch needs a dozen of them, so the launchers
+use these instead.
+"""
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def next_power_of_2(n: int) -> int:
+    """The smallest power of two >= n (1 for n <= 1)."""
+    return 1 << max(0, n - 1).bit_length()
