@@ -270,6 +270,18 @@ def test_each_loop(config, case, dtype):
     assert_close(y, reference(x, w, b, **kw), TOL[dtype])
 
 
+@pytest.mark.parametrize("config", LOOP_CONFIGS.values(), ids=LOOP_CONFIGS.keys())
+def test_each_loop_channels_last_weight(config):
+    # A channels_last weight is the tap-by-tap loops' own layout (read in place); a slice of
+    # one starts mid-storage.
+    torch.manual_seed(11)
+    x = randn(2, 32, 7, 9, channels_last=True)
+    w = randn(13, 32, 3, 3, channels_last=True)[1:]  # [12, 32, 3, 3], offset, channels_last
+    b = randn(12)
+    y = im2win.conv2d(x, w, b, padding=1, config=config)
+    assert_close(y, reference(x, w, b, padding=1), TOL[torch.float32])
+
+
 @pytest.mark.parametrize("geometry", ["s1p0", "s21_p20_d12", "same"])
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])

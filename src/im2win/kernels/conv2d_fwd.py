@@ -3,7 +3,7 @@
 GEMM view, per group g:   Y[m, k] = sum_kk A[m, kk] * B[kk, k]
     m  = (n, p, q)  output pixel               (M = N*P*Q rows)
     k  = output channel inside the group       (KG columns)
-    kk = (c, f, r) in NCHW, (f, r, c) in NHWC  (Cg*S*R, the re-laid filter's own order)
+    kk = (c, f, r) in NCHW, (f, r, c) in NHWC, (r, f, c) tap by tap  (the filter's order)
 A is never built: A[m, kk] = Win[n][c][p][q*sw + f*dw][r], whose address splits into a
 pixel part (n, p, q) and a reduction part (c, f, r), so each tile is one broadcast add:
 
@@ -18,7 +18,7 @@ Two reduction loops (LOOP):
               small host-built table (no divisions in the loop), or is kk itself when each
               window is one contiguous run (NHWC im2win windows with dw == 1: the loads then
               vectorize). Serves every case; best for few channels (the 3-channel stems).
-  "channels"  one filter tap (f, r) at a time, BLOCK_K channels of it: scalar tap offsets,
+  "channels"  one filter tap (r, f) at a time, BLOCK_K channels of it: scalar tap offsets,
               no table, padding masks per pixel. Best once Cg fills a block.
 A third, "tma" (`conv2d_fwd_tma.py`), is the channels loop with each window tile copied
 by the tensor-memory accelerator; it serves channels-last inputs at unit stride.
@@ -80,12 +80,12 @@ def _conv2d_fwd_kernel(
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for it in range(0, num_iters):
         if LOOP == "channels":
-            # One filter tap (f, r) at a time, BLOCK_K channels of it: kk = (f*R + r)*CG + c.
-            fr = it // num_c_blocks
-            f, r = fr // R, fr % R
+            # One filter tap (r, f) at a time, BLOCK_K channels of it: kk = (r*S + f)*CG + c.
+            rf = it // num_c_blocks
+            r, f = rf // S, rf % S
             c = (it % num_c_blocks) * BLOCK_K + tl.arange(0, BLOCK_K)  # [BLOCK_K]
             kk_ok = c < CG
-            kk = fr * CG + c
+            kk = rf * CG + c
             tap_off = origin + f * stride_af + r * stride_ar
             red_off = tap_off + c.to(tl.int64) * stride_ac
             a_mask = m_ok[:, None] & kk_ok[None, :]
@@ -188,10 +188,20 @@ def _cached_table(cg, r, s, src: WindowSource, dilation, channels_inner, device)
     return _TABLES[key]
 
 
-def kernel_filter(weight: torch.Tensor, channels_inner: bool) -> torch.Tensor:
-    """The filter [K, Cg, R, S] as the B matrix [K, Cg*S*R]: (f, r, c) or (c, f, r) order."""
-    order = (0, 3, 2, 1) if channels_inner else (0, 1, 3, 2)
-    return weight.permute(*order).contiguous().view(weight.shape[0], -1)
+# Reduction orders of the filter's B matrix, as permutations of the weight's [K, Cg, R, S].
+FILTER_ORDERS = {
+    "cfr": (0, 1, 3, 2),  # the NCHW im2win window: Win[n][c][p][w][r]
+    "frc": (0, 3, 2, 1),  # the NHWC im2win window: Win[n][p][w][r][c]
+    "rfc": (0, 2, 3, 1),  # tap by tap, channels inner: a channels_last weight as it lies
+}
+
+
+def kernel_filter(weight: torch.Tensor, order: str) -> torch.Tensor:
+    """The filter [K, Cg, R, S] as the B matrix [K, Cg*R*S] in `order` (FILTER_ORDERS).
+
+    No copy when the weight already lies that way ("rfc" from a channels_last weight).
+    """
+    return weight.permute(*FILTER_ORDERS[order]).contiguous().view(weight.shape[0], -1)
 
 
 def conv2d_fwd(
@@ -221,7 +231,7 @@ def conv2d_fwd(
     n, k, p, q = y.shape
     _, cg, r, s = weight.shape
     kg = k // groups
-    filt = kernel_filter(weight, channels_inner=loop == "channels" or channels_last)
+    filt = kernel_filter(weight, "rfc" if loop == "channels" else "frc" if channels_last else "cfr")
     contiguous = False
     table = filt  # an unused pointer for the loops that need no table
     if loop == "flat":

@@ -7,7 +7,7 @@ tap (r, f) are themselves a BLOCK_P x BLOCK_Q patch of the input, shifted by the
 
 so the Hopper tensor-memory accelerator (a `TensorDescriptor` over the 4-D input) copies
 it to shared memory in one instruction, asynchronously, and zero-fills every coordinate
-outside the image: padding costs nothing. The filter, a [K, S*R*Cg] matrix in (f, r, c)
+outside the image: padding costs nothing. The filter, a [K, R*S*Cg] matrix in (r, f, c)
 order, is the B operand through a second descriptor. The reduction walks the taps and,
 inside each, blocks of BLOCK_K channels (Cg must be a multiple of BLOCK_K so a block
 never straddles two taps or two groups).
@@ -62,13 +62,13 @@ def _conv2d_fwd_tma_kernel(
     num_c_blocks = CG // BLOCK_K
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for it in range(0, S * R * num_c_blocks):
-        fr = it // num_c_blocks  # tap (f, r), reduction index kk = (f*R + r)*CG + c
-        f, r = fr // R, fr % R
+        rf = it // num_c_blocks  # tap (r, f), reduction index kk = (r*S + f)*CG + c
+        r, f = rf // S, rf % S
         c = (it % num_c_blocks) * BLOCK_K
         h = p0 + r * dilation_h - pad_top
         w = q0 + f * dilation_w - pad_left
         a = x_desc.load([n, h, w, group * CG + c]).reshape(BLOCK_M, BLOCK_K)
-        b = filt_desc.load([k0, fr * CG + c]).T  # [BLOCK_K, BLOCK_N]
+        b = filt_desc.load([k0, rf * CG + c]).T  # [BLOCK_K, BLOCK_N]
         if UPCAST:  # the interpreter computes 16-bit dots wrongly; fp32 is exact there
             a, b = a.to(tl.float32), b.to(tl.float32)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
@@ -101,7 +101,7 @@ def tma_supported(x: torch.Tensor, cg: int, stride: tuple[int, int]) -> bool:
 
     Unit stride (the window patch is an input patch); Cg a multiple of 16; channels
     innermost (stride 1); the other strides and the base address 16-byte aligned. (The
-    re-laid filter is a fresh [K, S*R*Cg] tensor: aligned whenever Cg is.)
+    filter matrix [K, R*S*Cg] is a fresh or channels_last tensor: aligned whenever Cg is.)
     """
     if tuple(stride) != (1, 1) or tma_block_k(cg, x.dtype) is None:
         return False
@@ -143,7 +143,9 @@ def conv2d_fwd_tma(
             if bq <= block_m
         )[1]
     config["BLOCK_P"] = block_m // config["BLOCK_Q"]
-    filt = kernel_filter(weight, channels_inner=True)  # [K, S*R*Cg], (f, r, c) order
+    filt = kernel_filter(weight, "rfc")  # [K, R*S*Cg]
+    if filt.data_ptr() % 16:  # a view of a channels_last weight may start anywhere
+        filt = filt.clone()
     sn, sc, sh, sw = x.stride()
     box = [1, config["BLOCK_P"], config["BLOCK_Q"], block_k]
     x_desc = TensorDescriptor(x, [n, h, w, c], [sn, sh, sw, sc], box)
