@@ -116,7 +116,9 @@ def conv2d_forward(
     if config is None:
         config = dict(LOOP=pointer_loop, **kernels.conv2d_fwd_config(
             n * p * q, kg, cg * r * s, x.dtype, interpreted))  # fmt: skip
-        if tma_ok:
+        # Not for fp32 'ieee' or 'tf32x3': there TMA tiles measured slower than the pointer
+        # kernel (10-25x and ~2x on conv8, 10, 11; notes/performance.md).
+        if tma_ok and (x.element_size() == 2 or precision == "tf32"):
             full_blocks = tma_block_k == (64 if x.element_size() == 2 else 32)
             worth_it = full_blocks and (kg >= 128 or src.masked or r * s == 1)
             tiles = kernels.tma_config(p, q, kg, tma_block_k, worth_it, interpreted)
