@@ -282,6 +282,35 @@ def test_each_loop_channels_last_weight(config):
     assert_close(y, reference(x, w, b, padding=1), TOL[torch.float32])
 
 
+# Depthwise shapes (groups == C): the default path's direct kernel. Channel multipliers 1-3,
+# C = 1 and 3, strides, padding, dilation, batch 1.
+DEPTHWISE_CASES = {
+    "c5_9x11_3x3_p1": ((2, 5, 9, 11), (5, 1, 3, 3), dict(padding=1, groups=5)),
+    "c7_13x6_m2_5x1_s21": ((1, 7, 13, 6), (14, 1, 5, 1),
+                           dict(stride=(2, 1), padding=(2, 0), groups=7)),
+    "c3_10x9_m3_3x2_d21": ((3, 3, 10, 9), (9, 1, 3, 2),
+                           dict(stride=2, padding=1, dilation=(2, 1), groups=3)),
+    "c1_8x8_m4_same": ((1, 1, 8, 8), (4, 1, 3, 3), dict(padding="same")),
+    "c70_7x7_7x7_p3": ((1, 70, 7, 7), (70, 1, 7, 7), dict(padding=3, groups=70)),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", DEPTHWISE_CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_depthwise(case, layout, dtype):
+    torch.manual_seed(12)
+    xshape, wshape, kw = DEPTHWISE_CASES[case]
+    x = randn(*xshape, dtype=dtype, channels_last=layout == "channels_last")
+    w, b = randn(*wshape, dtype=dtype), randn(wshape[0], dtype=dtype)
+    y = im2win.conv2d(x, w, b, **kw)
+    assert y.is_contiguous(memory_format=expected_format(x))
+    assert_close(y, reference(x, w, b, **kw), TOL[dtype])
+    # The im2win path (a pinned config) agrees.
+    pinned = dict(BLOCK_M=32, BLOCK_N=16, BLOCK_K=16, num_warps=4, num_stages=1)
+    assert_close(y, im2win.conv2d(x, w, b, **kw, config=pinned).double(), 2 * TOL[dtype])
+
+
 @pytest.mark.parametrize("geometry", ["s1p0", "s21_p20_d12", "same"])
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])

@@ -101,6 +101,14 @@ def conv2d_forward(
     if backend == "paper":
         return _paper_forward(x, weight, bias, params, precision, (n, k, p, q), memory_format)
     interpreted = kernels.interpreted()
+    if config is None and windows is None and kernels.is_depthwise(x.shape[1], params.groups, cg):
+        # No channel reduction to turn into a GEMM: direct FMA (kernels/conv2d_dw.py).
+        y = torch.empty((n, k, p, q), dtype=x.dtype, device=x.device, memory_format=memory_format)
+        return kernels.conv2d_fwd_dw(
+            x, weight, bias, y,
+            stride=params.stride, dilation=params.dilation,
+            pad_top_left=(params.padding[0], params.padding[2]), channels_last=channels_last,
+        )  # fmt: skip
     tune = config is None and kernels.autotune_enabled() and x.is_cuda
     if windows is None:
         windows = "streamed"

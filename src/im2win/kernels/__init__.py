@@ -2,6 +2,7 @@
 
 from triton.runtime.interpreter import InterpretedFunction
 
+from .conv2d_dw import conv2d_fwd_dw, is_depthwise
 from .conv2d_fwd import conv2d_fwd
 from .conv2d_fwd_tma import conv2d_fwd_tma, tma_block_k, tma_supported
 from .transform import _im2win_transform_kernel, im2win_transform
@@ -29,11 +30,13 @@ __all__ = [
     "candidate_configs",
     "check_config",
     "conv2d_fwd",
+    "conv2d_fwd_dw",
     "conv2d_fwd_tma",
     "conv2d_fwd_config",
     "device_key",
     "im2win_transform",
     "interpreted",
+    "is_depthwise",
     "median_ms",
     "shape_class",
     "tma_block_k",

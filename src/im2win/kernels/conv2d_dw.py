@@ -1,0 +1,126 @@
+"""Depthwise forward convolution (groups == C, one input channel per group) by direct FMA.
+
+A depthwise window has no channel reduction: each output is R*S products of one channel,
+so there is no GEMM for tensor cores or window tiles to feed, and the implicit-GEMM kernels
+waste all but one column of every tile on it. Here each program owns BLOCK_M output pixels
+x BLOCK_C output channels and walks the R*S taps, loading one input value per (pixel,
+channel) and tap and accumulating in fp32 (so every tier is fp32-accurate arithmetic):
+
+    Y[n, k, p, q] = sum_{r, f} X[n, k // M, p*sh + r*dh - top, q*sw + f*dw - left] * W[k, 0, r, f]
+
+with M = K / C output channels per input channel. The tile is laid pixel-major or
+channel-major (CHANNELS_LAST) so that the contiguous dimension of the layout is the one
+threads walk.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .sizes import cdiv
+
+
+@triton.jit
+def _tile(pixel, channel, CHANNELS_LAST: tl.constexpr):
+    """Offsets [pixels, channels] (NHWC: channels innermost) or [channels, pixels] (NCHW)."""
+    if CHANNELS_LAST:
+        return pixel[:, None] + channel[None, :]
+    return channel[:, None] + pixel[None, :]
+
+
+@triton.jit
+def _tile_mask(pixel_ok, channel_ok, CHANNELS_LAST: tl.constexpr):
+    if CHANNELS_LAST:
+        return pixel_ok[:, None] & channel_ok[None, :]
+    return channel_ok[:, None] & pixel_ok[None, :]
+
+
+@triton.heuristics({"HAS_BIAS": lambda args: args["bias_ptr"] is not None})
+@triton.jit
+def _conv2d_fwd_dw_kernel(
+    x_ptr, w_ptr, bias_ptr, y_ptr,
+    N, K, H, W, P, Q, R, S, MULT,
+    stride_xn, stride_xc, stride_xh, stride_xw,
+    stride_wk, stride_wr, stride_ws, stride_b,
+    stride_yn, stride_yk, stride_yp, stride_yq,
+    stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w,
+    CHANNELS_LAST: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    pid_m = tl.program_id(0).to(tl.int64)
+    pid_c = tl.program_id(1).to(tl.int64)
+    m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # [BLOCK_M] output pixel
+    k = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)  # [BLOCK_C] output channel
+    n, pq = m // (P * Q), m % (P * Q)
+    p, q = pq // Q, pq % Q
+    m_ok, k_ok = m < N * P * Q, k < K
+    h0 = p * stride_h - pad_top
+    w0 = q * stride_w - pad_left
+    x_pixel0 = n * stride_xn
+    x_channel = (k // MULT) * stride_xc
+    acc = tl.zeros([BLOCK_M, BLOCK_C] if CHANNELS_LAST else [BLOCK_C, BLOCK_M], tl.float32)
+    for r in range(0, R):
+        h = h0 + r * dilation_h
+        for f in range(0, S):
+            w = w0 + f * dilation_w
+            pixel_in = m_ok & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+            x_off = _tile(x_pixel0 + h * stride_xh + w * stride_xw, x_channel, CHANNELS_LAST)
+            mask = _tile_mask(pixel_in, k_ok, CHANNELS_LAST)
+            x = tl.load(x_ptr + x_off, mask=mask, other=0.0)
+            tap = tl.load(w_ptr + k * stride_wk + r * stride_wr + f * stride_ws, mask=k_ok)
+            if CHANNELS_LAST:
+                acc += x.to(tl.float32) * tap.to(tl.float32)[None, :]
+            else:
+                acc += x.to(tl.float32) * tap.to(tl.float32)[:, None]
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + k * stride_b, mask=k_ok, other=0.0).to(tl.float32)
+        acc += bias[None, :] if CHANNELS_LAST else bias[:, None]
+    y_off = _tile(n * stride_yn + p * stride_yp + q * stride_yq, k * stride_yk, CHANNELS_LAST)
+    y_ok = _tile_mask(m_ok, k_ok, CHANNELS_LAST)
+    tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=y_ok)
+
+
+def is_depthwise(channels: int, groups: int, channels_per_group: int) -> bool:
+    return groups == channels and channels_per_group == 1
+
+
+def conv2d_fwd_dw(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    y: torch.Tensor,
+    *,
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    pad_top_left: tuple[int, int],
+    channels_last: bool,
+) -> torch.Tensor:
+    """Fill `y` [N, K, P, Q] (any strides) from `x` [N, C, H, W] and weight [K, 1, R, S]."""
+    n, c, h, w = x.shape
+    k, _, r, s = weight.shape
+    _, _, p, q = y.shape
+    # NOTE: 64 pixels x up to 64 channels (NHWC) or 128 pixels x 16 channels (NCHW):
+    # threads run along the layout's contiguous dimension.
+    if channels_last:
+        block_m, block_c = 64, min(64, max(16, 1 << (k - 1).bit_length()))
+    else:
+        block_m, block_c = 128, 16
+    grid = (cdiv(n * p * q, block_m), cdiv(k, block_c))
+    _conv2d_fwd_dw_kernel[grid](
+        x, weight, bias, y,
+        n, k, h, w, p, q, r, s, k // c,
+        *x.stride(),
+        weight.stride(0), weight.stride(2), weight.stride(3),
+        0 if bias is None else bias.stride(0),
+        *y.stride(),
+        *stride, *pad_top_left, *dilation,
+        CHANNELS_LAST=channels_last,
+        BLOCK_M=block_m,
+        BLOCK_C=block_c,
+        num_warps=4,
+    )  # fmt: skip
+    return y
