@@ -103,12 +103,11 @@ def conv2d_fwd_dw(
     n, c, h, w = x.shape
     k, _, r, s = weight.shape
     _, _, p, q = y.shape
-    # NOTE: 64 pixels x up to 64 channels (NHWC) or 128 pixels x 16 channels (NCHW):
-    # threads run along the layout's contiguous dimension.
-    if channels_last:
-        block_m, block_c = 64, min(64, max(16, 1 << (k - 1).bit_length()))
-    else:
-        block_m, block_c = 128, 16
+    # Threads run along the layout's contiguous dimension: 64 pixels x 64 channels (NHWC),
+    # 128 pixels x 16 channels (NCHW). NOTE: on the H100, Triton 3.6 failed to compile the
+    # NHWC kernel whenever BLOCK_M != BLOCK_C ("inconsistent return types" from `_tile`'s
+    # constexpr branches, both shapes checked); square NHWC tiles compiled and ran correctly.
+    block_m, block_c = (64, 64) if channels_last else (128, 16)
     grid = (cdiv(n * p * q, block_m), cdiv(k, block_c))
     _conv2d_fwd_dw_kernel[grid](
         x, weight, bias, y,
