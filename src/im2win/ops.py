@@ -5,6 +5,14 @@ Backends:
   "reference" the plain-PyTorch definition in `reference.py` (any device; fp32 accumulation)
   "paper"     the paper's CUDA kernel (`im2win.paper`): fp32 IEEE, groups 1, CUDA only
   "auto"      "triton" where it can run, else "reference"
+
+Triton kernels the library picks (a pinned `config`, through its LOOP key, or `windows`
+overrides the pick):
+  depthwise (groups == C)                       kernels/conv2d_dw.py, direct FMA
+  channels-last, unit stride, Cg % 16 == 0,     kernels/conv2d_fwd_tma.py, where
+    16-bit or tf32                                `tuning.tma_config` expects it to win
+  everything else                               kernels/conv2d_fwd.py: the "channels" loop
+                                                  once Cg >= 16, else "flat"
 """
 
 from __future__ import annotations
