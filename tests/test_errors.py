@@ -118,6 +118,15 @@ ERRORS = {
         ValueError,
         ["'tma'", "BLOCK_K", "Cg=48", "32"],
     ),  # fmt: skip
+    "config_tma_box_too_tall": (  # a TMA box spans at most 256 elements a dimension
+        dict(
+            x=randn(1, 16, 6, 6, channels_last=True),
+            w=(4, 16, 3, 3),
+            config=dict(CONFIG, LOOP="tma", BLOCK_M=512, BLOCK_Q=1),
+        ),
+        ValueError,
+        ["'tma'", "256", "'BLOCK_P': 512"],
+    ),
     "input_not_tensor": (dict(x=[[1.0]]), TypeError, ["input", "list"]),
     "weight_not_tensor": (dict(w=3.0), TypeError, ["weight", "float"]),
     "bias_not_tensor": (dict(b=[0.0] * 6), TypeError, ["bias", "list"]),

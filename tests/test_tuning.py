@@ -12,7 +12,7 @@ from helpers import TOL, assert_close, randn, reference
 from im2win.kernels import tuning
 
 # (input shape, weight shape, conv kwargs): odd sizes, C = 3 (flat loop) and C = 17
-# (channel-blocked loop, a channel block with a tail), padding (masked windows), batch 1.
+# (channels loop, a channel block with a tail), padding (masked windows), batch 1.
 CASES = {
     "c3_13x11_k5_3x3_p1": ((1, 3, 13, 11), (5, 3, 3, 3), dict(padding=1)),
     "c17_7x9_k19_2x3_s2": ((2, 17, 7, 9), (19, 17, 2, 3), dict(stride=2, padding=(1, 0))),

@@ -28,7 +28,6 @@ TIERS = {
 MODES = {  # name: (windows, reduction loop)
     "mat": ("materialized", "flat"),
     "str": ("streamed", "flat"),
-    "str-rows": ("streamed", "rows"),
     "str-cb": ("streamed", "channels"),
     "mat-cb": ("materialized", "channels"),
 }

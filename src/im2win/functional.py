@@ -53,8 +53,9 @@ def conv2d(
     `windows`: where the Triton kernel reads windows: 'materialized' (the im2win tensor
     written by the transform: the paper's scheme), 'streamed' (straight from the input, no
     buffer) or None (the library's choice). `config` pins the kernel's tiles (keys BLOCK_M,
-    BLOCK_N, BLOCK_K, num_warps, num_stages; optionally LOOP), for tests and
-    tuning; without it tiles come from a heuristic, or from autotuning with IM2WIN_AUTOTUNE=1.
+    BLOCK_N, BLOCK_K, num_warps, num_stages; optionally LOOP, and BLOCK_Q for LOOP 'tma'),
+    for tests and tuning; without it tiles come from a heuristic, or from autotuning with
+    IM2WIN_AUTOTUNE=1.
     """
     check_tensor("input", input, dims=(3, 4))
     check_tensor("weight", weight, dims=(4,))

@@ -10,9 +10,8 @@ Triton kernels the library picks (a pinned `config`, through its LOOP key, or `w
 overrides the pick):
   depthwise (groups == C)                       kernels/conv2d_dw.py, direct FMA
   channels-last, unit stride, Cg % 16 == 0,     kernels/conv2d_fwd_tma.py, where
-    16-bit or tf32                                `tuning.tma_config` expects it to win
-  everything else                               kernels/conv2d_fwd.py: the "channels" loop
-                                                  once Cg >= 16, else "flat"
+    16-bit or tf32, a Hopper (or newer) GPU       `tuning.tma_config` expects it to win
+  everything else                               kernels/conv2d_fwd.py: `default_loop`
 """
 
 from __future__ import annotations
@@ -109,7 +108,7 @@ def conv2d_forward(
     if backend == "paper":
         return _paper_forward(x, weight, bias, params, precision, (n, k, p, q), memory_format)
     interpreted = kernels.interpreted()
-    if config is None and windows is None and kernels.is_depthwise(x.shape[1], params.groups, cg):
+    if config is None and windows is None and params.groups == x.shape[1]:
         # No channel reduction to turn into a GEMM: direct FMA (kernels/conv2d_dw.py).
         y = torch.empty((n, k, p, q), dtype=x.dtype, device=x.device, memory_format=memory_format)
         return kernels.conv2d_fwd_dw(
@@ -128,7 +127,11 @@ def conv2d_forward(
     kg = k // params.groups
     pointer_loop = default_loop(cg, windows, channels_last)
     tma_block_k = kernels.tma_block_k(cg, x.dtype)
-    tma_ok = windows == "streamed" and kernels.tma_supported(x, cg, params.stride)
+    tma_ok = (
+        windows == "streamed"
+        and kernels.tma_supported(x, cg, params.stride)
+        and (interpreted or kernels.has_tma(x.device))
+    )
     if config is None:
         config = dict(LOOP=pointer_loop, **kernels.conv2d_fwd_config(
             n * p * q, kg, cg * r * s, x.dtype, interpreted))  # fmt: skip
@@ -143,15 +146,16 @@ def conv2d_forward(
     config.setdefault("LOOP", pointer_loop)
     if config["LOOP"] == "tma" and not tma_ok:
         raise ValueError(
-            "config LOOP 'tma' needs streamed windows over a channels-last input at stride "
-            "1 with Cg a multiple of 16 and 16-byte aligned strides; got "
+            "config LOOP 'tma' needs a Hopper-or-newer GPU and streamed windows over a "
+            "channels-last input at stride 1 with Cg a multiple of 16 and 16-byte aligned "
+            "strides; got "
             f"windows={windows!r}, stride={params.stride}, Cg={cg}, strides {x.stride()}"
         )
     y = torch.empty((n, k, p, q), dtype=x.dtype, device=x.device, memory_format=memory_format)
 
     def launch(tiles: dict) -> torch.Tensor:
         tiles = dict(tiles)
-        loop = tiles.pop("LOOP")
+        loop = tiles.pop("LOOP", pointer_loop)
         if loop == "tma":
             return kernels.conv2d_fwd_tma(
                 x, weight, bias, y,
@@ -169,8 +173,8 @@ def conv2d_forward(
 
     if tune:
         key = kernels.shape_class(
-            n * p * q, kg, cg * r * s, x.dtype, precision, windows,
-            channels_last, src.masked, tma_ok, kernels.device_key(x.device),
+            n * p * q, kg, cg * r * s, x.dtype, precision, windows, channels_last,
+            src.masked, pointer_loop, tma_ok and tma_block_k, kernels.device_key(x.device),
         )  # fmt: skip
         candidates = [dict(c, LOOP=pointer_loop) for c in kernels.candidate_configs(x.dtype)]
         if tma_ok:

@@ -2,9 +2,9 @@
 
 from triton.runtime.interpreter import InterpretedFunction
 
-from .conv2d_dw import conv2d_fwd_dw, is_depthwise
+from .conv2d_dw import conv2d_fwd_dw
 from .conv2d_fwd import conv2d_fwd
-from .conv2d_fwd_tma import conv2d_fwd_tma, tma_block_k, tma_supported
+from .conv2d_fwd_tma import conv2d_fwd_tma, has_tma, tma_block_k, tma_supported
 from .transform import _im2win_transform_kernel, im2win_transform
 from .tuning import (
     autotune_enabled,
@@ -32,11 +32,11 @@ __all__ = [
     "conv2d_fwd",
     "conv2d_fwd_dw",
     "conv2d_fwd_tma",
+    "has_tma",
     "conv2d_fwd_config",
     "device_key",
     "im2win_transform",
     "interpreted",
-    "is_depthwise",
     "median_ms",
     "shape_class",
     "tma_block_k",

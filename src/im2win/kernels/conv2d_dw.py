@@ -84,10 +84,6 @@ def _conv2d_fwd_dw_kernel(
     tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=y_ok)
 
 
-def is_depthwise(channels: int, groups: int, channels_per_group: int) -> bool:
-    return groups == channels and channels_per_group == 1
-
-
 def conv2d_fwd_dw(
     x: torch.Tensor,
     weight: torch.Tensor,

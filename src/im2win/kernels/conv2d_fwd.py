@@ -146,11 +146,11 @@ class WindowSource:
 
 def reduction_table(
     cg: int, r: int, s: int, src: WindowSource, dilation: tuple[int, int],
-    channels_inner: bool, device: torch.device,
+    channels_last: bool, device: torch.device,
 ) -> torch.Tensor:  # fmt: skip
     """int32 [3, Cg*S*R]: each reduction index's address offset, r*dh and f*dw."""
     kk = torch.arange(cg * s * r, device=device)
-    if channels_inner:  # kk = (f*R + r)*Cg + c
+    if channels_last:  # kk = (f*R + r)*Cg + c
         c, fr = kk % cg, kk // cg
     else:  # kk = c*S*R + f*R + r
         c, fr = kk // (s * r), kk % (s * r)
@@ -162,9 +162,9 @@ def reduction_table(
     return torch.stack([offset, rr * dilation[0], f * dilation[1]]).to(torch.int32)
 
 
-def is_contiguous_reduction(cg: int, r: int, s: int, src: WindowSource, channels_inner: bool):
+def is_contiguous_reduction(cg: int, r: int, s: int, src: WindowSource, channels_last: bool):
     """True when every window is one run in the filter's order, i.e. offset(kk) == kk."""
-    if channels_inner:  # kk = (f*R + r)*Cg + c
+    if channels_last:  # kk = (f*R + r)*Cg + c
         sizes, wanted = (cg, r, s), (1, cg, r * cg)
         strides = (src.red_strides[0], src.red_strides[2], src.red_strides[1])
     else:  # kk = c*S*R + f*R + r
@@ -179,12 +179,12 @@ def is_contiguous_reduction(cg: int, r: int, s: int, src: WindowSource, channels
 _TABLES: dict[tuple, torch.Tensor] = {}
 
 
-def _cached_table(cg, r, s, src: WindowSource, dilation, channels_inner, device) -> torch.Tensor:
-    key = (cg, r, s, src.red_strides, src.origin, dilation, channels_inner, device)
+def _cached_table(cg, r, s, src: WindowSource, dilation, channels_last, device) -> torch.Tensor:
+    key = (cg, r, s, src.red_strides, src.origin, dilation, channels_last, device)
     if key not in _TABLES:
         if len(_TABLES) > 256:
             _TABLES.clear()
-        _TABLES[key] = reduction_table(cg, r, s, src, dilation, channels_inner, device)
+        _TABLES[key] = reduction_table(cg, r, s, src, dilation, channels_last, device)
     return _TABLES[key]
 
 

@@ -20,6 +20,8 @@ counts that are not a multiple of 16).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -96,6 +98,12 @@ def tma_block_k(cg: int, dtype: torch.dtype) -> int | None:
     return None
 
 
+@functools.cache
+def has_tma(device: torch.device) -> bool:
+    """Hopper (compute capability 9.0) or newer: where the tiles were measured to pay."""
+    return torch.cuda.get_device_capability(device)[0] >= 9
+
+
 def tma_supported(x: torch.Tensor, cg: int, stride: tuple[int, int]) -> bool:
     """True when the input and the re-laid filter meet TMA's rules for this kernel.
 
@@ -136,13 +144,15 @@ def conv2d_fwd_tma(
     block_m, block_k = config.pop("BLOCK_M"), config["BLOCK_K"]
     if cg % block_k:
         raise ValueError(f"the 'tma' loop needs BLOCK_K to divide Cg={cg}, got BLOCK_K={block_k}")
-    if "BLOCK_Q" not in config:
+    if "BLOCK_Q" not in config:  # the tested widths (8 and up) that waste least
+        widths = [bq for bq in (8, 16, 32, 64, 128, 256) if bq <= block_m <= 256 * bq]
         config["BLOCK_Q"] = max(
-            (tile_efficiency(p, q, block_m // bq, bq), bq)
-            for bq in (2**i for i in range(block_m.bit_length()))
-            if bq <= block_m
+            (tile_efficiency(p, q, block_m // bq, bq), bq) for bq in widths or [block_m]
         )[1]
     config["BLOCK_P"] = block_m // config["BLOCK_Q"]
+    box = {key: config[key] for key in ("BLOCK_P", "BLOCK_Q", "BLOCK_N", "BLOCK_K")}
+    if max(box.values()) > 256:  # a TMA box spans at most 256 elements a dimension
+        raise ValueError(f"the 'tma' loop needs tiles of at most 256 a side, got {box}")
     filt = kernel_filter(weight, "rfc")  # [K, R*S*Cg]
     if filt.data_ptr() % 16:  # a view of a channels_last weight may start anywhere
         filt = filt.clone()

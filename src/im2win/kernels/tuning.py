@@ -161,10 +161,13 @@ def shape_class(pixels: int, channels_per_group: int, reduction: int, *flags) ->
     return "|".join(str(v) for v in (*sizes, *flags))
 
 
+KEY_FORMAT = 2  # bump when a key's fields or a config's keys change meaning
+
+
 @functools.cache
 def device_key(device: torch.device) -> str:
-    """GPU name and Triton version: a tuned config holds for that pair only (asked once)."""
-    return f"{torch.cuda.get_device_name(device)}|triton {triton.__version__}"
+    """GPU name, Triton version and key format: a tuned config holds for those only."""
+    return f"{torch.cuda.get_device_name(device)}|triton {triton.__version__}|keys v{KEY_FORMAT}"
 
 
 def autotune_enabled() -> bool:
