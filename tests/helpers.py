@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from im2win.baselines import reference_fp64
+from im2win.bench.measure import relative_error as rel_err
+from im2win.bench.tiers import TIERS
+from im2win.params import is_channels_last
 
 # The non-gpu tests run on the GPU when there is one, else on CPU through Triton's interpreter.
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -13,8 +17,13 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # output to 16 bits: the interpreter's bf16 conversion is coarse (truncates), not round-to-nearest.
 TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
 
-# GPU precision tiers (tests/test_gpu.py); on CPU TF32 is not emulated, so 'tf32' is exact fp32.
-GPU_TIER_TOL = {"ieee": 1e-5, "tf32x3": 1e-5, "tf32": 2e-3, "fp16": 2e-3, "bf16": 5e-3}
+# GPU precision tiers (tests/test_gpu.py), keyed by precision: the benchmark's tier bounds
+# ('ieee' and 'tf32x3' are both fp32-accurate). On CPU TF32 is not emulated: exact fp32.
+GPU_TIER_TOL = {
+    "ieee": TIERS["fp32"].max_rel_err,
+    "tf32x3": TIERS["fp32"].max_rel_err,
+    **{name: TIERS[name].max_rel_err for name in ("tf32", "fp16", "bf16")},
+}
 
 
 def tolerance(dtype: torch.dtype, precision: str | None = None, device=DEVICE) -> float:
@@ -31,19 +40,12 @@ def randn(*shape, dtype=torch.float32, device=DEVICE, channels_last=False) -> to
 
 def reference(x, weight, bias=None, **kwargs) -> torch.Tensor:
     """torch.nn.functional.conv2d in float64 on the (already rounded) inputs."""
-    bias = None if bias is None else bias.double()
-    return F.conv2d(x.double(), weight.double(), bias, **kwargs)
-
-
-def rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:
-    ref = ref.double()
-    return ((y.double() - ref).norm() / ref.norm().clamp_min(1e-300)).item()
+    return reference_fp64(x, weight, bias, **kwargs)
 
 
 def expected_format(x: torch.Tensor) -> torch.memory_format:
     """The output's memory format by the contract: channels_last only if not also NCHW."""
-    cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-    return torch.channels_last if cl else torch.contiguous_format
+    return torch.channels_last if is_channels_last(x) else torch.contiguous_format
 
 
 def assert_close(y: torch.Tensor, ref: torch.Tensor, bound: float) -> None:

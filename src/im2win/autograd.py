@@ -27,8 +27,8 @@ class Conv2dFunction(torch.autograd.Function):
     def backward(ctx, grad_y):
         x, weight = ctx.saved_tensors
         top, bottom, left, right = ctx.params.padding
-        symmetric = top == bottom and left == right
-        if not symmetric:  # aten's backward takes one pad per axis: pad explicitly instead
+        pads = ctx.params.symmetric_padding
+        if pads is None:  # aten's backward takes one pad per axis: pad explicitly instead
             x = F.pad(x, (left, right, top, bottom))
         cudnn = torch.backends.cudnn
         # The backward keeps the forward's precision: cuDNN's TF32 default would not.
@@ -37,19 +37,18 @@ class Conv2dFunction(torch.autograd.Function):
             deterministic=cudnn.deterministic, allow_tf32=ctx.precision == "tf32",
         )  # fmt: skip
         with flags:
-            grad_x, grad_w, grad_b = _convolution_backward(grad_y, x, weight, ctx, symmetric)
-        if grad_x is not None and not symmetric:
+            grad_x, grad_w, grad_b = _convolution_backward(grad_y, x, weight, ctx, pads or (0, 0))
+        if grad_x is not None and pads is None:
             grad_x = grad_x[:, :, top : x.shape[2] - bottom, left : x.shape[3] - right]
         return grad_x, grad_w, grad_b if ctx.has_bias else None, None, None
 
 
-def _convolution_backward(grad_y, x, weight, ctx, symmetric: bool):
-    top, _, left, _ = ctx.params.padding
+def _convolution_backward(grad_y, x, weight, ctx, pads: tuple[int, int]):
     return torch.ops.aten.convolution_backward(
         grad_y, x, weight,
         [weight.shape[0]] if ctx.has_bias else None,
         list(ctx.params.stride),
-        [top, left] if symmetric else [0, 0],
+        list(pads),
         list(ctx.params.dilation),
         False, [0, 0], ctx.params.groups,
         [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias],

@@ -21,7 +21,7 @@ import torch
 from . import kernels, paper
 from .kernels.conv2d_fwd import WindowSource
 from .params import ConvParams
-from .reference import conv2d_reference, filter_reference, transform_reference
+from .reference import conv2d_reference, transform_reference
 
 BACKENDS = ("auto", "triton", "reference", "paper")
 WINDOWS = ("materialized", "streamed")
@@ -135,12 +135,9 @@ def conv2d_forward(
     if config is None:
         config = dict(LOOP=pointer_loop, **kernels.conv2d_fwd_config(
             n * p * q, kg, cg * r * s, x.dtype, interpreted))  # fmt: skip
-        # Not for fp32 'ieee' or 'tf32x3': there TMA tiles measured slower than the pointer
-        # kernel (10-25x and ~2x on conv8, 10, 11; notes/performance.md).
-        if tma_ok and (x.element_size() == 2 or precision == "tf32"):
-            full_blocks = tma_block_k == (64 if x.element_size() == 2 else 32)
-            worth_it = full_blocks and (kg >= 128 or src.masked or r * s == 1)
-            tiles = kernels.tma_config(p, q, kg, tma_block_k, worth_it, interpreted)
+        if tma_ok:
+            tiles = kernels.tma_config(p, q, kg, tma_block_k, x.dtype, precision, src.masked,
+                                       r * s, interpreted)  # fmt: skip
             config = config if tiles is None else dict(tiles, LOOP="tma")
     config = dict(config)
     config.setdefault("LOOP", pointer_loop)
@@ -193,10 +190,5 @@ def _paper_forward(x, weight, bias, params: ConvParams, precision: str, out_shap
         )
     if params.groups != 1:
         raise ValueError(f"backend='paper' supports groups=1 only, got groups={params.groups}")
-    r, s = weight.shape[2:]
-    win = kernels.im2win_transform(x, r, params, channels_last=False, interpreted=False)
     y = torch.empty(out_shape, dtype=x.dtype, device=x.device, memory_format=memory_format)
-    filt = filter_reference(weight, channels_last=False)
-    return paper.paper_gemm(
-        win, filt, bias, y, r, s, params.stride[1], params.dilation[1], variant="full"
-    )
+    return paper.paper_forward(x, weight, bias, params, y)

@@ -37,6 +37,12 @@ class ConvParams:
     def padded_width(self, w: int) -> int:
         return w + self.padding[2] + self.padding[3]
 
+    @property
+    def symmetric_padding(self) -> tuple[int, int] | None:
+        """(pad_h, pad_w), or None when top != bottom or left != right."""
+        top, bottom, left, right = self.padding
+        return (top, left) if (top, left) == (bottom, right) else None
+
 
 def as_pair(name: str, value, *, minimum: int) -> tuple[int, int]:
     """An int or a sequence of one or two ints, each at least `minimum`, as a pair."""

@@ -64,9 +64,7 @@ class ConvSpec:
 
     @property
     def symmetric_padding(self) -> tuple[int, int] | None:
-        """(pad_h, pad_w), or None when top != bottom or left != right."""
-        top, bottom, left, right = self.params.padding
-        return (top, left) if (top, left) == (bottom, right) else None
+        return self.params.symmetric_padding
 
 
 def check_tier(tier: str, dtype: torch.dtype) -> None:

@@ -33,11 +33,14 @@ def git_commit(cwd: Path = _PACKAGE_DIR) -> str:
 
 def cudnn_version() -> str:
     v = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
-    if not v:
-        return "none"
-    if v >= 10000:  # cuDNN 9: major*10000 + minor*100 + patch
+    return format_cudnn_version(v) if v else "none"
+
+
+def format_cudnn_version(v: int) -> str:
+    """91900 -> '9.19.0' (cuDNN 9: M*10000 + m*100 + p; cuDNN 8 and older: M*1000 + m*100 + p)."""
+    if v >= 10000:
         return f"{v // 10000}.{v // 100 % 100}.{v % 100}"
-    return f"{v // 1000}.{v // 100 % 10}.{v % 100}"  # cuDNN 8: major*1000 + minor*100 + patch
+    return f"{v // 1000}.{v // 100 % 10}.{v % 100}"
 
 
 def provenance(device: torch.device, command: str) -> dict[str, str]:

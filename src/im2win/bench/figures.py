@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import geometric_mean, mean
 
+from .env import format_cudnn_version
+
 CUDNN_BEST = "cudnn-best"
 # Series of every figure and of the summary table, in legend order (at most 10, for legibility).
 SERIES = (
@@ -157,11 +159,8 @@ def _tier_text(tier: str, rows: list[dict]) -> str:
 
 
 def _cudnn_version(value) -> str:
-    """91900 -> 9.19.0 (cuDNN 9: M*10000 + m*100 + p; cuDNN 8 and older: M*1000 + m*100 + p)."""
-    if not isinstance(value, int):
-        return str(value)
-    major, rest = divmod(value, 10000) if value >= 90000 else divmod(value, 1000)
-    return f"{major}.{rest // 100}.{rest % 100}"
+    """A row's cuDNN version: a string as recorded, or an integer as torch reports it."""
+    return format_cudnn_version(value) if isinstance(value, int) else str(value)
 
 
 def _distinct(rows: list[dict], key: str, fmt=str) -> str:

@@ -34,7 +34,8 @@ def allocator_peak(fn: Callable[[], torch.Tensor], device: torch.device, before:
 
 def relative_error(y: torch.Tensor, ref: torch.Tensor) -> float:
     """||y - ref|| / ||ref|| in float64 (whole-tensor relative RMS error)."""
-    return ((y.double() - ref).norm() / ref.norm()).item()
+    ref = ref.double()
+    return ((y.double() - ref).norm() / ref.norm().clamp_min(1e-300)).item()
 
 
 def nbytes(t: torch.Tensor) -> int:

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ..baselines.common import set_tier_flags
 from .tiers import Tier
 
 GEMM_SIZE = 8192
 COPY_BYTES = 1 << 30
-# fp32 matmul precision per tier: IEEE for the fp32-accurate tier, TF32 for tf32.
-MATMUL_PRECISION = {"fp32": "highest", "tf32": "high"}
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,7 @@ def measure_ceilings(
             a, b = (
                 torch.randn(GEMM_SIZE, GEMM_SIZE, device=device, dtype=tier.dtype) for _ in "ab"
             )
-            torch.set_float32_matmul_precision(MATMUL_PRECISION.get(tier.name, "highest"))
+            set_tier_flags(tier.name)  # the arithmetic the baselines get in this tier
             ms = timer(lambda a=a, b=b: a @ b, 5)
             tflops[tier.name] = 2 * GEMM_SIZE**3 / (ms * 1e-3) / 1e12
             del a, b

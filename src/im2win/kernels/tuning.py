@@ -59,17 +59,28 @@ def tile_efficiency(p: int, q: int, block_p: int, block_q: int) -> float:
 
 
 def tma_config(
-    p: int, q: int, channels_per_group: int, block_k: int, worth_it: bool, interpreted: bool
+    p: int,
+    q: int,
+    channels_per_group: int,
+    block_k: int,
+    dtype: torch.dtype,
+    precision: str,
+    padded: bool,
+    taps: int,
+    interpreted: bool,
 ) -> dict | None:
     """Tiles for the TMA kernel over a P x Q output, or None where the pointer kernel wins.
 
     NOTE: measured on H100 (TMA vs pointer kernel, 15 stride-1 layers of the paper and
-    ResNet-50, bf16 and tf32, 2026-11-26, notes/performance.md): TMA wins once its tiles
-    cover the output with at most a quarter wasted, on a padded or 1x1 convolution, or
-    with KG >= 128 (`worth_it`), and with full channel blocks (64 in 16-bit, 32 in fp32);
-    4 warps over 128 pixels x 128 channels, 8 warps over 256 x 64. Triton 3.6 computed
-    wrong results with 8 warps over 128 x 128 TMA tiles: that config is never used.
+    ResNet-50, bf16 and tf32, 2026-11-26, results/h100-issue4/exploration): TMA wins with
+    full channel blocks (64 in 16-bit, 32 in fp32), once its tiles cover the output with
+    at most a quarter wasted, on a padded or 1x1 convolution or with KG >= 128; 4 warps
+    over 128 pixels x 128 channels, 8 warps over 256 x 64. It lost in fp32 'ieee' (4-11x)
+    and 'tf32x3' (up to 2.3x; results/h100-issue4/paper vs paper-fp32). Triton 3.6
+    computed wrong results with 8 warps over 128 x 128 TMA tiles: never used.
     """
+    if dtype == torch.float32 and precision != "tf32":
+        return None
     block_n = 64 if channels_per_group <= 64 else 128
     if interpreted:  # few, large programs; any efficiency will do
         block_n = max(16, min(64, next_power_of_2(channels_per_group)))
@@ -77,7 +88,8 @@ def tma_config(
         block_p = max(16 // block_q, min(64 // block_q, next_power_of_2(p)))
         return dict(BLOCK_M=block_p * block_q, BLOCK_Q=block_q, BLOCK_N=block_n,
                     BLOCK_K=min(block_k, 32), num_warps=4, num_stages=1)  # fmt: skip
-    if not worth_it:
+    full_blocks = block_k == (64 if dtype.itemsize == 2 else 32)
+    if not full_blocks or not (channels_per_group >= 128 or padded or taps == 1):
         return None
     for block_m in (256,) if block_n == 64 else (128, 64):
         eff, (block_p, block_q) = max(

@@ -214,6 +214,19 @@ def paper_conv2d(
     y = _output(x, weight, params)
     if y.numel() == 0:
         return y
+    return paper_forward(x, weight, bias, params, y, variant)
+
+
+def paper_forward(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    params: ConvParams,
+    y: torch.Tensor,
+    variant: str = "full",
+) -> torch.Tensor:
+    """The paper's scheme on checked arguments: the NCHW im2win tensor of `x` (any strides),
+    the re-laid filter, then `paper_gemm` into `y` [N, K, P, Q] (any strides)."""
     _, _, r, s = weight.shape
     win = im2win_transform(x, r, params, channels_last=False, interpreted=False)
     return paper_gemm(win, filter_reference(weight, False), bias, y, r, s,
@@ -351,5 +364,6 @@ __all__ = [
     "im2win_base_conv2d",
     "im2win_base_gemm",
     "paper_conv2d",
+    "paper_forward",
     "paper_gemm",
 ]
