@@ -10,18 +10,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .ops import conv2d_forward
-from .params import ConvParams
-
 
 class Conv2dFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, params: ConvParams, options: dict):
+    def forward(ctx, x, weight, bias, plan):
+        """`plan` (plan.Conv2dPlan) holds the geometry, the precision and the launch."""
         ctx.save_for_backward(x, weight)
-        ctx.params = params
+        ctx.params = plan.params
         ctx.has_bias = bias is not None
-        ctx.precision = options["precision"]
-        return conv2d_forward(x, weight, bias, params, **options)
+        ctx.precision = plan.precision
+        return plan.launch(x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad_y):
@@ -40,7 +38,7 @@ class Conv2dFunction(torch.autograd.Function):
             grad_x, grad_w, grad_b = _convolution_backward(grad_y, x, weight, ctx, pads or (0, 0))
         if grad_x is not None and pads is None:
             grad_x = grad_x[:, :, top : x.shape[2] - bottom, left : x.shape[3] - right]
-        return grad_x, grad_w, grad_b if ctx.has_bias else None, None, None
+        return grad_x, grad_w, grad_b if ctx.has_bias else None, None
 
 
 def _convolution_backward(grad_y, x, weight, ctx, pads: tuple[int, int]):

@@ -5,18 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from .autograd import Conv2dFunction
-from .kernels import check_config
-from .ops import WINDOWS, conv2d_forward, resolve_backend, window_transform
-from .params import (
-    SUPPORTED_DTYPES,
-    as_pair,
-    check_conv_args,
-    check_tensor,
-    conv_params,
-    is_channels_last,
-    resolve_precision,
-)
+from .ops import resolve_backend, window_transform
+from .params import SUPPORTED_DTYPES, as_pair, check_tensor, conv_params, is_channels_last
+from .plan import conv2d_plan
 from .reference import filter_reference
 
 
@@ -57,40 +48,11 @@ def conv2d(
     for tests and tuning; without it tiles come from a heuristic, or from autotuning with
     IM2WIN_AUTOTUNE=1.
     """
-    check_tensor("input", input, dims=(3, 4))
-    check_tensor("weight", weight, dims=(4,))
-    if bias is not None:
-        check_tensor("bias", bias, dims=(1,))
-    unbatched = input.dim() == 3
-    x = input.unsqueeze(0) if unbatched else input
-    params = conv_params(stride, padding, dilation, groups, kernel_size=tuple(weight.shape[2:]))
-    backend = resolve_backend(backend, x.device)
-    dtypes = SUPPORTED_DTYPES + ((torch.float64,) if backend == "reference" else ())
-    check_conv_args(x, weight, bias, params, dtypes=dtypes)
-    precision = resolve_precision(precision, x.dtype)
-    if config is not None:
-        config = check_config(config)
-    if windows not in (None, *WINDOWS):
-        raise ValueError(f"windows must be one of {WINDOWS} or None, got {windows!r}")
-    channels_last = is_channels_last(x)
-
-    if x.shape[0] == 0:  # empty batch: an empty output, as in PyTorch
-        p, q = params.output_size(*x.shape[2:], *weight.shape[2:])
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-        y = torch.empty(
-            (0, weight.shape[0], p, q), dtype=x.dtype, device=x.device, memory_format=fmt
-        )
-    else:
-        options = dict(
-            channels_last=channels_last, precision=precision, backend=backend,
-            windows=windows, config=config,
-        )  # fmt: skip
-        tensors = (x, weight) if bias is None else (x, weight, bias)
-        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-            y = Conv2dFunction.apply(x, weight, bias, params, options)
-        else:  # no graph to record: skip autograd's bookkeeping (microseconds a call)
-            y = conv2d_forward(x, weight, bias, params, **options)
-    return y.squeeze(0) if unbatched else y
+    plan = conv2d_plan(
+        input, weight, bias, stride, padding, dilation, groups,
+        precision=precision, backend=backend, windows=windows, config=config,
+    )  # fmt: skip
+    return plan(input, weight, bias)
 
 
 def transform(x: torch.Tensor, kernel_size, stride=1, padding=0, dilation=1) -> torch.Tensor:

@@ -16,6 +16,9 @@ overrides the pick):
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import torch
 
 from . import kernels, paper
@@ -82,7 +85,15 @@ def default_loop(cg: int, windows: str, channels_last: bool) -> str:
     return "flat"
 
 
-def conv2d_forward(
+Launch = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+
+
+def conv2d_forward(x, weight, bias, params: ConvParams, **options) -> torch.Tensor:
+    """Convolution of a non-empty 4-D input; the output takes the input's memory format."""
+    return plan_forward(x, weight, bias, params, **options)(x, weight, bias)
+
+
+def plan_forward(
     x: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor | None,
@@ -93,40 +104,38 @@ def conv2d_forward(
     backend: str,
     windows: str | None = None,
     config: dict | None = None,
-) -> torch.Tensor:
-    """Convolution of a non-empty 4-D input; the output takes the input's memory format."""
+) -> Launch:
+    """Every choice for tensors shaped, strided and aligned as these, made once (autotuning
+    included): the returned `launch(x, weight, bias)` only allocates the output and runs
+    the kernels, for any tensors of the same signature."""
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     if backend == "reference":
-        compute = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-        up = [t if t is None else t.to(compute) for t in (x, weight, bias)]
-        y = conv2d_reference(*up, params)
-        return y.to(dtype=x.dtype, memory_format=memory_format)
+        return functools.partial(_reference_forward, params=params, memory_format=memory_format)
 
     n, _, h, w = x.shape
     k, cg, r, s = weight.shape
     p, q = params.output_size(h, w, r, s)
+    out = dict(size=(n, k, p, q), dtype=x.dtype, device=x.device, memory_format=memory_format)
     if backend == "paper":
-        return _paper_forward(x, weight, bias, params, precision, (n, k, p, q), memory_format)
+        check_paper_args(x, params, precision)
+        return lambda x, weight, bias: paper.paper_forward(
+            x, weight, bias, params, torch.empty(**out)
+        )  # fmt: skip
+    pad_top_left = (params.padding[0], params.padding[2])
     interpreted = kernels.interpreted()
     if config is None and windows is None and params.groups == x.shape[1]:
         # No channel reduction to turn into a GEMM: direct FMA (kernels/conv2d_dw.py).
-        y = torch.empty((n, k, p, q), dtype=x.dtype, device=x.device, memory_format=memory_format)
-        return kernels.conv2d_fwd_dw(
-            x, weight, bias, y,
+        return lambda x, weight, bias: kernels.conv2d_fwd_dw(
+            x, weight, bias, torch.empty(**out),
             stride=params.stride, dilation=params.dilation,
-            pad_top_left=(params.padding[0], params.padding[2]), channels_last=channels_last,
+            pad_top_left=pad_top_left, channels_last=channels_last,
         )  # fmt: skip
     tune = config is None and kernels.autotune_enabled() and x.is_cuda
-    if windows is None:
-        windows = "streamed"
-    if windows == "streamed":
-        src = streamed_windows(x, params, cg)
-    else:
-        win = kernels.im2win_transform(x, r, params, channels_last, interpreted)
-        src = materialized_windows(win, params, r, cg, channels_last)
+    windows = windows or "streamed"
     kg = k // params.groups
     pointer_loop = default_loop(cg, windows, channels_last)
     tma_block_k = kernels.tma_block_k(cg, x.dtype)
+    masked = windows == "streamed" and any(params.padding)
     tma_ok = (
         windows == "streamed"
         and kernels.tma_supported(x, cg, params.stride)
@@ -136,7 +145,7 @@ def conv2d_forward(
         config = dict(LOOP=pointer_loop, **kernels.conv2d_fwd_config(
             n * p * q, kg, cg * r * s, x.dtype, interpreted))  # fmt: skip
         if tma_ok:
-            tiles = kernels.tma_config(p, q, kg, tma_block_k, x.dtype, precision, src.masked,
+            tiles = kernels.tma_config(p, q, kg, tma_block_k, x.dtype, precision, masked,
                                        r * s, interpreted)  # fmt: skip
             config = config if tiles is None else dict(tiles, LOOP="tma")
     config = dict(config)
@@ -148,41 +157,55 @@ def conv2d_forward(
             "strides; got "
             f"windows={windows!r}, stride={params.stride}, Cg={cg}, strides {x.stride()}"
         )
-    y = torch.empty((n, k, p, q), dtype=x.dtype, device=x.device, memory_format=memory_format)
 
-    def launch(tiles: dict) -> torch.Tensor:
+    def launcher(tiles: dict) -> Launch:
         tiles = dict(tiles)
         loop = tiles.pop("LOOP", pointer_loop)
         if loop == "tma":
-            return kernels.conv2d_fwd_tma(
-                x, weight, bias, y,
-                groups=params.groups, dilation=params.dilation,
-                pad_top_left=(params.padding[0], params.padding[2]),
+            return lambda x, weight, bias: kernels.conv2d_fwd_tma(
+                x, weight, bias, torch.empty(**out),
+                groups=params.groups, dilation=params.dilation, pad_top_left=pad_top_left,
                 precision=precision, config=tiles, interpreted=interpreted,
             )  # fmt: skip
-        return kernels.conv2d_fwd(
-            src, weight, bias, y,
-            groups=params.groups, stride=params.stride, dilation=params.dilation,
-            pad_top_left=(params.padding[0], params.padding[2]), input_hw=(h, w),
-            channels_last=channels_last, loop=loop,
-            precision=precision, config=tiles, interpreted=interpreted,
-        )  # fmt: skip
+
+        def launch(x, weight, bias):
+            if windows == "streamed":
+                src = streamed_windows(x, params, cg)
+            else:
+                win = kernels.im2win_transform(x, r, params, channels_last, interpreted)
+                src = materialized_windows(win, params, r, cg, channels_last)
+            return kernels.conv2d_fwd(
+                src, weight, bias, torch.empty(**out),
+                groups=params.groups, stride=params.stride, dilation=params.dilation,
+                pad_top_left=pad_top_left, input_hw=(h, w), channels_last=channels_last,
+                loop=loop, precision=precision, config=tiles, interpreted=interpreted,
+            )  # fmt: skip
+
+        return launch
 
     if tune:
         key = kernels.shape_class(
             n * p * q, kg, cg * r * s, x.dtype, precision, windows, channels_last,
-            src.masked, pointer_loop, tma_ok and tma_block_k, kernels.device_key(x.device),
+            masked, pointer_loop, tma_ok and tma_block_k, kernels.device_key(x.device),
         )  # fmt: skip
         candidates = [dict(c, LOOP=pointer_loop) for c in kernels.candidate_configs(x.dtype)]
         if tma_ok:
             candidates += kernels.tma_candidate_configs(tma_block_k)
-        measure = lambda tiles: kernels.median_ms(lambda: launch(tiles))  # noqa: E731
+        measure = lambda tiles: kernels.median_ms(  # noqa: E731
+            lambda: launcher(tiles)(x, weight, bias)
+        )
         config = kernels.tuned_config(key, candidates, measure)
-    return launch(config)
+    return launcher(config)
 
 
-def _paper_forward(x, weight, bias, params: ConvParams, precision: str, out_shape, memory_format):
-    """The paper's scheme: the NCHW im2win tensor (from any input strides), then its kernel."""
+def _reference_forward(x, weight, bias, *, params: ConvParams, memory_format):
+    compute = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    up = [t if t is None else t.to(compute) for t in (x, weight, bias)]
+    return conv2d_reference(*up, params).to(dtype=x.dtype, memory_format=memory_format)
+
+
+def check_paper_args(x: torch.Tensor, params: ConvParams, precision: str) -> None:
+    """The paper's scheme (the NCHW im2win tensor, then its kernel) is fp32 FFMA, groups 1."""
     if x.dtype != torch.float32 or precision != "ieee":
         raise ValueError(
             f"backend='paper' is the paper's fp32 FFMA kernel: needs float32 and precision "
@@ -190,5 +213,3 @@ def _paper_forward(x, weight, bias, params: ConvParams, precision: str, out_shap
         )
     if params.groups != 1:
         raise ValueError(f"backend='paper' supports groups=1 only, got groups={params.groups}")
-    y = torch.empty(out_shape, dtype=x.dtype, device=x.device, memory_format=memory_format)
-    return paper.paper_forward(x, weight, bias, params, y)

@@ -1,0 +1,128 @@
+"""Call plans: a conv2d call's checks and choices, made once per call signature.
+
+A signature is everything the checks and choices read: each tensor's shape, strides,
+dtype, device and 16-byte alignment, the geometric and keyword arguments, and whether
+autotuning is on. The first call of a signature validates, picks the kernel and its tiles
+(autotuning, when on) and keeps the plan; a later call looks it up and only allocates the
+output and launches. Those checks and choices were about half the host time of a call
+(notes/performance.md, v4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from . import kernels
+from .autograd import Conv2dFunction
+from .ops import WINDOWS, Launch, plan_forward, resolve_backend
+from .params import (
+    SUPPORTED_DTYPES,
+    ConvParams,
+    check_conv_args,
+    check_tensor,
+    conv_params,
+    is_channels_last,
+    resolve_precision,
+)
+
+MAX_PLANS = 512
+
+
+@dataclass(frozen=True)
+class Conv2dPlan:
+    """What a call of one signature runs: `plan(input, weight, bias)` -> output."""
+
+    params: ConvParams
+    precision: str
+    unbatched: bool
+    launch: Launch  # batched (4-D) tensors in, output out; no autograd
+
+    def __call__(self, input, weight, bias):
+        x = input.unsqueeze(0) if self.unbatched else input
+        tensors = (x, weight) if bias is None else (x, weight, bias)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+            y = Conv2dFunction.apply(x, weight, bias, self)
+        else:  # no graph to record: skip autograd's bookkeeping (microseconds a call)
+            y = self.launch(x, weight, bias)
+        return y.squeeze(0) if self.unbatched else y
+
+
+_PLANS: dict[tuple, Conv2dPlan] = {}
+
+
+def conv2d_plan(input, weight, bias, stride, padding, dilation, groups, *, precision, backend,
+                windows, config) -> Conv2dPlan:  # fmt: skip
+    """The kept plan of this call's signature, else a new one (kept unless `config` is set)."""
+    key = None if config is not None else signature(
+        input, weight, bias, (stride, padding, dilation, groups, precision, backend, windows)
+    )  # fmt: skip
+    plan = None if key is None else _PLANS.get(key)
+    if plan is None:
+        plan = make_plan(
+            input, weight, bias, stride, padding, dilation, groups,
+            precision=precision, backend=backend, windows=windows, config=config,
+        )  # fmt: skip
+        if key is not None:
+            if len(_PLANS) >= MAX_PLANS:
+                _PLANS.clear()
+            _PLANS[key] = plan
+    return plan
+
+
+def signature(input, weight, bias, arguments: tuple) -> tuple | None:
+    """The plan key of a call, or None where arguments are not plainly typed.
+
+    Plain means int, str, None or a tuple of ints, compared with their types: 1.0 and True
+    equal 1 but must still fail their checks, so they never share a plan with it.
+    """
+    tensors = (input, weight) if bias is None else (input, weight, bias)
+    if not all(isinstance(t, torch.Tensor) for t in tensors):
+        return None
+    if not all(_plain(a) for a in arguments):
+        return None
+    return (
+        *((t.shape, t.stride(), t.dtype, t.device, t.data_ptr() % 16) for t in tensors),
+        len(tensors),
+        *((type(a), a) for a in arguments),
+        kernels.autotune_enabled(),
+    )
+
+
+def _plain(value) -> bool:
+    if type(value) is tuple:
+        return all(type(v) is int for v in value)
+    return value is None or type(value) in (int, str)
+
+
+def make_plan(input, weight, bias, stride, padding, dilation, groups, *, precision, backend,
+              windows, config) -> Conv2dPlan:  # fmt: skip
+    """Validate a call's arguments and make every choice for their signature."""
+    check_tensor("input", input, dims=(3, 4))
+    check_tensor("weight", weight, dims=(4,))
+    if bias is not None:
+        check_tensor("bias", bias, dims=(1,))
+    unbatched = input.dim() == 3
+    x = input.unsqueeze(0) if unbatched else input
+    params = conv_params(stride, padding, dilation, groups, kernel_size=tuple(weight.shape[2:]))
+    backend = resolve_backend(backend, x.device)
+    dtypes = SUPPORTED_DTYPES + ((torch.float64,) if backend == "reference" else ())
+    check_conv_args(x, weight, bias, params, dtypes=dtypes)
+    precision = resolve_precision(precision, x.dtype)
+    if config is not None:
+        config = kernels.check_config(config)
+    if windows not in (None, *WINDOWS):
+        raise ValueError(f"windows must be one of {WINDOWS} or None, got {windows!r}")
+    channels_last = is_channels_last(x)
+    if x.shape[0] == 0:  # empty batch: an empty output, as in PyTorch
+        p, q = params.output_size(*x.shape[2:], *weight.shape[2:])
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        out = dict(size=(0, weight.shape[0], p, q), dtype=x.dtype, device=x.device)
+        launch = lambda x, weight, bias: torch.empty(**out, memory_format=fmt)  # noqa: E731
+    else:
+        launch = plan_forward(
+            x, weight, bias, params, channels_last=channels_last, precision=precision,
+            backend=backend, windows=windows, config=config,
+        )  # fmt: skip
+    return Conv2dPlan(params, precision, unbatched, launch)
