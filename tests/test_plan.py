@@ -1,10 +1,12 @@
 """Call plans: kept per call signature, reused, and never shared by calls that differ."""
 
+import importlib
+
 import pytest
 import torch
 
 import im2win
-from helpers import TOL, assert_close, randn, reference
+from helpers import GPU_TIER_TOL, TOL, assert_close, randn, reference
 from im2win import plan
 
 
@@ -81,3 +83,51 @@ def test_empty_batch_backward():
     y.sum().backward()
     assert x.grad.shape == x.shape
     assert torch.equal(w.grad, torch.zeros_like(w)) and torch.equal(b.grad, torch.zeros_like(b))
+
+
+class CountingKernel:
+    """A kernel stand-in that counts Triton dispatches (`kernel[grid]`)."""
+
+    def __init__(self, kernel):
+        self.kernel, self.dispatches = kernel, 0
+
+    def __getitem__(self, grid):
+        self.dispatches += 1
+        return self.kernel[grid]
+
+    def __getattr__(self, name):
+        return getattr(self.kernel, name)
+
+
+# (kernel module, kernel name, input shape, weight shape, groups, dtype, channels_last, padding)
+RELAUNCHED = {
+    "pointer-nchw": ("conv2d_fwd", "_conv2d_fwd_kernel", (3, 5, 9, 11), (7, 5, 3, 3), 1,
+                     torch.float32, False, 1),
+    "pointer-nhwc-flat": ("conv2d_fwd", "_conv2d_fwd_kernel", (2, 3, 10, 9), (4, 3, 3, 2), 1,
+                          torch.float16, True, 0),
+    "tma-nhwc": ("conv2d_fwd_tma", "_conv2d_fwd_tma_kernel", (2, 64, 13, 11), (96, 64, 3, 3), 1,
+                 torch.bfloat16, True, 1),
+    "depthwise": ("conv2d_dw", "_conv2d_fwd_dw_kernel", (2, 6, 9, 7), (6, 1, 3, 3), 6,
+                  torch.float32, True, 1),
+}  # fmt: skip
+
+
+TIER_OF = {torch.float32: "ieee", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", RELAUNCHED)
+def test_a_plan_skips_triton_dispatch_after_its_first_call(case, monkeypatch):
+    """Later calls of a signature go straight to the compiled kernel, with fresh values."""
+    module_name, kernel_name, xshape, wshape, groups, dtype, cl, padding = RELAUNCHED[case]
+    module = importlib.import_module(f"im2win.kernels.{module_name}")
+    counting = CountingKernel(getattr(module, kernel_name))
+    monkeypatch.setattr(module, kernel_name, counting)
+    torch.manual_seed(7)
+    for _ in range(3):
+        x = randn(*xshape, dtype=dtype, channels_last=cl)
+        w, b = randn(*wshape, dtype=dtype), randn(wshape[0], dtype=dtype)
+        y = im2win.conv2d(x, w, b, padding=padding, groups=groups)
+        ref = reference(x, w, b, padding=padding, groups=groups)
+        assert_close(y, ref, GPU_TIER_TOL[TIER_OF[dtype]])
+    assert counting.dispatches == 1

@@ -123,12 +123,13 @@ def plan_forward(
         )  # fmt: skip
     pad_top_left = (params.padding[0], params.padding[2])
     interpreted = kernels.interpreted()
+    slot = {}  # the compiled kernel, once launched (kernels/launch.py)
     if config is None and windows is None and params.groups == x.shape[1]:
         # No channel reduction to turn into a GEMM: direct FMA (kernels/conv2d_dw.py).
         return lambda x, weight, bias: kernels.conv2d_fwd_dw(
             x, weight, bias, torch.empty(**out),
             stride=params.stride, dilation=params.dilation,
-            pad_top_left=pad_top_left, channels_last=channels_last,
+            pad_top_left=pad_top_left, channels_last=channels_last, slot=slot,
         )  # fmt: skip
     tune = config is None and kernels.autotune_enabled() and x.is_cuda
     windows = windows or "streamed"
@@ -158,14 +159,14 @@ def plan_forward(
             f"windows={windows!r}, stride={params.stride}, Cg={cg}, strides {x.stride()}"
         )
 
-    def launcher(tiles: dict) -> Launch:
+    def launcher(tiles: dict, slot: dict | None) -> Launch:
         tiles = dict(tiles)
         loop = tiles.pop("LOOP", pointer_loop)
         if loop == "tma":
             return lambda x, weight, bias: kernels.conv2d_fwd_tma(
                 x, weight, bias, torch.empty(**out),
                 groups=params.groups, dilation=params.dilation, pad_top_left=pad_top_left,
-                precision=precision, config=tiles, interpreted=interpreted,
+                precision=precision, config=tiles, interpreted=interpreted, slot=slot,
             )  # fmt: skip
 
         def launch(x, weight, bias):
@@ -179,6 +180,7 @@ def plan_forward(
                 groups=params.groups, stride=params.stride, dilation=params.dilation,
                 pad_top_left=pad_top_left, input_hw=(h, w), channels_last=channels_last,
                 loop=loop, precision=precision, config=tiles, interpreted=interpreted,
+                slot=slot,
             )  # fmt: skip
 
         return launch
@@ -192,10 +194,10 @@ def plan_forward(
         if tma_ok:
             candidates += kernels.tma_candidate_configs(tma_block_k)
         measure = lambda tiles: kernels.median_ms(  # noqa: E731
-            lambda: launcher(tiles)(x, weight, bias)
+            functools.partial(launcher(tiles, None), x, weight, bias)
         )
         config = kernels.tuned_config(key, candidates, measure)
-    return launcher(config)
+    return launcher(config, slot)
 
 
 def _reference_forward(x, weight, bias, *, params: ConvParams, memory_format):

@@ -19,6 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .launch import launch
 from .sizes import cdiv
 
 
@@ -94,8 +95,12 @@ def conv2d_fwd_dw(
     dilation: tuple[int, int],
     pad_top_left: tuple[int, int],
     channels_last: bool,
+    slot: dict | None = None,
 ) -> torch.Tensor:
-    """Fill `y` [N, K, P, Q] (any strides) from `x` [N, C, H, W] and weight [K, 1, R, S]."""
+    """Fill `y` [N, K, P, Q] (any strides) from `x` [N, C, H, W] and weight [K, 1, R, S].
+
+    `slot`: see `launch.launch`.
+    """
     n, c, h, w = x.shape
     k, _, r, s = weight.shape
     _, _, p, q = y.shape
@@ -105,7 +110,7 @@ def conv2d_fwd_dw(
     # constexpr branches, both shapes checked); square NHWC tiles compiled and ran correctly.
     block_m, block_c = (64, 64) if channels_last else (128, 16)
     grid = (cdiv(n * p * q, block_m), cdiv(k, block_c))
-    _conv2d_fwd_dw_kernel[grid](
+    args = (
         x, weight, bias, y,
         n, k, h, w, p, q, r, s, k // c,
         *x.stride(),
@@ -113,9 +118,7 @@ def conv2d_fwd_dw(
         0 if bias is None else bias.stride(0),
         *y.stride(),
         *stride, *pad_top_left, *dilation,
-        CHANNELS_LAST=channels_last,
-        BLOCK_M=block_m,
-        BLOCK_C=block_c,
-        num_warps=4,
     )  # fmt: skip
+    meta = dict(CHANNELS_LAST=channels_last, BLOCK_M=block_m, BLOCK_C=block_c, num_warps=4)
+    launch(_conv2d_fwd_dw_kernel, grid, args, meta, slot)
     return y

@@ -32,6 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .launch import launch
 from .sizes import cdiv
 
 
@@ -220,11 +221,12 @@ def conv2d_fwd(
     precision: str,
     config: dict,
     interpreted: bool,
+    slot: dict | None = None,
 ) -> torch.Tensor:
     """Fill `y` [N, K, P, Q] (any strides) from the windows and the filter [K, Cg, R, S].
 
     `channels_last` says the flat loop walks each window in (f, r, c) order, as NHWC
-    windows lie, rather than (c, f, r).
+    windows lie, rather than (c, f, r). `slot`: see `launch.launch`.
     """
     if loop not in ("flat", "channels"):
         raise ValueError(f"loop must be 'flat' or 'channels', got {loop!r}")
@@ -238,7 +240,7 @@ def conv2d_fwd(
         table = _cached_table(cg, r, s, src, dilation, channels_last, y.device)
         contiguous = is_contiguous_reduction(cg, r, s, src, channels_last)
     grid = (cdiv(n * p * q, config["BLOCK_M"]) * cdiv(kg, config["BLOCK_N"]) * groups,)
-    _conv2d_fwd_kernel[grid](
+    args = (
         src.tensor, filt, bias, y, table,
         n, cg, kg, *input_hw, r, s, p, q,
         *src.pixel_strides,
@@ -246,11 +248,14 @@ def conv2d_fwd(
         filt.stride(0), 0 if bias is None else bias.stride(0),
         *y.stride(),
         *stride, *pad_top_left, *dilation,
+    )  # fmt: skip
+    meta = dict(
         LOOP=loop,
         CONTIGUOUS_K=contiguous,
         MASKED=src.masked,
         PRECISION=precision,
         UPCAST=interpreted and src.tensor.dtype != torch.float32,
         **config,
-    )  # fmt: skip
+    )
+    launch(_conv2d_fwd_kernel, grid, args, meta, slot)
     return y

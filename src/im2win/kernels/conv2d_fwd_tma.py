@@ -28,6 +28,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from .conv2d_fwd import kernel_filter
+from .launch import launch
 from .sizes import cdiv
 from .tuning import tile_efficiency
 
@@ -130,11 +131,13 @@ def conv2d_fwd_tma(
     precision: str,
     config: dict,
     interpreted: bool,
+    slot: dict | None = None,
 ) -> torch.Tensor:
     """Fill `y` [N, K, P, Q] (any strides) from channels-last `x` and the filter [K, Cg, R, S].
 
     `config` holds BLOCK_M pixels as a BLOCK_P x BLOCK_Q patch (BLOCK_Q given, or the width
     that wastes least), BLOCK_N, BLOCK_K (a divisor of Cg), num_warps, num_stages.
+    `slot`: see `launch.launch`.
     """
     n, c, h, w = x.shape
     k, cg = weight.shape[:2]
@@ -163,13 +166,12 @@ def conv2d_fwd_tma(
                                  [config["BLOCK_N"], block_k])  # fmt: skip
     tiles = cdiv(p, config["BLOCK_P"]) * cdiv(q, config["BLOCK_Q"])
     grid = (groups * n * tiles * cdiv(kg, config["BLOCK_N"]),)
-    _conv2d_fwd_tma_kernel[grid](
+    args = (
         x_desc, filt_desc, bias, y,
         n, cg, kg, *weight.shape[2:], p, q,
         0 if bias is None else bias.stride(0), *y.stride(),
         *pad_top_left, *dilation,
-        PRECISION=precision,
-        UPCAST=interpreted and x.dtype != torch.float32,
-        **config,
     )  # fmt: skip
+    meta = dict(PRECISION=precision, UPCAST=interpreted and x.dtype != torch.float32, **config)
+    launch(_conv2d_fwd_tma_kernel, grid, args, meta, slot)
     return y
