@@ -105,7 +105,7 @@ RELAUNCHED = {
                      torch.float32, False, 1),
     "pointer-nhwc-flat": ("conv2d_fwd", "_conv2d_fwd_kernel", (2, 3, 10, 9), (4, 3, 3, 2), 1,
                           torch.float16, True, 0),
-    "tma-nhwc": ("conv2d_fwd_tma", "_conv2d_fwd_tma_kernel", (2, 64, 13, 11), (96, 64, 3, 3), 1,
+    "tma-nhwc": ("conv2d_fwd_tma", "_conv2d_fwd_tma_kernel", (2, 64, 16, 16), (128, 64, 3, 3), 1,
                  torch.bfloat16, True, 1),
     "depthwise": ("conv2d_dw", "_conv2d_fwd_dw_kernel", (2, 6, 9, 7), (6, 1, 3, 3), 6,
                   torch.float32, True, 1),
