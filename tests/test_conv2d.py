@@ -8,6 +8,7 @@ import torch
 
 import im2win
 from helpers import DEVICE, TOL, assert_close, expected_format, randn, reference, tolerance
+from im2win import ops, plan
 from im2win.params import conv_params
 
 # (input shape, weight shape, groups): odd and prime sizes, C = 1 and 3, 1x1 filters,
@@ -346,3 +347,41 @@ def test_inputs_not_modified(layout):
     for t, c in zip((x, w, b), clones, strict=True):
         assert torch.equal(t.detach(), c)
         assert t.stride() == c.stride()
+
+
+# (input shape, weight shape, groups, padding, dtype): NCHW inputs the library stages through
+# channels-last chunks; 100 output channels put every other one-image output slice off a
+# 16-byte boundary, so each chunk's plan sees its own alignment.
+STAGED = {
+    "fp32": ((3, 16, 9, 7), (100, 16, 3, 3), 1, 1, torch.float32),
+    "fp32_g2": ((3, 32, 6, 9), (100, 16, 2, 3), 2, 0, torch.float32),
+    "bf16": ((3, 64, 15, 15), (100, 64, 3, 3), 1, 1, torch.bfloat16),
+}
+
+
+@pytest.mark.parametrize("case", STAGED)
+@pytest.mark.parametrize("images", [1, 2])
+def test_nchw_staged_in_chunks(case, images, monkeypatch):
+    """One or two images a chunk (last chunk short), outputs written in place in NCHW."""
+    xshape, wshape, groups, padding, dtype = STAGED[case]
+    image_bytes = xshape[1] * xshape[2] * xshape[3] * dtype.itemsize
+    monkeypatch.setattr(ops, "CHUNK_BYTES", images * image_bytes)
+    monkeypatch.setattr(plan, "_PLANS", {})
+    torch.manual_seed(12)
+    x = randn(*xshape, dtype=dtype)
+    assert ops.staged_images(x, wshape[1], groups, False) == images
+    clone = x.clone()
+    for _ in range(2):  # the second call runs the kept plan
+        w, b = randn(*wshape, dtype=dtype), randn(wshape[0], dtype=dtype)
+        y = im2win.conv2d(x, w, b, padding=padding, groups=groups)
+        assert y.is_contiguous()
+        assert_close(y, reference(x, w, b, padding=padding, groups=groups), TOL[dtype])
+    assert torch.equal(x, clone)
+
+
+def test_staging_rule():
+    x = randn(2, 32, 5, 5)
+    assert ops.staged_images(x, 32, 1, False) == 2
+    assert ops.staged_images(x.to(memory_format=torch.channels_last), 32, 1, True) == 0
+    assert ops.staged_images(x, 8, 4, False) == 0  # Cg < 16: the NCHW kernels read it in place
+    assert ops.staged_images(x, 1, 32, False) == 0  # depthwise: its own kernel

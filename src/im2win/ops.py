@@ -8,6 +8,8 @@ Backends:
 
 Triton kernels the library picks (a pinned `config`, through its LOOP key, or `windows`
 overrides the pick):
+  NCHW with Cg >= 16, not depthwise             copied a chunk of images at a time to a
+                                                  channels-last buffer, then as below
   depthwise (groups == C)                       kernels/conv2d_dw.py, direct FMA
   channels-last, unit stride, Cg % 16 == 0,     kernels/conv2d_fwd_tma.py, where
     16-bit or tf32, a Hopper (or newer) GPU       `tuning.tma_config` expects it to win
@@ -86,6 +88,11 @@ def default_loop(cg: int, windows: str, channels_last: bool) -> str:
 
 
 Launch = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+Into = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", torch.Tensor], torch.Tensor]
+
+# NCHW inputs with a channel reduction are convolved from channels-last copies of at most
+# this many bytes (or one image) at a time (see `plan_nhwc_chunks`).
+CHUNK_BYTES = 32 << 20
 
 
 def conv2d_forward(x, weight, bias, params: ConvParams, **options) -> torch.Tensor:
@@ -111,23 +118,95 @@ def plan_forward(
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     if backend == "reference":
         return functools.partial(_reference_forward, params=params, memory_format=memory_format)
-
     n, _, h, w = x.shape
-    k, cg, r, s = weight.shape
-    p, q = params.output_size(h, w, r, s)
-    out = dict(size=(n, k, p, q), dtype=x.dtype, device=x.device, memory_format=memory_format)
+    k, _, r, s = weight.shape
+    out = dict(size=(n, k, *params.output_size(h, w, r, s)), dtype=x.dtype, device=x.device,
+               memory_format=memory_format)  # fmt: skip
     if backend == "paper":
         check_paper_args(x, params, precision)
         return lambda x, weight, bias: paper.paper_forward(
             x, weight, bias, params, torch.empty(**out)
         )  # fmt: skip
+    into = plan_into(x, weight, bias, params, channels_last=channels_last, precision=precision,
+                     windows=windows, config=config)  # fmt: skip
+    return lambda x, weight, bias: into(x, weight, bias, torch.empty(**out))
+
+
+def staged_images(x: torch.Tensor, cg: int, groups: int, channels_last: bool) -> int:
+    """Images per channels-last chunk where the library's choice stages an NCHW input
+    (`plan_nhwc_chunks`): one with a channel reduction (Cg >= 16, not depthwise); else 0."""
+    if channels_last or cg < 16 or groups == x.shape[1]:
+        return 0
+    return max(1, min(x.shape[0], CHUNK_BYTES // (x[0].numel() * x.element_size())))
+
+
+def plan_nhwc_chunks(x, weight, bias, params: ConvParams, *, precision: str) -> Into:
+    """An NCHW input convolved a chunk of images at a time from a channels-last copy.
+
+    NOTE: measured on H100 (results/h100-issue4/paper, 2026-11-26): on the deep paper
+    layers the channels-last kernels ran 1.2-3.4x faster than the NCHW ones. cuDNN's own
+    fastest NCHW engines transpose too, input and output whole (14-577 MiB there); here one
+    buffer of at most CHUNK_BYTES (or one image) is reused and the output is written in
+    place, in NCHW.
+    """
+    n, chunk = x.shape[0], staged_images(x, weight.shape[1], params.groups, False)
+    buffer = dict(size=(chunk, *x.shape[1:]), dtype=x.dtype, device=x.device,
+                  memory_format=torch.channels_last)  # fmt: skip
+    example = torch.empty(**buffer)  # for planning only: fresh buffers align alike
+    starts = range(0, n, chunk)
+    # One plan per chunk: each output slice starts at its own offset (and alignment).
+    intos = [
+        plan_into(
+            example[: min(chunk, n - i)],
+            weight,
+            bias,
+            params,
+            channels_last=True,
+            precision=precision,
+            windows=None,
+            config=None,
+        )  # fmt: skip
+        for i in starts
+    ]
+    del example
+
+    def into(x, weight, bias, y):
+        staged = torch.empty(**buffer)
+        for i, into_chunk in zip(starts, intos, strict=True):
+            x_chunk = staged[: min(chunk, n - i)]
+            x_chunk.copy_(x[i : i + chunk])
+            into_chunk(x_chunk, weight, bias, y[i : i + chunk])
+        return y
+
+    return into
+
+
+def plan_into(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    params: ConvParams,
+    *,
+    channels_last: bool,
+    precision: str,
+    windows: str | None,
+    config: dict | None,
+) -> Into:
+    """The Triton kernels' plan: `into(x, weight, bias, y)` fills `y` [N, K, P, Q] (any
+    strides, aligned as a fresh tensor or as this plan's own chunk of one) and returns it."""
+    n, c, h, w = x.shape
+    k, cg, r, s = weight.shape
+    p, q = params.output_size(h, w, r, s)
     pad_top_left = (params.padding[0], params.padding[2])
     interpreted = kernels.interpreted()
     slot = {}  # the compiled kernel, once launched (kernels/launch.py)
-    if config is None and windows is None and params.groups == x.shape[1]:
+    chosen = config is None and windows is None
+    if chosen and staged_images(x, cg, params.groups, channels_last):
+        return plan_nhwc_chunks(x, weight, bias, params, precision=precision)
+    if chosen and params.groups == c:
         # No channel reduction to turn into a GEMM: direct FMA (kernels/conv2d_dw.py).
-        return lambda x, weight, bias: kernels.conv2d_fwd_dw(
-            x, weight, bias, torch.empty(**out),
+        return lambda x, weight, bias, y: kernels.conv2d_fwd_dw(
+            x, weight, bias, y,
             stride=params.stride, dilation=params.dilation,
             pad_top_left=pad_top_left, channels_last=channels_last, slot=slot,
         )  # fmt: skip
@@ -159,24 +238,24 @@ def plan_forward(
             f"windows={windows!r}, stride={params.stride}, Cg={cg}, strides {x.stride()}"
         )
 
-    def launcher(tiles: dict, slot: dict | None) -> Launch:
+    def launcher(tiles: dict, slot: dict | None) -> Into:
         tiles = dict(tiles)
         loop = tiles.pop("LOOP", pointer_loop)
         if loop == "tma":
-            return lambda x, weight, bias: kernels.conv2d_fwd_tma(
-                x, weight, bias, torch.empty(**out),
+            return lambda x, weight, bias, y: kernels.conv2d_fwd_tma(
+                x, weight, bias, y,
                 groups=params.groups, dilation=params.dilation, pad_top_left=pad_top_left,
                 precision=precision, config=tiles, interpreted=interpreted, slot=slot,
             )  # fmt: skip
 
-        def launch(x, weight, bias):
+        def launch(x, weight, bias, y):
             if windows == "streamed":
                 src = streamed_windows(x, params, cg)
             else:
                 win = kernels.im2win_transform(x, r, params, channels_last, interpreted)
                 src = materialized_windows(win, params, r, cg, channels_last)
             return kernels.conv2d_fwd(
-                src, weight, bias, torch.empty(**out),
+                src, weight, bias, y,
                 groups=params.groups, stride=params.stride, dilation=params.dilation,
                 pad_top_left=pad_top_left, input_hw=(h, w), channels_last=channels_last,
                 loop=loop, precision=precision, config=tiles, interpreted=interpreted,
@@ -193,8 +272,9 @@ def plan_forward(
         candidates = [dict(c, LOOP=pointer_loop) for c in kernels.candidate_configs(x.dtype)]
         if tma_ok:
             candidates += kernels.tma_candidate_configs(tma_block_k)
+        y = torch.empty((n, k, p, q), dtype=x.dtype, device=x.device)
         measure = lambda tiles: kernels.median_ms(  # noqa: E731
-            functools.partial(launcher(tiles, None), x, weight, bias)
+            functools.partial(launcher(tiles, None), x, weight, bias, y)
         )
         config = kernels.tuned_config(key, candidates, measure)
     return launcher(config, slot)

@@ -20,7 +20,7 @@ import torch
 import im2win
 from im2win import baselines, kernels, paper
 from im2win.baselines import Prepared, Unsupported
-from im2win.ops import resolve_backend
+from im2win.ops import resolve_backend, staged_images
 from im2win.params import conv_params, is_channels_last
 
 from .tiers import Tier
@@ -67,7 +67,11 @@ def _im2win_backend(device: torch.device) -> str:
 def _im2win(precision_by_tier: dict[str, str | None], windows: str | None = None) -> Builder:
     def build(x: torch.Tensor, w: torch.Tensor, conv_kwargs: dict, tier: Tier) -> Prepared:
         options = dict(precision=precision_by_tier[tier.name], windows=windows)
-        extra = window_bytes(x, w, conv_kwargs) if windows == "materialized" else 0
+        if windows == "materialized":
+            extra = window_bytes(x, w, conv_kwargs)
+        else:  # the library's choice may stage an NCHW input through a channels-last buffer
+            images = staged_images(x, w.shape[1], conv_kwargs.get("groups", 1), is_channels_last(x))
+            extra = 0 if windows else images * x[0].numel() * x.element_size()
         run = lambda: im2win.conv2d(x, w, None, **conv_kwargs, **options)  # noqa: E731
         return Prepared("im2win", run, extra)
 
