@@ -354,7 +354,7 @@ def test_inputs_not_modified(layout):
 # 16-byte boundary, so each chunk's plan sees its own alignment.
 STAGED = {
     "fp32": ((3, 16, 9, 7), (100, 16, 3, 3), 1, 1, torch.float32),
-    "fp32_g2": ((3, 32, 6, 9), (100, 16, 2, 3), 2, 0, torch.float32),
+    "fp32_g2": ((3, 32, 6, 9), (100, 16, 3, 3), 2, 0, torch.float32),
     "bf16": ((3, 64, 15, 15), (100, 64, 3, 3), 1, 1, torch.bfloat16),
 }
 
@@ -366,10 +366,13 @@ def test_nchw_staged_in_chunks(case, images, monkeypatch):
     xshape, wshape, groups, padding, dtype = STAGED[case]
     image_bytes = xshape[1] * xshape[2] * xshape[3] * dtype.itemsize
     monkeypatch.setattr(ops, "CHUNK_BYTES", images * image_bytes)
+    monkeypatch.setattr(ops, "STAGE_MIN_BATCH", 1)
+    monkeypatch.setattr(ops, "STAGE_MIN_FLOP_PER_BYTE", 1)
     monkeypatch.setattr(plan, "_PLANS", {})
     torch.manual_seed(12)
     x = randn(*xshape, dtype=dtype)
-    assert ops.staged_images(x, wshape[1], groups, False) == images
+    params = conv_params(padding=padding, groups=groups, kernel_size=wshape[2:])
+    assert ops.staged_images(x, wshape, params, False) == images
     clone = x.clone()
     for _ in range(2):  # the second call runs the kept plan
         w, b = randn(*wshape, dtype=dtype), randn(wshape[0], dtype=dtype)
@@ -380,8 +383,15 @@ def test_nchw_staged_in_chunks(case, images, monkeypatch):
 
 
 def test_staging_rule():
-    x = randn(2, 32, 5, 5)
-    assert ops.staged_images(x, 32, 1, False) == 2
-    assert ops.staged_images(x.to(memory_format=torch.channels_last), 32, 1, True) == 0
-    assert ops.staged_images(x, 8, 4, False) == 0  # Cg < 16: the NCHW kernels read it in place
-    assert ops.staged_images(x, 1, 32, False) == 0  # depthwise: its own kernel
+    x = torch.empty(64, 32, 5, 5, device="meta")  # fp32, shapes only
+    p1, p2 = conv_params(padding=1), conv_params(stride=2)
+    assert ops.staged_images(x, (256, 32, 3, 3), p1, False) == 64  # 2*256*9 >= 1024*4
+    assert ops.staged_images(x, (200, 32, 3, 3), p1, False) == 0  # too few flops per byte
+    assert ops.staged_images(x.half(), (64, 32, 3, 3), p1, False) == 0  # ... in 16-bit too
+    assert ops.staged_images(x.half(), (64, 32, 4, 4), p1, False) == 64
+    assert ops.staged_images(x[:63], (256, 32, 3, 3), p1, False) == 0  # small batch
+    assert ops.staged_images(x, (256, 32, 3, 3), p1, True) == 0  # already channels-last
+    assert ops.staged_images(x, (256, 32, 3, 3), p2, False) == 0  # strided
+    assert ops.staged_images(x, (4096, 32, 1, 1), p1, False) == 0  # 1x1
+    assert ops.staged_images(x, (256, 8, 3, 3), conv_params(groups=4), False) == 0  # Cg < 16
+    assert ops.staged_images(x, (256, 1, 3, 3), conv_params(groups=32), False) == 0  # depthwise

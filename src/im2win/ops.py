@@ -90,9 +90,11 @@ def default_loop(cg: int, windows: str, channels_last: bool) -> str:
 Launch = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 Into = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", torch.Tensor], torch.Tensor]
 
-# NCHW inputs with a channel reduction are convolved from channels-last copies of at most
-# this many bytes (or one image) at a time (see `plan_nhwc_chunks`).
+# NCHW inputs worth it are convolved from channels-last copies of at most this many bytes
+# (or one image) at a time (see `staged_images` and `plan_nhwc_chunks`).
 CHUNK_BYTES = 32 << 20
+STAGE_MIN_BATCH = 64
+STAGE_MIN_FLOP_PER_BYTE = 1024
 
 
 def conv2d_forward(x, weight, bias, params: ConvParams, **options) -> torch.Tensor:
@@ -132,10 +134,26 @@ def plan_forward(
     return lambda x, weight, bias: into(x, weight, bias, torch.empty(**out))
 
 
-def staged_images(x: torch.Tensor, cg: int, groups: int, channels_last: bool) -> int:
-    """Images per channels-last chunk where the library's choice stages an NCHW input
-    (`plan_nhwc_chunks`): one with a channel reduction (Cg >= 16, not depthwise); else 0."""
-    if channels_last or cg < 16 or groups == x.shape[1]:
+def staged_images(x: torch.Tensor, weight_shape, params: ConvParams, channels_last: bool) -> int:
+    """Images per channels-last chunk where the library stages an NCHW input, else 0.
+
+    NOTE: measured on H100 (paper layers and ResNet-50 at batch 1, 32 and 128, every tier,
+    results/h100-issue4/staging-trial, 2026-11-26): staging paid on unit-stride convolutions
+    of at least 3x3 with a channel reduction (Cg >= 16) that do >= 1024 flops per byte
+    copied (2*K*R*S / itemsize), at batch >= 64. It lost on 1x1 and strided convolutions
+    and at batch 1, where the copy and its launch cost more than the faster kernel saves.
+    """
+    k, cg, r, s = weight_shape
+    worth_it = (
+        not channels_last
+        and cg >= 16
+        and params.groups < x.shape[1]
+        and params.stride == (1, 1)
+        and r * s >= 9
+        and 2 * k * r * s >= STAGE_MIN_FLOP_PER_BYTE * x.element_size()
+        and x.shape[0] >= STAGE_MIN_BATCH
+    )
+    if not worth_it:
         return 0
     return max(1, min(x.shape[0], CHUNK_BYTES // (x[0].numel() * x.element_size())))
 
@@ -143,13 +161,11 @@ def staged_images(x: torch.Tensor, cg: int, groups: int, channels_last: bool) ->
 def plan_nhwc_chunks(x, weight, bias, params: ConvParams, *, precision: str) -> Into:
     """An NCHW input convolved a chunk of images at a time from a channels-last copy.
 
-    NOTE: measured on H100 (results/h100-issue4/paper, 2026-11-26): on the deep paper
-    layers the channels-last kernels ran 1.2-3.4x faster than the NCHW ones. cuDNN's own
-    fastest NCHW engines transpose too, input and output whole (14-577 MiB there); here one
-    buffer of at most CHUNK_BYTES (or one image) is reused and the output is written in
-    place, in NCHW.
+    cuDNN's own fastest NCHW engines on the paper layers transpose too, input and output
+    whole (14-577 MiB there); here one buffer of at most CHUNK_BYTES (or one image) is
+    reused and the output is written in place, in NCHW.
     """
-    n, chunk = x.shape[0], staged_images(x, weight.shape[1], params.groups, False)
+    n, chunk = x.shape[0], staged_images(x, weight.shape, params, False)
     buffer = dict(size=(chunk, *x.shape[1:]), dtype=x.dtype, device=x.device,
                   memory_format=torch.channels_last)  # fmt: skip
     example = torch.empty(**buffer)  # for planning only: fresh buffers align alike
@@ -201,7 +217,7 @@ def plan_into(
     interpreted = kernels.interpreted()
     slot = {}  # the compiled kernel, once launched (kernels/launch.py)
     chosen = config is None and windows is None
-    if chosen and staged_images(x, cg, params.groups, channels_last):
+    if chosen and staged_images(x, weight.shape, params, channels_last):
         return plan_nhwc_chunks(x, weight, bias, params, precision=precision)
     if chosen and params.groups == c:
         # No channel reduction to turn into a GEMM: direct FMA (kernels/conv2d_dw.py).

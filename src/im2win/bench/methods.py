@@ -70,7 +70,8 @@ def _im2win(precision_by_tier: dict[str, str | None], windows: str | None = None
         if windows == "materialized":
             extra = window_bytes(x, w, conv_kwargs)
         else:  # the library's choice may stage an NCHW input through a channels-last buffer
-            images = staged_images(x, w.shape[1], conv_kwargs.get("groups", 1), is_channels_last(x))
+            params = conv_params(**conv_kwargs, kernel_size=tuple(w.shape[2:]))
+            images = staged_images(x, tuple(w.shape), params, is_channels_last(x))
             extra = 0 if windows else images * x[0].numel() * x.element_size()
         run = lambda: im2win.conv2d(x, w, None, **conv_kwargs, **options)  # noqa: E731
         return Prepared("im2win", run, extra)
