@@ -8,8 +8,8 @@ Backends:
 
 Triton kernels the library picks (a pinned `config`, through its LOOP key, or `windows`
 overrides the pick):
-  NCHW with Cg >= 16, not depthwise             copied a chunk of images at a time to a
-                                                  channels-last buffer, then as below
+  NCHW where `staged_images` measured a win     copied a chunk of images at a time to a
+    (unit stride, >= 3x3, heavy, batch >= 64)     channels-last buffer, then as below
   depthwise (groups == C)                       kernels/conv2d_dw.py, direct FMA
   channels-last, unit stride, Cg % 16 == 0,     kernels/conv2d_fwd_tma.py, where
     16-bit or tf32, a Hopper (or newer) GPU       `tuning.tma_config` expects it to win
@@ -97,11 +97,6 @@ STAGE_MIN_BATCH = 64
 STAGE_MIN_FLOP_PER_BYTE = 1024
 
 
-def conv2d_forward(x, weight, bias, params: ConvParams, **options) -> torch.Tensor:
-    """Convolution of a non-empty 4-D input; the output takes the input's memory format."""
-    return plan_forward(x, weight, bias, params, **options)(x, weight, bias)
-
-
 def plan_forward(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -138,7 +133,7 @@ def staged_images(x: torch.Tensor, weight_shape, params: ConvParams, channels_la
     """Images per channels-last chunk where the library stages an NCHW input, else 0.
 
     NOTE: measured on H100 (paper layers and ResNet-50 at batch 1, 32 and 128, every tier,
-    results/h100-issue4/staging-trial, 2026-11-26): staging paid on unit-stride convolutions
+    results/h100-issue4/staging-trial-9bc0182, 2026-11-26): staging paid on unit-stride convolutions
     of at least 3x3 with a channel reduction (Cg >= 16) that do >= 1024 flops per byte
     copied (2*K*R*S / itemsize), at batch >= 64. It lost on 1x1 and strided convolutions
     and at batch 1, where the copy and its launch cost more than the faster kernel saves.
@@ -181,7 +176,7 @@ def plan_nhwc_chunks(x, weight, bias, params: ConvParams, *, precision: str) -> 
             precision=precision,
             windows=None,
             config=None,
-        )  # fmt: skip
+        )
         for i in starts
     ]
     del example
