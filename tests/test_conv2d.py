@@ -395,3 +395,5 @@ def test_staging_rule():
     assert ops.staged_images(x, (4096, 32, 1, 1), p1, False) == 0  # 1x1
     assert ops.staged_images(x, (256, 8, 3, 3), conv_params(groups=4), False) == 0  # Cg < 16
     assert ops.staged_images(x, (256, 1, 3, 3), conv_params(groups=32), False) == 0  # depthwise
+    empty = torch.empty(64, 32, 0, 0, device="meta")  # no pixels, padding makes the output
+    assert ops.staged_images(empty, (256, 32, 3, 3), conv_params(padding=2), False) == 0

@@ -7,7 +7,7 @@ import torch
 
 import im2win
 from helpers import GPU_TIER_TOL, TOL, assert_close, randn, reference
-from im2win import plan
+from im2win import ops, plan
 
 
 @pytest.fixture(autouse=True)
@@ -57,6 +57,7 @@ def test_signature_tells_apart_what_the_choices_read():
     }
     assert len({base, *keys.values()}) == 1 + len(variants)
     assert plan.signature(x, w, None, ([1, 1], 0, 1, 1, None, "auto", None)) is None
+    assert plan.signature(x.to_sparse(), w, None, (1, 0, 1, 1, None, "auto", None)) is None
     assert plan.signature(x, w, None, (1, 0, 1, 1, None, "auto", None)) == base
 
 
@@ -131,3 +132,23 @@ def test_a_plan_skips_triton_dispatch_after_its_first_call(case, monkeypatch):
         ref = reference(x, w, b, padding=padding, groups=groups)
         assert_close(y, ref, GPU_TIER_TOL[TIER_OF[dtype]])
     assert counting.dispatches == 1
+
+
+@pytest.mark.gpu
+def test_staged_chunks_relaunch_each_at_its_own_offset(monkeypatch):
+    """Three one-image chunks, output slices 45000 bytes apart (every other one off a
+    16-byte boundary): each chunk's plan dispatches once, later calls relaunch."""
+    monkeypatch.setattr(ops, "CHUNK_BYTES", 64 * 15 * 15 * 2)
+    monkeypatch.setattr(ops, "STAGE_MIN_BATCH", 1)
+    monkeypatch.setattr(ops, "STAGE_MIN_FLOP_PER_BYTE", 1)
+    module = importlib.import_module("im2win.kernels.conv2d_fwd_tma")
+    counting = CountingKernel(module._conv2d_fwd_tma_kernel)
+    monkeypatch.setattr(module, "_conv2d_fwd_tma_kernel", counting)
+    torch.manual_seed(8)
+    for _ in range(3):
+        x = randn(3, 64, 15, 15, dtype=torch.bfloat16)
+        w, b = randn(100, 64, 3, 3, dtype=torch.bfloat16), randn(100, dtype=torch.bfloat16)
+        y = im2win.conv2d(x, w, b, padding=1)
+        assert y.is_contiguous()
+        assert_close(y, reference(x, w, b, padding=1), GPU_TIER_TOL["bf16"])
+    assert counting.dispatches == 3

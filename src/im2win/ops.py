@@ -147,6 +147,7 @@ def staged_images(x: torch.Tensor, weight_shape, params: ConvParams, channels_la
         and r * s >= 9
         and 2 * k * r * s >= STAGE_MIN_FLOP_PER_BYTE * x.element_size()
         and x.shape[0] >= STAGE_MIN_BATCH
+        and x[0].numel() > 0
     )
     if not worth_it:
         return 0

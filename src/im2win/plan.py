@@ -1,11 +1,12 @@
 """Call plans: a conv2d call's checks and choices, made once per call signature.
 
 A signature is everything the checks and choices read: each tensor's shape, strides,
-dtype, device and 16-byte alignment, the geometric and keyword arguments, and whether
-autotuning is on. The first call of a signature validates, picks the kernel and its tiles
-(autotuning, when on) and keeps the plan; a later call looks it up and only allocates the
-output and launches, past Triton's dispatch (`kernels/launch.py`): 46-82 us of host time a
-call on an H100 host, from 100-223 us (notes/performance.md, v4).
+dtype, device and 16-byte alignment, the geometric and keyword arguments, whether
+autotuning is on, and the current CUDA device. The first call of a signature validates,
+picks the kernel and its tiles (autotuning, when on) and keeps the plan; a later call looks
+it up and only allocates the output and launches, past Triton's dispatch
+(`kernels/launch.py`): 46-82 us of host time a call on an H100 host, from 100-223 us
+(notes/performance.md, v4).
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def signature(input, weight, bias, arguments: tuple) -> tuple | None:
     equal 1 but must still fail their checks, so they never share a plan with it.
     """
     tensors = (input, weight) if bias is None else (input, weight, bias)
-    if not all(isinstance(t, torch.Tensor) for t in tensors):
+    if not all(isinstance(t, torch.Tensor) and t.layout == torch.strided for t in tensors):
         return None
     if not all(_plain(a) for a in arguments):
         return None
@@ -87,6 +88,9 @@ def signature(input, weight, bias, arguments: tuple) -> tuple | None:
         len(tensors),
         *((type(a), a) for a in arguments),
         kernels.autotune_enabled(),
+        # A relaunched kernel is loaded in the context of the device current at its first
+        # launch (Triton launches there), so that device is part of the signature too.
+        torch.cuda.current_device() if input.is_cuda else None,
     )
 
 
