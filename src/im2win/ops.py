@@ -184,6 +184,8 @@ def plan_nhwc_chunks(x, weight, bias, params: ConvParams, *, precision: str) -> 
 
     def into(x, weight, bias, y):
         staged = torch.empty(**buffer)
+        # Re-laid once: each chunk's kernel then reads the filter in place (kernel_filter).
+        weight = weight.contiguous(memory_format=torch.channels_last)
         for i, into_chunk in zip(starts, intos, strict=True):
             x_chunk = staged[: min(chunk, n - i)]
             x_chunk.copy_(x[i : i + chunk])
