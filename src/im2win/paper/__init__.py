@@ -210,11 +210,8 @@ def paper_conv2d(
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    params = _validate(x, weight, bias, stride, padding, dilation, groups)
-    y = _output(x, weight, params)
-    if y.numel() == 0:
-        return y
-    return paper_forward(x, weight, bias, params, y, variant)
+    gemm = functools.partial(paper_gemm, variant=variant)
+    return _conv_over_windows(gemm, x, weight, bias, stride, padding, dilation, groups)
 
 
 def paper_forward(
@@ -227,10 +224,25 @@ def paper_forward(
 ) -> torch.Tensor:
     """The paper's scheme on checked arguments: the NCHW im2win tensor of `x` (any strides),
     the re-laid filter, then `paper_gemm` into `y` [N, K, P, Q] (any strides)."""
+    gemm = functools.partial(paper_gemm, variant=variant)
+    return _forward_over_windows(gemm, x, weight, bias, params, y)
+
+
+def _conv_over_windows(gemm, x, weight, bias, stride, padding, dilation, groups):
+    """Validate, allocate the output, then `_forward_over_windows`."""
+    params = _validate(x, weight, bias, stride, padding, dilation, groups)
+    y = _output(x, weight, params)
+    if y.numel() == 0:
+        return y
+    return _forward_over_windows(gemm, x, weight, bias, params, y)
+
+
+def _forward_over_windows(gemm, x, weight, bias, params: ConvParams, y):
+    """`gemm(win, filt, bias, y, r, s, stride_w, dilation_w)` over the NCHW im2win tensor."""
     _, _, r, s = weight.shape
     win = im2win_transform(x, r, params, channels_last=False, interpreted=False)
-    return paper_gemm(win, filter_reference(weight, False), bias, y, r, s,
-                      params.stride[1], params.dilation[1], variant)  # fmt: skip
+    return gemm(win, filter_reference(weight, False), bias, y, r, s,
+                params.stride[1], params.dilation[1])  # fmt: skip
 
 
 def im2win_base_gemm(
@@ -272,14 +284,8 @@ def im2win_base_conv2d(
     groups: int = 1,
 ) -> torch.Tensor:
     """The paper's im2win baseline: the Triton transform, then `im2win_base_gemm`."""
-    params = _validate(x, weight, bias, stride, padding, dilation, groups)
-    y = _output(x, weight, params)
-    if y.numel() == 0:
-        return y
-    _, _, r, s = weight.shape
-    win = im2win_transform(x, r, params, channels_last=False, interpreted=False)
-    return im2win_base_gemm(win, filter_reference(weight, False), bias, y, r, s,
-                            params.stride[1], params.dilation[1])  # fmt: skip
+    return _conv_over_windows(im2win_base_gemm, x, weight, bias, stride, padding, dilation,
+                              groups)  # fmt: skip
 
 
 def direct_conv2d(
