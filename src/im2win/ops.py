@@ -157,8 +157,8 @@ def staged_images(x: torch.Tensor, weight_shape, params: ConvParams, channels_la
 def plan_nhwc_chunks(x, weight, bias, params: ConvParams, *, precision: str) -> Into:
     """An NCHW input convolved a chunk of images at a time from a channels-last copy.
 
-    cuDNN's own fastest NCHW engines on the paper layers transpose too, input and output
-    whole (14-577 MiB there); here one buffer of at most CHUNK_BYTES (or one image) is
+    cuDNN's fastest NCHW engines on the paper layers take workspaces of about input plus
+    output (14-577 MiB there); here one buffer of at most CHUNK_BYTES (or one image) is
     reused and the output is written in place, in NCHW.
     """
     n, chunk = x.shape[0], staged_images(x, weight.shape, params, False)
