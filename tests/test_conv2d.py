@@ -397,3 +397,5 @@ def test_staging_rule():
     assert ops.staged_images(x, (256, 1, 3, 3), conv_params(groups=32), False) == 0  # depthwise
     empty = torch.empty(64, 32, 0, 0, device="meta")  # no pixels, padding makes the output
     assert ops.staged_images(empty, (256, 32, 3, 3), conv_params(padding=2), False) == 0
+    tiny = torch.empty(70000, 16, 1, 1, device="meta")  # the copy's grid takes 65535 images
+    assert ops.staged_images(tiny, (256, 16, 3, 3), conv_params(padding=1), False) == 65535

@@ -137,13 +137,16 @@ def test_a_plan_skips_triton_dispatch_after_its_first_call(case, monkeypatch):
 @pytest.mark.gpu
 def test_staged_chunks_relaunch_each_at_its_own_offset(monkeypatch):
     """Three one-image chunks, output slices 45000 bytes apart (every other one off a
-    16-byte boundary): each chunk's plan dispatches once, later calls relaunch."""
+    16-byte boundary): each chunk's plan and copy dispatch once, later calls relaunch."""
     monkeypatch.setattr(ops, "CHUNK_BYTES", 64 * 15 * 15 * 2)
     monkeypatch.setattr(ops, "STAGE_MIN_BATCH", 1)
     monkeypatch.setattr(ops, "STAGE_MIN_FLOP_PER_BYTE", 1)
-    module = importlib.import_module("im2win.kernels.conv2d_fwd_tma")
-    counting = CountingKernel(module._conv2d_fwd_tma_kernel)
-    monkeypatch.setattr(module, "_conv2d_fwd_tma_kernel", counting)
+    counted = []
+    for module_name, kernel_name in (("conv2d_fwd_tma", "_conv2d_fwd_tma_kernel"),
+                                     ("relayout", "_to_channels_last_kernel")):  # fmt: skip
+        module = importlib.import_module(f"im2win.kernels.{module_name}")
+        counted.append(CountingKernel(getattr(module, kernel_name)))
+        monkeypatch.setattr(module, kernel_name, counted[-1])
     torch.manual_seed(8)
     for _ in range(3):
         x = randn(3, 64, 15, 15, dtype=torch.bfloat16)
@@ -151,4 +154,4 @@ def test_staged_chunks_relaunch_each_at_its_own_offset(monkeypatch):
         y = im2win.conv2d(x, w, b, padding=1)
         assert y.is_contiguous()
         assert_close(y, reference(x, w, b, padding=1), GPU_TIER_TOL["bf16"])
-    assert counting.dispatches == 3
+    assert [kernel.dispatches for kernel in counted] == [3, 3]

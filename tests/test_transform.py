@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 import im2win
 from helpers import expected_format, randn
+from im2win import kernels
 from im2win.params import conv_params
 from im2win.reference import conv2d_reference, filter_reference, transform_reference
 
@@ -120,3 +121,40 @@ def test_conv2d_reference_asymmetric_padding():
     y = conv2d_reference(x, w, None, params)
     expected = F.conv2d(F.pad(x, (1, 3, 0, 2)), w)
     torch.testing.assert_close(y, expected, rtol=1e-12, atol=1e-12)
+
+
+# (input shape, view): NCHW -> channels-last copies of the staging path. Views make strides
+# that are not NCHW-contiguous: a channel slice, and H and W swapped (pixels not flat).
+RELAYOUTS = {
+    "c1": ((2, 1, 5, 7), None),
+    "c3_odd": ((3, 3, 9, 13), None),
+    "c70_tiles": ((1, 70, 11, 9), None),
+    "c17_channel_slice": ((2, 40, 6, 5), lambda x: x[:, 5:22]),
+    "c20_hw_swapped": ((2, 20, 7, 4), lambda x: x.transpose(2, 3)),
+}
+
+
+@pytest.mark.parametrize(
+    "case, dtype", list(itertools.product(RELAYOUTS, DTYPES)), ids=lambda v: DTYPES.get(v, v)
+)
+def test_copy_to_channels_last(case, dtype):
+    torch.manual_seed(6)
+    shape, view = RELAYOUTS[case]
+    x = randn(*shape, dtype=dtype)
+    x = view(x) if view else x
+    out = torch.full_like(x, float("nan"), memory_format=torch.channels_last)
+    kernels.copy_to_channels_last(x, out, interpreted=kernels.interpreted())
+    assert torch.equal(out, x)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_copy_to_channels_last_rejects_outputs_it_cannot_fill():
+    x = randn(2, 3, 4, 5)
+    cases = {
+        "must match x": torch.empty(2, 3, 4, 4, device=x.device),
+        "must match": torch.empty_like(x, dtype=torch.float16),
+        "channels-last and dense": torch.empty_like(x),
+    }
+    for message, out in cases.items():
+        with pytest.raises(ValueError, match=message):
+            kernels.copy_to_channels_last(x, out, interpreted=kernels.interpreted())

@@ -151,7 +151,8 @@ def staged_images(x: torch.Tensor, weight_shape, params: ConvParams, channels_la
     )
     if not worth_it:
         return 0
-    return max(1, min(x.shape[0], CHUNK_BYTES // (x[0].numel() * x.element_size())))
+    images = CHUNK_BYTES // (x[0].numel() * x.element_size())
+    return max(1, min(x.shape[0], kernels.MAX_COPY_IMAGES, images))
 
 
 def plan_nhwc_chunks(x, weight, bias, params: ConvParams, *, precision: str) -> Into:
@@ -181,14 +182,17 @@ def plan_nhwc_chunks(x, weight, bias, params: ConvParams, *, precision: str) -> 
         for i in starts
     ]
     del example
+    interpreted = kernels.interpreted()
+    copy_slots = [{} for _ in starts]  # the copy kernel, once launched, per chunk
 
     def into(x, weight, bias, y):
         staged = torch.empty(**buffer)
         # Re-laid once: each chunk's kernel then reads the filter in place (kernel_filter).
         weight = weight.contiguous(memory_format=torch.channels_last)
-        for i, into_chunk in zip(starts, intos, strict=True):
+        for i, into_chunk, slot in zip(starts, intos, copy_slots, strict=True):
             x_chunk = staged[: min(chunk, n - i)]
-            x_chunk.copy_(x[i : i + chunk])
+            kernels.copy_to_channels_last(x[i : i + chunk], x_chunk, interpreted=interpreted,
+                                          slot=slot)  # fmt: skip
             into_chunk(x_chunk, weight, bias, y[i : i + chunk])
         return y
 

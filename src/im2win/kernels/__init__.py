@@ -5,6 +5,7 @@ from triton.runtime.interpreter import InterpretedFunction
 from .conv2d_dw import conv2d_fwd_dw
 from .conv2d_fwd import conv2d_fwd
 from .conv2d_fwd_tma import conv2d_fwd_tma, has_tma, tma_block_k, tma_supported
+from .relayout import MAX_COPY_IMAGES, copy_to_channels_last
 from .transform import _im2win_transform_kernel, im2win_transform
 from .tuning import (
     autotune_enabled,
@@ -26,6 +27,7 @@ def interpreted() -> bool:
 
 
 __all__ = [
+    "MAX_COPY_IMAGES",
     "autotune_enabled",
     "candidate_configs",
     "check_config",
@@ -33,6 +35,7 @@ __all__ = [
     "conv2d_fwd_dw",
     "conv2d_fwd_tma",
     "conv2d_fwd_config",
+    "copy_to_channels_last",
     "device_key",
     "has_tma",
     "im2win_transform",
