@@ -385,14 +385,18 @@ def test_nchw_staged_in_chunks(case, images, monkeypatch):
 def test_staging_rule():
     x = torch.empty(64, 32, 5, 5, device="meta")  # fp32, shapes only
     p1, p2 = conv_params(padding=1), conv_params(stride=2)
-    assert ops.staged_images(x, (256, 32, 3, 3), p1, False) == 64  # 2*256*9 >= 1024*4
-    assert ops.staged_images(x, (200, 32, 3, 3), p1, False) == 0  # too few flops per byte
-    assert ops.staged_images(x.half(), (64, 32, 3, 3), p1, False) == 0  # ... in 16-bit too
-    assert ops.staged_images(x.half(), (64, 32, 4, 4), p1, False) == 64
-    assert ops.staged_images(x[:63], (256, 32, 3, 3), p1, False) == 0  # small batch
+    # Flops per input byte copied: 2*K*R*S*P*Q / (H*W*itemsize), at least 512.
+    assert ops.staged_images(x, (256, 32, 3, 3), p1, False) == 64  # 2*256*9 / 4 = 1152
+    assert ops.staged_images(x, (100, 32, 3, 3), p1, False) == 0  # 450
+    assert ops.staged_images(x.half(), (48, 32, 3, 3), p1, False) == 0  # 432 in 16-bit
+    assert ops.staged_images(x.half(), (64, 32, 4, 4), p1, False) == 64  # 4x4 outputs: 655
+    assert ops.staged_images(x, (256, 32, 3, 3), p2, False) == 0  # 2x2 outputs of 5x5: 184
+    assert ops.staged_images(x, (1024, 32, 3, 3), p2, False) == 64  # 737
+    assert ops.staged_images(x, (256, 32, 1, 1), conv_params(), False) == 0  # 128
+    assert ops.staged_images(x, (2048, 32, 1, 1), conv_params(), False) == 64  # 1024
+    assert ops.staged_images(x[:31], (256, 32, 3, 3), p1, False) == 0  # small batch
+    assert ops.staged_images(x[:32], (256, 32, 3, 3), p1, False) == 32
     assert ops.staged_images(x, (256, 32, 3, 3), p1, True) == 0  # already channels-last
-    assert ops.staged_images(x, (256, 32, 3, 3), p2, False) == 0  # strided
-    assert ops.staged_images(x, (4096, 32, 1, 1), p1, False) == 0  # 1x1
     assert ops.staged_images(x, (256, 8, 3, 3), conv_params(groups=4), False) == 0  # Cg < 16
     assert ops.staged_images(x, (256, 1, 3, 3), conv_params(groups=32), False) == 0  # depthwise
     empty = torch.empty(64, 32, 0, 0, device="meta")  # no pixels, padding makes the output

@@ -9,7 +9,7 @@ Backends:
 Triton kernels the library picks (a pinned `config`, through its LOOP key, or `windows`
 overrides the pick):
   NCHW where `staged_images` measured a win     copied a chunk of images at a time to a
-    (unit stride, >= 3x3, heavy, batch >= 64)     channels-last buffer, then as below
+    (>= 512 flops a byte copied, batch >= 32)     channels-last buffer, then as below
   depthwise (groups == C)                       kernels/conv2d_dw.py, direct FMA
   channels-last, unit stride, Cg % 16 == 0,     kernels/conv2d_fwd_tma.py, where
     16-bit or tf32, a Hopper (or newer) GPU       `tuning.tma_config` expects it to win
@@ -93,8 +93,8 @@ Into = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", torch.Tensor
 # NCHW inputs worth it are convolved from channels-last copies of at most this many bytes
 # (or one image) at a time (see `staged_images` and `plan_nhwc_chunks`).
 CHUNK_BYTES = 32 << 20
-STAGE_MIN_BATCH = 64
-STAGE_MIN_FLOP_PER_BYTE = 1024
+STAGE_MIN_BATCH = 32
+STAGE_MIN_FLOP_PER_BYTE = 512
 
 
 def plan_forward(
@@ -132,24 +132,20 @@ def plan_forward(
 def staged_images(x: torch.Tensor, weight_shape, params: ConvParams, channels_last: bool) -> int:
     """Images per channels-last chunk where the library stages an NCHW input, else 0.
 
-    NOTE: measured on H100 (paper layers and ResNet-50 at batch 1, 32 and 128, every tier,
-    results/h100-issue4/staging-trial-9bc0182, 2026-11-26): staging paid on unit-stride convolutions
-    of at least 3x3 with a channel reduction (Cg >= 16) that do >= 1024 flops per byte
-    copied (2*K*R*S / itemsize), at batch >= 64. It lost on 1x1 and strided convolutions
-    and at batch 1, where the copy and its launch cost more than the faster kernel saves.
+    NOTE: measured on H100 (every NCHW layer of the paper and ResNet-50 with Cg >= 16, staged
+    and not, batch 128 in bf16 and tf32 and batch 32 in bf16, results/h100-issue4/
+    staging-v5, 2026-11-26): with the chunks copied by `kernels.copy_to_channels_last`,
+    staging paid wherever a convolution does >= 512 flops per input byte copied
+    (2*K*R*S*P*Q / (H*W*itemsize)), strided and 1x1 layers included, at batch 32 and 128.
+    Below that it lost (1x1 layers of 64-256 output channels at 56x56: up to 4x). Batch 1
+    lost with PyTorch's copy (staging-trial-9bc0182) and was not measured again.
     """
+    n, c, h, w = x.shape
     k, cg, r, s = weight_shape
-    worth_it = (
-        not channels_last
-        and cg >= 16
-        and params.groups < x.shape[1]
-        and params.stride == (1, 1)
-        and r * s >= 9
-        and 2 * k * r * s >= STAGE_MIN_FLOP_PER_BYTE * x.element_size()
-        and x.shape[0] >= STAGE_MIN_BATCH
-        and x[0].numel() > 0
-    )
-    if not worth_it:
+    if channels_last or cg < 16 or params.groups == c or n < STAGE_MIN_BATCH or not x[0].numel():
+        return 0
+    p, q = params.output_size(h, w, r, s)
+    if 2 * k * r * s * p * q < STAGE_MIN_FLOP_PER_BYTE * h * w * x.element_size():
         return 0
     images = CHUNK_BYTES // (x[0].numel() * x.element_size())
     return max(1, min(x.shape[0], kernels.MAX_COPY_IMAGES, images))
