@@ -349,13 +349,15 @@ def test_inputs_not_modified(layout):
         assert t.stride() == c.stride()
 
 
-# (input shape, weight shape, groups, padding, dtype): NCHW inputs the library stages through
-# channels-last chunks; 100 output channels put every other one-image output slice off a
-# 16-byte boundary, so each chunk's plan sees its own alignment.
+# (input shape, weight shape, groups, stride, padding, dtype): NCHW inputs the library stages
+# through channels-last chunks; 100 output channels put every other one-image output slice
+# off a 16-byte boundary, so each chunk's plan sees its own alignment.
 STAGED = {
-    "fp32": ((3, 16, 9, 7), (100, 16, 3, 3), 1, 1, torch.float32),
-    "fp32_g2": ((3, 32, 6, 9), (100, 16, 3, 3), 2, 0, torch.float32),
-    "bf16": ((3, 64, 15, 15), (100, 64, 3, 3), 1, 1, torch.bfloat16),
+    "fp32": ((3, 16, 9, 7), (100, 16, 3, 3), 1, 1, 1, torch.float32),
+    "fp32_g2": ((3, 32, 6, 9), (100, 16, 3, 3), 2, 1, 0, torch.float32),
+    "fp32_s2": ((3, 16, 11, 8), (100, 16, 3, 3), 1, 2, 1, torch.float32),
+    "fp16_1x1": ((3, 48, 5, 7), (100, 48, 1, 1), 1, 1, 0, torch.float16),
+    "bf16": ((3, 64, 15, 15), (100, 64, 3, 3), 1, 1, 1, torch.bfloat16),
 }
 
 
@@ -363,7 +365,7 @@ STAGED = {
 @pytest.mark.parametrize("images", [1, 2])
 def test_nchw_staged_in_chunks(case, images, monkeypatch):
     """One or two images a chunk (last chunk short), outputs written in place in NCHW."""
-    xshape, wshape, groups, padding, dtype = STAGED[case]
+    xshape, wshape, groups, stride, padding, dtype = STAGED[case]
     image_bytes = xshape[1] * xshape[2] * xshape[3] * dtype.itemsize
     monkeypatch.setattr(ops, "CHUNK_BYTES", images * image_bytes)
     monkeypatch.setattr(ops, "STAGE_MIN_BATCH", 1)
@@ -371,14 +373,15 @@ def test_nchw_staged_in_chunks(case, images, monkeypatch):
     monkeypatch.setattr(plan, "_PLANS", {})
     torch.manual_seed(12)
     x = randn(*xshape, dtype=dtype)
-    params = conv_params(padding=padding, groups=groups, kernel_size=wshape[2:])
+    kwargs = dict(stride=stride, padding=padding, groups=groups)
+    params = conv_params(**kwargs, kernel_size=wshape[2:])
     assert ops.staged_images(x, wshape, params, False) == images
     clone = x.clone()
     for _ in range(2):  # the second call runs the kept plan
         w, b = randn(*wshape, dtype=dtype), randn(wshape[0], dtype=dtype)
-        y = im2win.conv2d(x, w, b, padding=padding, groups=groups)
+        y = im2win.conv2d(x, w, b, **kwargs)
         assert y.is_contiguous()
-        assert_close(y, reference(x, w, b, padding=padding, groups=groups), TOL[dtype])
+        assert_close(y, reference(x, w, b, **kwargs), TOL[dtype])
     assert torch.equal(x, clone)
 
 
