@@ -370,6 +370,7 @@ def test_nchw_staged_in_chunks(case, images, monkeypatch):
     monkeypatch.setattr(ops, "CHUNK_BYTES", images * image_bytes)
     monkeypatch.setattr(ops, "STAGE_MIN_BATCH", 1)
     monkeypatch.setattr(ops, "STAGE_MIN_FLOP_PER_BYTE", 1)
+    monkeypatch.setattr(ops, "STAGE_MAX_WIDENING", 100)
     monkeypatch.setattr(plan, "_PLANS", {})
     torch.manual_seed(12)
     x = randn(*xshape, dtype=dtype)
@@ -386,23 +387,24 @@ def test_nchw_staged_in_chunks(case, images, monkeypatch):
 
 
 def test_staging_rule():
-    x = torch.empty(64, 32, 5, 5, device="meta")  # fp32, shapes only
-    p1, p2 = conv_params(padding=1), conv_params(stride=2)
-    # Flops per input byte copied: 2*K*R*S*P*Q / (H*W*itemsize), at least 512.
-    assert ops.staged_images(x, (256, 32, 3, 3), p1, False) == 64  # 2*256*9 / 4 = 1152
-    assert ops.staged_images(x, (100, 32, 3, 3), p1, False) == 0  # 450
-    assert ops.staged_images(x.half(), (48, 32, 3, 3), p1, False) == 0  # 432 in 16-bit
-    assert ops.staged_images(x.half(), (64, 32, 4, 4), p1, False) == 64  # 4x4 outputs: 655
-    assert ops.staged_images(x, (256, 32, 3, 3), p2, False) == 0  # 2x2 outputs of 5x5: 184
-    assert ops.staged_images(x, (1024, 32, 3, 3), p2, False) == 64  # 737
-    assert ops.staged_images(x, (256, 32, 1, 1), conv_params(), False) == 0  # 128
-    assert ops.staged_images(x, (2048, 32, 1, 1), conv_params(), False) == 64  # 1024
-    assert ops.staged_images(x[:31], (256, 32, 3, 3), p1, False) == 0  # small batch
-    assert ops.staged_images(x[:32], (256, 32, 3, 3), p1, False) == 32
-    assert ops.staged_images(x, (256, 32, 3, 3), p1, True) == 0  # already channels-last
-    assert ops.staged_images(x, (256, 8, 3, 3), conv_params(groups=4), False) == 0  # Cg < 16
-    assert ops.staged_images(x, (256, 1, 3, 3), conv_params(groups=32), False) == 0  # depthwise
-    empty = torch.empty(64, 32, 0, 0, device="meta")  # no pixels, padding makes the output
-    assert ops.staged_images(empty, (256, 32, 3, 3), conv_params(padding=2), False) == 0
-    tiny = torch.empty(70000, 16, 1, 1, device="meta")  # the copy's grid takes 65535 images
-    assert ops.staged_images(tiny, (256, 16, 3, 3), conv_params(padding=1), False) == 65535
+    x = torch.empty(64, 256, 5, 5, device="meta")  # fp32, shapes only
+    p1, p2, p3 = conv_params(padding=1), conv_params(stride=2), conv_params()
+    # Flops per input byte copied, 2*K*R*S*P*Q / (H*W*itemsize), at least 512; K <= 3C.
+    assert ops.staged_images(x, (256, 256, 3, 3), p1, False) == 64  # 2*256*9 / 4 = 1152
+    assert ops.staged_images(x, (100, 256, 3, 3), p1, False) == 0  # 450
+    assert ops.staged_images(x.half(), (48, 256, 3, 3), p1, False) == 0  # 432 in 16-bit
+    assert ops.staged_images(x.half(), (64, 256, 4, 4), p1, False) == 64  # 4x4 outputs: 655
+    assert ops.staged_images(x, (256, 256, 3, 3), p2, False) == 0  # 2x2 outputs of 5x5: 184
+    assert ops.staged_images(x, (768, 256, 3, 3), p2, False) == 64  # 553
+    assert ops.staged_images(x, (96, 256, 1, 1), p3, False) == 0  # 48
+    assert ops.staged_images(x.half(), (768, 256, 1, 1), p3, False) == 64  # 768, K = 3C
+    assert ops.staged_images(x.half(), (1024, 256, 1, 1), p3, False) == 0  # K = 4C
+    assert ops.staged_images(x[:31], (256, 256, 3, 3), p1, False) == 0  # small batch
+    assert ops.staged_images(x[:32], (256, 256, 3, 3), p1, False) == 32
+    assert ops.staged_images(x, (256, 256, 3, 3), p1, True) == 0  # already channels-last
+    assert ops.staged_images(x, (256, 8, 3, 3), conv_params(groups=32), False) == 0  # Cg < 16
+    assert ops.staged_images(x, (256, 1, 3, 3), conv_params(groups=256), False) == 0  # depthwise
+    empty = torch.empty(64, 256, 0, 0, device="meta")  # no pixels, padding makes the output
+    assert ops.staged_images(empty, (256, 256, 3, 3), conv_params(padding=2), False) == 0
+    tiny = torch.empty(70000, 16, 1, 1, device="meta", dtype=torch.half)  # 65535 images a copy
+    assert ops.staged_images(tiny, (48, 16, 5, 5), conv_params(padding=2), False) == 65535

@@ -145,6 +145,7 @@ def test_staged_chunks_relaunch_each_at_its_own_offset(monkeypatch):
     monkeypatch.setattr(ops, "CHUNK_BYTES", 64 * 15 * 15 * 2)
     monkeypatch.setattr(ops, "STAGE_MIN_BATCH", 1)
     monkeypatch.setattr(ops, "STAGE_MIN_FLOP_PER_BYTE", 1)
+    monkeypatch.setattr(ops, "STAGE_MAX_WIDENING", 100)
     counted = []
     for module_name, kernel_name in (("conv2d_fwd_tma", "_conv2d_fwd_tma_kernel"),
                                      ("relayout", "_to_channels_last_kernel")):  # fmt: skip

@@ -95,6 +95,7 @@ Into = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", torch.Tensor
 CHUNK_BYTES = 32 << 20
 STAGE_MIN_BATCH = 32
 STAGE_MIN_FLOP_PER_BYTE = 512
+STAGE_MAX_WIDENING = 3  # output channels per input channel
 
 
 def plan_forward(
@@ -137,12 +138,16 @@ def staged_images(x: torch.Tensor, weight_shape, params: ConvParams, channels_la
     staging-v5, 2026-11-26): with the chunks copied by `kernels.copy_to_channels_last`,
     staging paid wherever a convolution does >= 512 flops per input byte copied
     (2*K*R*S*P*Q / (H*W*itemsize)), strided and 1x1 layers included, at batch 32 and 128.
-    Below that it lost (1x1 layers of 64-256 output channels at 56x56: up to 4x). Batch 1
-    lost with PyTorch's copy (staging-trial-9bc0182) and was not measured again.
+    Below that it lost (1x1 layers of 64-256 output channels at 56x56: up to 4x), and in the
+    bench runs (v5-11cc779) it lost or broke the memory target on ResNet-50's 1x1 expansions
+    (K = 4C), whose output, written in NCHW from channels-last tiles, is 4x the input: kept
+    to K <= 3C. Batch 1 lost with PyTorch's copy (staging-trial-9bc0182), not measured again.
     """
     n, c, h, w = x.shape
     k, cg, r, s = weight_shape
     if channels_last or cg < 16 or params.groups == c or n < STAGE_MIN_BATCH or not x[0].numel():
+        return 0
+    if k > STAGE_MAX_WIDENING * c:
         return 0
     p, q = params.output_size(h, w, r, s)
     if 2 * k * r * s * p * q < STAGE_MIN_FLOP_PER_BYTE * h * w * x.element_size():
