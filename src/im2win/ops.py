@@ -9,7 +9,7 @@ Backends:
 Triton kernels the library picks (a pinned `config`, through its LOOP key, or `windows`
 overrides the pick):
   NCHW where `staged_images` measured a win     copied a chunk of images at a time to a
-    (>= 512 flops a byte copied, batch >= 32)     channels-last buffer, then as below
+    (>= 512 flops a byte, K <= 3C, N >= 32)     channels-last buffer, then as below
   depthwise (groups == C)                       kernels/conv2d_dw.py, direct FMA
   channels-last, unit stride, Cg % 16 == 0,     kernels/conv2d_fwd_tma.py, where
     16-bit or tf32, a Hopper (or newer) GPU       `tuning.tma_config` expects it to win
