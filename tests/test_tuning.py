@@ -54,6 +54,24 @@ def test_candidates_are_valid_configs():
         assert tuning.check_config(config) == config
 
 
+@pytest.mark.parametrize(
+    "p, q, kg, tile",
+    [
+        (7, 7, 512, (8, 8, 256)),  # ResNet-50 stage 4
+        (14, 14, 256, (8, 8, 256)),  # stage 3: 8x8 and 4x16 waste alike
+        (12, 12, 256, (4, 16, 256)),  # conv11: 4x16 wastes least
+        (7, 7, 128, (8, 8, 128)),  # too few channels for 256
+        (28, 28, 256, (4, 32, 128)),  # too large an output
+        (5, 5, 512, None),  # 64-pixel tiles waste over a quarter: the pointer kernel
+    ],
+)
+def test_small_wide_outputs_take_64_by_256_tiles(p, q, kg, tile):
+    config = tuning.tma_config(p, q, kg, 64, torch.bfloat16, "ieee", True, 9, interpreted=False)
+    got = None if config is None else (config["BLOCK_M"] // config["BLOCK_Q"],
+                                       config["BLOCK_Q"], config["BLOCK_N"])  # fmt: skip
+    assert got == tile
+
+
 def test_shape_class_rounds_sizes_to_powers_of_two():
     assert tuning.shape_class(387200, 96, 363, "bf16") == "524288|128|512|bf16"
     assert tuning.shape_class(300000, 65, 300, "bf16") == tuning.shape_class(

@@ -51,6 +51,8 @@ def conv2d_fwd_config(
 
 # TMA window tiles (BLOCK_P x BLOCK_Q output pixels of one image) by pixel count BLOCK_M.
 TMA_SHAPES = {256: ((16, 16), (8, 32)), 128: ((8, 16), (16, 8), (4, 32)), 64: ((8, 8), (4, 16))}
+# Outputs this small (14 x 14 and under) take 64 x 256 tiles when they have KG >= 256.
+SMALL_OUTPUT_PIXELS = 14 * 14
 
 
 def tile_efficiency(p: int, q: int, block_p: int, block_q: int) -> float:
@@ -78,6 +80,12 @@ def tma_config(
     over 128 pixels x 128 channels, 8 warps over 256 x 64. It lost in fp32 'ieee' (4-11x)
     and 'tf32x3' (up to 2.3x; results/h100-issue4/paper vs paper-fp32). Triton 3.6
     computed wrong results with 8 warps over 128 x 128 TMA tiles: never used.
+
+    NOTE: measured on H100 (TMA tiles on 10 layers with outputs of 14x14 or less, bf16 and
+    tf32, 2026-11-26 session 5, results/h100-issue4/exploration/small-outputs): with
+    KG >= 256 on such outputs, 64 pixels x 256 channels (4 warps, 3 stages) beat the
+    tiles above by 5-38% on 6 of 7 layers (ResNet-50 l4-3x3 bf16 322 -> 445 TFLOPS) and
+    lost 4% on one; 4 stages or 8 warps lost.
     """
     if dtype == torch.float32 and precision != "tf32":
         return None
@@ -91,6 +99,13 @@ def tma_config(
     full_blocks = block_k == (64 if dtype.itemsize == 2 else 32)
     if not full_blocks or not (channels_per_group >= 128 or padded or taps == 1):
         return None
+    if channels_per_group >= 256 and p * q <= SMALL_OUTPUT_PIXELS:
+        eff, (block_p, block_q) = max(
+            (tile_efficiency(p, q, *shape), shape) for shape in TMA_SHAPES[64]
+        )
+        if eff >= 0.75:
+            return dict(BLOCK_M=64, BLOCK_Q=block_q, BLOCK_N=256, BLOCK_K=block_k,
+                        num_warps=4, num_stages=3)  # fmt: skip
     for block_m in (256,) if block_n == 64 else (128, 64):
         eff, (block_p, block_q) = max(
             (tile_efficiency(p, q, *shape), shape) for shape in TMA_SHAPES[block_m]
@@ -107,6 +122,7 @@ def tma_candidate_configs(block_k: int) -> list[dict]:
     tiles = (  # BLOCK_P, BLOCK_Q, BLOCK_N, num_warps, num_stages
         (8, 16, 128, 4, 4), (16, 8, 128, 4, 4), (4, 32, 128, 4, 4), (8, 8, 128, 4, 4),
         (4, 16, 128, 4, 4), (16, 16, 64, 8, 3), (8, 32, 128, 8, 3), (16, 16, 128, 8, 4),
+        (8, 8, 256, 4, 3), (4, 16, 256, 4, 3),
     )  # fmt: skip
     return [
         dict(
