@@ -261,8 +261,8 @@ def plan_into(
         tiles = dict(tiles)
         loop = tiles.pop("LOOP", pointer_loop)
         if loop == "tma":
-            return lambda x, weight, bias, y: kernels.conv2d_fwd_tma(
-                x, weight, bias, y,
+            return kernels.tma_launcher(
+                x, weight, (p, q),
                 groups=params.groups, dilation=params.dilation, pad_top_left=pad_top_left,
                 precision=precision, config=tiles, interpreted=interpreted, slot=slot,
             )  # fmt: skip

@@ -119,11 +119,10 @@ def tma_supported(x: torch.Tensor, cg: int, stride: tuple[int, int]) -> bool:
     return sc == 1 and aligned and x.data_ptr() % 16 == 0
 
 
-def conv2d_fwd_tma(
+def tma_launcher(
     x: torch.Tensor,
     weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    y: torch.Tensor,
+    output_hw: tuple[int, int],
     *,
     groups: int,
     dilation: tuple[int, int],
@@ -132,16 +131,19 @@ def conv2d_fwd_tma(
     config: dict,
     interpreted: bool,
     slot: dict | None = None,
-) -> torch.Tensor:
-    """Fill `y` [N, K, P, Q] (any strides) from channels-last `x` and the filter [K, Cg, R, S].
+):
+    """`launch(x, weight, bias, y)` filling `y` [N, K, P, Q] (any strides) from channels-last
+    inputs shaped and strided as `x` and filters shaped as `weight` [K, Cg, R, S].
 
+    Tiles, grid and descriptor geometry are worked out here once, so that a call builds only
+    what depends on its tensors (the re-laid filter, two descriptors) and launches.
     `config` holds BLOCK_M pixels as a BLOCK_P x BLOCK_Q patch (BLOCK_Q given, or the width
     that wastes least), BLOCK_N, BLOCK_K (a divisor of Cg), num_warps, num_stages.
     `slot`: see `launch.launch`.
     """
     n, c, h, w = x.shape
-    k, cg = weight.shape[:2]
-    _, _, p, q = y.shape
+    k, cg, r, s = weight.shape
+    p, q = output_hw
     kg = k // groups
     config = dict(config)
     block_m, block_k = config.pop("BLOCK_M"), config["BLOCK_K"]
@@ -156,22 +158,38 @@ def conv2d_fwd_tma(
     box = {key: config[key] for key in ("BLOCK_P", "BLOCK_Q", "BLOCK_N", "BLOCK_K")}
     if max(box.values()) > 256:  # a TMA box spans at most 256 elements a dimension
         raise ValueError(f"the 'tma' loop needs tiles of at most 256 a side, got {box}")
-    filt = kernel_filter(weight, "rfc")  # [K, R*S*Cg]
-    if filt.data_ptr() % 16:  # a view of a channels_last weight may start anywhere
-        filt = filt.clone()
     sn, sc, sh, sw = x.stride()
-    box = [1, config["BLOCK_P"], config["BLOCK_Q"], block_k]
-    x_desc = TensorDescriptor(x, [n, h, w, c], [sn, sh, sw, sc], box)
-    filt_desc = TensorDescriptor(filt, list(filt.shape), list(filt.stride()),
-                                 [config["BLOCK_N"], block_k])  # fmt: skip
+    x_box = [1, config["BLOCK_P"], config["BLOCK_Q"], block_k]
+    x_geometry = ([n, h, w, c], [sn, sh, sw, sc], x_box)
+    filt_box = [config["BLOCK_N"], block_k]
     tiles = cdiv(p, config["BLOCK_P"]) * cdiv(q, config["BLOCK_Q"])
     grid = (groups * n * tiles * cdiv(kg, config["BLOCK_N"]),)
-    args = (
-        x_desc, filt_desc, bias, y,
-        n, cg, kg, *weight.shape[2:], p, q,
-        0 if bias is None else bias.stride(0), *y.stride(),
-        *pad_top_left, *dilation,
-    )  # fmt: skip
+    sizes, geometry = (n, cg, kg, r, s, p, q), (*pad_top_left, *dilation)
     meta = dict(PRECISION=precision, UPCAST=interpreted and x.dtype != torch.float32, **config)
-    launch(_conv2d_fwd_tma_kernel, grid, args, meta, slot)
-    return y
+
+    def launch_into(x, weight, bias, y):
+        filt = kernel_filter(weight, "rfc")  # [K, R*S*Cg]
+        if filt.data_ptr() % 16:  # a view of a channels_last weight may start anywhere
+            filt = filt.clone()
+        x_desc = TensorDescriptor(x, *x_geometry)
+        filt_desc = TensorDescriptor(filt, list(filt.shape), list(filt.stride()), filt_box)
+        args = (
+            x_desc, filt_desc, bias, y, *sizes,
+            0 if bias is None else bias.stride(0), *y.stride(), *geometry,
+        )  # fmt: skip
+        launch(_conv2d_fwd_tma_kernel, grid, args, meta, slot)
+        return y
+
+    return launch_into
+
+
+def conv2d_fwd_tma(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    y: torch.Tensor,
+    **kwargs,
+) -> torch.Tensor:
+    """One call: fill `y` [N, K, P, Q] from channels-last `x` and the filter [K, Cg, R, S]
+    (keyword arguments as for `tma_launcher`)."""
+    return tma_launcher(x, weight, tuple(y.shape[2:]), **kwargs)(x, weight, bias, y)
