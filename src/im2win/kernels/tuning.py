@@ -51,8 +51,6 @@ def conv2d_fwd_config(
 
 # TMA window tiles (BLOCK_P x BLOCK_Q output pixels of one image) by pixel count BLOCK_M.
 TMA_SHAPES = {256: ((16, 16), (8, 32)), 128: ((8, 16), (16, 8), (4, 32)), 64: ((8, 8), (4, 16))}
-# Outputs this small (14 x 14 and under) take 64 x 256 tiles when they have KG >= 256.
-SMALL_OUTPUT_PIXELS = 14 * 14
 
 
 def tile_efficiency(p: int, q: int, block_p: int, block_q: int) -> float:
@@ -81,12 +79,14 @@ def tma_config(
     and 'tf32x3' (up to 2.3x; results/h100-issue4/paper vs paper-fp32). Triton 3.6
     computed wrong results with 8 warps over 128 x 128 TMA tiles: never used.
 
-    NOTE: measured on H100 (TMA tiles on 10 layers with outputs of 14x14 or less, bf16 and
-    tf32, 2026-11-26 session 5, results/h100-issue4/exploration/small-outputs): with
-    KG >= 256 on such outputs, 64 pixels x 256 channels (4 warps, 3 stages) beat the
-    tiles above by 5-38% on 6 of 7 layers (ResNet-50 l4-3x3 bf16 322 -> 445 TFLOPS) and
-    lost 4% on one; 4 stages or 8 warps lost. End to end, rule on vs off in one process
-    (results/h100-issue4/v6-2fc4d8b/ab-rule): 0.94-1.69x over 8 layers, 3 dtypes, 2 layouts.
+    NOTE: measured on H100 (2026-11-26 session 5, results/h100-issue4/exploration/
+    small-outputs and v6-2fc4d8b/ab-rule): with KG >= 256, 64 pixels x 256 channels (4
+    warps, 3 stages) beat the tiles below, which read each A tile (through registers) for
+    half as many output channels. Kernel time, bf16 and tf32: outputs of 14x14 and under
+    +5-38% on 6 of 7 layers (ResNet-50 l4-3x3 bf16 322 -> 445 TFLOPS), -4% on one; 3x3
+    layers at 56x56 and 28x28 +8-25%. End to end, in one process: 0.94-1.69x over 8 layers
+    of 14x14 and under, 1.07-1.17x on ResNet-50's 16-bit 1x1 layers at 28x28 and 56x56,
+    0.97-1.00x in tf32 there. 4 stages or 8 warps lost.
     """
     if dtype == torch.float32 and precision != "tf32":
         return None
@@ -100,7 +100,7 @@ def tma_config(
     full_blocks = block_k == (64 if dtype.itemsize == 2 else 32)
     if not full_blocks or not (channels_per_group >= 128 or padded or taps == 1):
         return None
-    if channels_per_group >= 256 and p * q <= SMALL_OUTPUT_PIXELS:
+    if channels_per_group >= 256:
         eff, (block_p, block_q) = max(
             (tile_efficiency(p, q, *shape), shape) for shape in TMA_SHAPES[64]
         )
