@@ -128,6 +128,8 @@ ODD_CASES = {
     "c12_17x13_g3_d2": ((2, 12, 17, 13), (9, 4, 3, 3), dict(groups=3, dilation=2, padding=2)),
     "c7_23x5_dw_5x1": ((4, 7, 23, 5), (7, 1, 5, 1), dict(groups=7, padding=(2, 0))),
     "c37_9x9_k41_1x1_s3x2": ((3, 37, 9, 9), (41, 37, 1, 1), dict(stride=(3, 2))),
+    # KG >= 256: the heuristic's 64 x 256 TMA tiles (channels-last), ragged in pixels and K
+    "c64_30x29_k300_3x3_p1": ((2, 64, 30, 29), (300, 64, 3, 3), dict(padding=1)),
 }
 
 
