@@ -67,7 +67,7 @@ def test_candidates_are_valid_configs():
         (5, 5, 512, None),  # 64-pixel tiles waste over a quarter: the pointer kernel
     ],
 )
-def test_wide_outputs_take_64_by_256_tiles(p, q, kg, tile):
+def test_many_output_channels_take_64_by_256_tiles(p, q, kg, tile):
     config = tuning.tma_config(p, q, kg, 64, torch.bfloat16, "ieee", True, 9, interpreted=False)
     got = None if config is None else (config["BLOCK_M"] // config["BLOCK_Q"],
                                        config["BLOCK_Q"], config["BLOCK_N"])  # fmt: skip
