@@ -21,6 +21,7 @@ counts that are not a multiple of 16).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import torch
 import triton
@@ -131,7 +132,7 @@ def tma_launcher(
     config: dict,
     interpreted: bool,
     slot: dict | None = None,
-):
+) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor], torch.Tensor]:
     """`launch(x, weight, bias, y)` filling `y` [N, K, P, Q] (any strides) from channels-last
     inputs shaped and strided as `x` and filters shaped as `weight` [K, Cg, R, S].
 
