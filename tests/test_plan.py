@@ -35,6 +35,22 @@ def test_a_signature_is_planned_once(monkeypatch):
                  TOL[torch.float32])  # fmt: skip
 
 
+def test_a_planned_tma_launch_reads_each_calls_tensors(monkeypatch):
+    """The TMA path plans its tiles and descriptor geometry once; every call still builds its
+    descriptors from its own input, filter and output (new values, same signature)."""
+    module = importlib.import_module("im2win.kernels.conv2d_fwd_tma")
+    counting = CountingKernel(module._conv2d_fwd_tma_kernel)
+    monkeypatch.setattr(module, "_conv2d_fwd_tma_kernel", counting)
+    torch.manual_seed(5)
+    for _ in range(3):
+        x = randn(2, 16, 9, 7, dtype=torch.float16, channels_last=True)
+        w, b = randn(24, 16, 3, 3, dtype=torch.float16), randn(24, dtype=torch.float16)
+        y = im2win.conv2d(x, w, b, padding=1)
+        assert_close(y, reference(x, w, b, padding=1), TOL[torch.float16])
+    assert len(plan._PLANS) == 1
+    assert counting.dispatches >= 1  # the TMA kernel served the calls
+
+
 @pytest.mark.parametrize("bad", [1.0, True, (1.0, 1), (True, 1)])
 def test_equal_arguments_of_other_types_still_fail(bad):
     x, w = randn(1, 3, 6, 6), randn(2, 3, 3, 3)
