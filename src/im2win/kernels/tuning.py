@@ -85,7 +85,7 @@ def tma_config(
     half as many output channels. Kernel time, bf16 and tf32: outputs of 14x14 and under
     +5-38% on 6 of 7 layers (ResNet-50 l4-3x3 bf16 322 -> 445 TFLOPS), -4% on one; 3x3
     layers at 56x56 and 28x28 +8-25%. End to end, in one process: 0.94-1.69x over 8 layers
-    of 14x14 and under, 1.07-1.17x on ResNet-50's 16-bit 1x1 layers at 28x28 and 56x56,
+    of 14x14 and under, 1.00-1.17x on ResNet-50's 16-bit 1x1 layers at 28x28 and 56x56,
     0.97-1.00x in tf32 there. 4 stages or 8 warps lost.
     """
     if dtype == torch.float32 and precision != "tf32":
