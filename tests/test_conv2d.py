@@ -283,6 +283,34 @@ def test_each_loop_channels_last_weight(config):
     assert_close(y, reference(x, w, b, padding=1), TOL[torch.float32])
 
 
+# Unpadded channels-last shapes the raster tiles serve: runs that wrap across rows and
+# images, batch 1 and 5, dilation with groups, a 1x1 (a plain GEMM), images smaller than a run.
+RASTER_CASES = {
+    "c16_9x11_k24_3x3": ((2, 16, 9, 11), (24, 16, 3, 3), dict()),
+    "c32_7x5_g2_3x2_d21": ((3, 32, 7, 5), (40, 16, 3, 2), dict(dilation=(2, 1), groups=2)),
+    "c32_6x13_k17_1x1": ((1, 32, 6, 13), (17, 32, 1, 1), dict()),
+    "c16_3x4_k8_3x3_b5": ((5, 16, 3, 4), (8, 16, 3, 3), dict()),
+}  # fmt: skip
+RASTER_CONFIGS = {
+    "run32": dict(BLOCK_M=32, BLOCK_N=16, BLOCK_K=16, num_warps=4, num_stages=1,
+                  LOOP="tma_raster"),
+    "default": None,  # the library's pick: raster tiles where the input allows them
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("config", RASTER_CONFIGS.values(), ids=RASTER_CONFIGS.keys())
+@pytest.mark.parametrize("case", RASTER_CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_raster_tiles(config, case, dtype):
+    torch.manual_seed(12)
+    xshape, wshape, kw = RASTER_CASES[case]
+    x = randn(*xshape, dtype=dtype, channels_last=True)
+    w, b = randn(*wshape, dtype=dtype), randn(wshape[0], dtype=dtype)
+    y = im2win.conv2d(x, w, b, **kw, config=config)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert_close(y, reference(x, w, b, **kw), TOL[dtype])
+
+
 # Depthwise shapes (groups == C): the default path's direct kernel. Channel multipliers 1-3,
 # C = 1 and 3, strides, padding, dilation, batch 1.
 DEPTHWISE_CASES = {

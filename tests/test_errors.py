@@ -127,6 +127,16 @@ ERRORS = {
         ValueError,
         ["'tma'", "256", "'BLOCK_P': 512"],
     ),
+    "config_raster_padded": (  # a run of the input grid cannot see the padding
+        dict(
+            x=randn(1, 16, 6, 6, channels_last=True),
+            w=(4, 16, 3, 3),
+            padding=1,
+            config=dict(CONFIG, LOOP="tma_raster"),
+        ),
+        ValueError,
+        ["'tma_raster'", "unpadded", "padding=(1, 1, 1, 1)"],
+    ),
     "input_not_tensor": (dict(x=[[1.0]]), TypeError, ["input", "list"]),
     "weight_not_tensor": (dict(w=3.0), TypeError, ["weight", "float"]),
     "bias_not_tensor": (dict(b=[0.0] * 6), TypeError, ["bias", "list"]),

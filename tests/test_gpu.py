@@ -130,6 +130,10 @@ ODD_CASES = {
     "c37_9x9_k41_1x1_s3x2": ((3, 37, 9, 9), (41, 37, 1, 1), dict(stride=(3, 2))),
     # KG >= 256: the heuristic's 64 x 256 TMA tiles (channels-last), ragged in pixels and K
     "c64_30x29_k300_3x3_p1": ((2, 64, 30, 29), (300, 64, 3, 3), dict(padding=1)),
+    # unpadded: the heuristic's raster tiles (channels-last), 8 warps in 16-bit, 128 x 256
+    # in tf32 with KG >= 512
+    "c64_30x29_k300_3x3": ((2, 64, 30, 29), (300, 64, 3, 3), dict()),
+    "c32_9x10_k520_1x1": ((3, 32, 9, 10), (520, 32, 1, 1), dict()),
 }
 
 
@@ -159,6 +163,9 @@ TMA_CASES = {
     "c32_5x5_k24_1x1": ((2, 32, 5, 5), (24, 32, 1, 1), dict()),
     "c64_58x58_k128_3x3": ((16, 64, 58, 58), (128, 64, 3, 3), dict()),
     "c64_7x7_k300_3x3_p1": ((3, 64, 7, 7), (300, 64, 3, 3), dict(padding=1)),
+    # unpadded (raster tiles too): runs across rows and images, KG past 256, groups+dilation
+    "c64_12x13_k300_3x3": ((3, 64, 12, 13), (300, 64, 3, 3), dict()),
+    "c96_11x9_g2_d21_3x2": ((2, 96, 11, 9), (80, 48, 3, 2), dict(groups=2, dilation=(2, 1))),
 }
 
 
@@ -174,7 +181,8 @@ def test_tma_candidates(case, tier):
     b = torch.randn(wshape[0], device="cuda").to(dtype)
     ref = reference(x, w, b, **kw)
     block_k = im2win.kernels.tma_block_k(wshape[1], dtype)
-    for config in im2win.kernels.tma_candidate_configs(block_k):
+    raster = not kw.get("padding")
+    for config in im2win.kernels.tma_candidate_configs(block_k, raster):
         y = im2win.conv2d(x, w, b, **kw, precision=precision, config=config)
         assert_close(y, ref, GPU_TIER_TOL[tier])
         # A pipeline race drops whole channel blocks from a few outputs: the norm barely

@@ -34,23 +34,28 @@ def test_every_candidate_is_correct(dtype, case, channels_last):
             assert_close(y, ref, TOL[dtype])
 
 
+@pytest.mark.parametrize("padding", [1, 0], ids=["window", "raster"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
-def test_every_tma_candidate_is_correct(dtype):
-    # Cg = 64 (full channel blocks in both widths), a ragged 9x11 output, padding, bias.
+def test_every_tma_candidate_is_correct(dtype, padding):
+    # Cg = 64 (full channel blocks in both widths), a ragged 9x11 input, bias; unpadded,
+    # the raster tiles too.
     torch.manual_seed(4)
     x = randn(2, 64, 9, 11, dtype=dtype, channels_last=True)
     w, b = randn(20, 64, 3, 3, dtype=dtype), randn(20, dtype=dtype)
-    ref = reference(x, w, b, padding=1)
+    ref = reference(x, w, b, padding=padding)
     block_k = im2win.kernels.tma_block_k(64, dtype)
-    for config in tuning.tma_candidate_configs(block_k):
-        assert_close(im2win.conv2d(x, w, b, padding=1, config=config), ref, TOL[dtype])
+    configs = tuning.tma_candidate_configs(block_k, raster=padding == 0)
+    assert any(c["LOOP"] == "tma_raster" for c in configs) == (padding == 0)
+    for config in configs:
+        y = im2win.conv2d(x, w, b, padding=padding, config=config)
+        assert_close(y, ref, TOL[dtype])
 
 
 def test_candidates_are_valid_configs():
     for dtype in (torch.float32, torch.bfloat16):
         for config in tuning.candidate_configs(dtype):
             assert tuning.check_config(config) == config
-    for config in tuning.tma_candidate_configs(64):
+    for config in tuning.tma_candidate_configs(64, raster=True):
         assert tuning.check_config(config) == config
 
 
@@ -72,6 +77,31 @@ def test_many_output_channels_take_64_by_256_tiles(p, q, kg, tile):
     got = None if config is None else (config["BLOCK_M"] // config["BLOCK_Q"],
                                        config["BLOCK_Q"], config["BLOCK_N"])  # fmt: skip
     assert got == tile
+
+
+@pytest.mark.parametrize(
+    "p, q, kg, rs, dtype, tile",
+    [
+        (26, 26, 128, 3, torch.bfloat16, (128, 128, 8)),  # conv10: unpadded 3x3
+        (12, 12, 256, 3, torch.float32, (128, 128, 4)),  # conv11 in tf32
+        (10, 10, 512, 3, torch.float32, (128, 256, 8)),  # conv6 in tf32: KG >= 512
+        (54, 54, 64, 3, torch.bfloat16, (128, 64, 4)),  # conv9: KG <= 64
+        (14, 14, 1024, 1, torch.bfloat16, (128, 128, 8)),  # 1x1: window tiles waste 23%
+        (28, 28, 256, 1, torch.bfloat16, "tma"),  # 1x1: window tiles waste 12%
+        (5, 5, 512, 3, torch.bfloat16, None),  # conv12: a run wastes half (pointer kernel)
+    ],
+)
+def test_unpadded_layers_take_raster_tiles(p, q, kg, rs, dtype, tile):
+    h, w = p + rs - 1, q + rs - 1
+    block_k = 64 if dtype.itemsize == 2 else 32
+    precision = "tf32" if dtype == torch.float32 else "ieee"
+    config = tuning.tma_config(p, q, kg, block_k, dtype, precision, False, rs * rs,
+                               interpreted=False, raster_hw=(h, w))  # fmt: skip
+    if tile is None or tile == "tma":
+        assert (config and config["LOOP"]) == tile
+    else:
+        assert config["LOOP"] == "tma_raster" and "BLOCK_Q" not in config
+        assert (config["BLOCK_M"], config["BLOCK_N"], config["num_warps"]) == tile
 
 
 def test_shape_class_rounds_sizes_to_powers_of_two():
@@ -139,5 +169,5 @@ def test_autotune_on_gpu_is_correct_and_cached(tmp_path, monkeypatch, channels_l
     entries = json.loads((tmp_path / "tuning.json").read_text())
     assert len(entries) == 1
     allowed = [dict(c, LOOP="channels") for c in tuning.candidate_configs(torch.bfloat16)]
-    allowed += tuning.tma_candidate_configs(32) if channels_last else []
+    allowed += tuning.tma_candidate_configs(32) if channels_last else []  # padded: no raster
     assert next(iter(entries.values())) in allowed

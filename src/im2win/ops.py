@@ -11,8 +11,9 @@ overrides the pick):
   NCHW where `staged_images` measured a win     copied a chunk of images at a time to a
     (>= 512 flops a byte, K <= 3C, N >= 32)     channels-last buffer, then as below
   depthwise (groups == C)                       kernels/conv2d_dw.py, direct FMA
-  channels-last, unit stride, Cg % 16 == 0,     kernels/conv2d_fwd_tma.py, where
-    16-bit or tf32, a Hopper (or newer) GPU       `tuning.tma_config` expects it to win
+  channels-last, unit stride, Cg % 16 == 0,     kernels/conv2d_fwd_tma.py (window or, if
+    16-bit or tf32, a Hopper (or newer) GPU       unpadded, raster tiles), where
+                                                  `tuning.tma_config` expects it to win
   everything else                               kernels/conv2d_fwd.py: `default_loop`
 """
 
@@ -30,6 +31,7 @@ from .reference import conv2d_reference, transform_reference
 
 BACKENDS = ("auto", "triton", "reference", "paper")
 WINDOWS = ("materialized", "streamed")
+TMA_LOOPS = ("tma", "tma_raster")
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
@@ -240,31 +242,39 @@ def plan_into(
         and kernels.tma_supported(x, cg, params.stride)
         and (interpreted or kernels.has_tma(x.device))
     )
+    raster_ok = tma_ok and kernels.raster_supported(x, (r, s), (p, q), params.dilation)
     if config is None:
         config = dict(LOOP=pointer_loop, **kernels.conv2d_fwd_config(
             n * p * q, kg, cg * r * s, x.dtype, interpreted))  # fmt: skip
         if tma_ok:
+            raster_hw = (h, w) if raster_ok else None
             tiles = kernels.tma_config(p, q, kg, tma_block_k, x.dtype, precision, masked,
-                                       r * s, interpreted)  # fmt: skip
-            config = config if tiles is None else dict(tiles, LOOP="tma")
+                                       r * s, interpreted, raster_hw)  # fmt: skip
+            config = config if tiles is None else tiles
     config = dict(config)
     config.setdefault("LOOP", pointer_loop)
-    if config["LOOP"] == "tma" and not tma_ok:
+    if config["LOOP"] in TMA_LOOPS and not tma_ok:
         raise ValueError(
-            "config LOOP 'tma' needs a Hopper-or-newer GPU and streamed windows over a "
-            "channels-last input at stride 1 with Cg a multiple of 16 and 16-byte aligned "
-            "strides; got "
+            f"config LOOP {config['LOOP']!r} needs a Hopper-or-newer GPU and streamed windows "
+            "over a channels-last input at stride 1 with Cg a multiple of 16 and 16-byte "
+            "aligned strides; got "
             f"windows={windows!r}, stride={params.stride}, Cg={cg}, strides {x.stride()}"
+        )
+    if config["LOOP"] == "tma_raster" and not raster_ok:
+        raise ValueError(
+            "config LOOP 'tma_raster' needs an unpadded convolution over a dense "
+            f"channels-last input, got padding={params.padding}, strides {x.stride()}"
         )
 
     def launcher(tiles: dict, slot: dict | None) -> Into:
         tiles = dict(tiles)
         loop = tiles.pop("LOOP", pointer_loop)
-        if loop == "tma":
+        if loop in TMA_LOOPS:
             return kernels.tma_launcher(
                 x, weight, (p, q),
                 groups=params.groups, dilation=params.dilation, pad_top_left=pad_top_left,
-                precision=precision, config=tiles, interpreted=interpreted, slot=slot,
+                precision=precision, config=tiles, interpreted=interpreted,
+                raster=loop == "tma_raster", slot=slot,
             )  # fmt: skip
 
         def launch(x, weight, bias, y):
@@ -286,11 +296,11 @@ def plan_into(
     if tune:
         key = kernels.shape_class(
             n * p * q, kg, cg * r * s, x.dtype, precision, windows, channels_last,
-            masked, pointer_loop, tma_ok and tma_block_k, kernels.device_key(x.device),
+            masked, pointer_loop, tma_ok and tma_block_k, raster_ok, kernels.device_key(x.device),
         )  # fmt: skip
         candidates = [dict(c, LOOP=pointer_loop) for c in kernels.candidate_configs(x.dtype)]
         if tma_ok:
-            candidates += kernels.tma_candidate_configs(tma_block_k)
+            candidates += kernels.tma_candidate_configs(tma_block_k, raster_ok)
         y = torch.empty((n, k, p, q), dtype=x.dtype, device=x.device)
         measure = lambda tiles: kernels.median_ms(  # noqa: E731
             functools.partial(launcher(tiles, None), x, weight, bias, y)

@@ -4,7 +4,14 @@ from triton.runtime.interpreter import InterpretedFunction
 
 from .conv2d_dw import conv2d_fwd_dw
 from .conv2d_fwd import conv2d_fwd
-from .conv2d_fwd_tma import conv2d_fwd_tma, has_tma, tma_block_k, tma_launcher, tma_supported
+from .conv2d_fwd_tma import (
+    conv2d_fwd_tma,
+    has_tma,
+    raster_supported,
+    tma_block_k,
+    tma_launcher,
+    tma_supported,
+)
 from .relayout import MAX_COPY_IMAGES, copy_to_channels_last
 from .transform import _im2win_transform_kernel, im2win_transform
 from .tuning import (
@@ -41,6 +48,7 @@ __all__ = [
     "im2win_transform",
     "interpreted",
     "median_ms",
+    "raster_supported",
     "shape_class",
     "tma_block_k",
     "tma_candidate_configs",

@@ -38,10 +38,11 @@ from .tuning import tile_efficiency
 @triton.jit
 def _conv2d_fwd_tma_kernel(
     x_desc, filt_desc, bias_ptr, y_ptr,
-    N, CG, KG, R, S, P, Q,
+    N, CG, KG, R, S, P, Q, H, W,
     stride_b, stride_yn, stride_yk, stride_yp, stride_yq,
     pad_top, pad_left, dilation_h, dilation_w,
     HAS_BIAS: tl.constexpr,
+    RASTER: tl.constexpr,
     PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
     BLOCK_P: tl.constexpr,
@@ -53,14 +54,19 @@ def _conv2d_fwd_tma_kernel(
     # Program order: output-channel tiles fastest, so neighbours share a window tile in L2.
     pid = tl.program_id(0)
     num_pid_n = tl.cdiv(KG, BLOCK_N)
-    num_tiles_q = tl.cdiv(Q, BLOCK_Q)
-    num_tiles_p = tl.cdiv(P, BLOCK_P)
     pid_n = pid % num_pid_n
     tile = pid // num_pid_n
-    q0 = (tile % num_tiles_q) * BLOCK_Q
-    p0 = (tile // num_tiles_q % num_tiles_p) * BLOCK_P
-    n = tile // num_tiles_q // num_tiles_p % N
-    group = tile // num_tiles_q // num_tiles_p // N
+    if RASTER:  # BLOCK_M consecutive pixels of the input grid, images one after another
+        num_tiles_m = tl.cdiv((N - 1) * H * W + (P - 1) * W + Q, BLOCK_M)
+        m0 = (tile % num_tiles_m) * BLOCK_M
+        group = tile // num_tiles_m
+    else:
+        num_tiles_q = tl.cdiv(Q, BLOCK_Q)
+        num_tiles_p = tl.cdiv(P, BLOCK_P)
+        q0 = (tile % num_tiles_q) * BLOCK_Q
+        p0 = (tile // num_tiles_q % num_tiles_p) * BLOCK_P
+        n = tile // num_tiles_q // num_tiles_p % N
+        group = tile // num_tiles_q // num_tiles_p // N
     k0 = group * KG + pid_n * BLOCK_N
 
     num_c_blocks = CG // BLOCK_K
@@ -69,9 +75,12 @@ def _conv2d_fwd_tma_kernel(
         rf = it // num_c_blocks  # tap (r, f), reduction index kk = (r*S + f)*CG + c
         r, f = rf // S, rf % S
         c = (it % num_c_blocks) * BLOCK_K
-        h = p0 + r * dilation_h - pad_top
-        w = q0 + f * dilation_w - pad_left
-        a = x_desc.load([n, h, w, group * CG + c]).reshape(BLOCK_M, BLOCK_K)
+        if RASTER:  # the tap shifts the whole run by r rows and f columns
+            a = x_desc.load([m0 + r * dilation_h * W + f * dilation_w, group * CG + c])
+        else:
+            h = p0 + r * dilation_h - pad_top
+            w = q0 + f * dilation_w - pad_left
+            a = x_desc.load([n, h, w, group * CG + c]).reshape(BLOCK_M, BLOCK_K)
         b = filt_desc.load([k0, rf * CG + c]).T  # [BLOCK_K, BLOCK_N]
         if UPCAST:  # the interpreter computes 16-bit dots wrongly; fp32 is exact there
             a, b = a.to(tl.float32), b.to(tl.float32)
@@ -83,11 +92,16 @@ def _conv2d_fwd_tma_kernel(
         bias = tl.load(bias_ptr + (group * KG + kn) * stride_b, mask=kn_ok, other=0.0)
         acc += bias.to(tl.float32)[None, :]
     m = tl.arange(0, BLOCK_M)
-    p = p0 + m // BLOCK_Q
-    q = q0 + m % BLOCK_Q
+    if RASTER:  # pixels of the input grid whose windows would leave the image are not outputs
+        n = (m0 + m) // (H * W)
+        p = (m0 + m) // W % H
+        q = (m0 + m) % W
+    else:
+        p = p0 + m // BLOCK_Q
+        q = q0 + m % BLOCK_Q
     pixel = n.to(tl.int64) * stride_yn + p.to(tl.int64) * stride_yp + q.to(tl.int64) * stride_yq
     y_off = pixel[:, None] + ((group * KG + kn).to(tl.int64) * stride_yk)[None, :]
-    y_ok = ((p < P) & (q < Q))[:, None] & kn_ok[None, :]
+    y_ok = ((n < N) & (p < P) & (q < Q))[:, None] & kn_ok[None, :]
     tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=y_ok)
 
 
@@ -120,6 +134,22 @@ def tma_supported(x: torch.Tensor, cg: int, stride: tuple[int, int]) -> bool:
     return sc == 1 and aligned and x.data_ptr() % 16 == 0
 
 
+def raster_supported(x: torch.Tensor, filter_hw, output_hw, dilation) -> bool:
+    """True when raster tiles can serve: an unpadded convolution (its windows never leave
+    the image, so any run of the input grid is read whole) over an input whose N, H and W
+    fold into one dimension of pixels, as a dense channels-last tensor's do.
+
+    A run of BLOCK_M input pixels is one 2-D TMA box [BLOCK_M, BLOCK_K] of the input as a
+    [N*H*W, C] matrix; tap (r, f) shifts it by r*dh*W + f*dw rows. Outputs live at the grid
+    points (p < P, q < Q); the others are computed and dropped (1 - P*Q/(H*W) of the work).
+    """
+    n, _, h, w = x.shape
+    sn, _, sh, sw = x.stride()
+    (r, s), (p, q), (dh, dw) = filter_hw, output_hw, dilation
+    unpadded = (p, q) == (h - dh * (r - 1), w - dw * (s - 1))
+    return unpadded and sh == w * sw and (sn == h * sh or n == 1) and n * h * w < 2**31
+
+
 def tma_launcher(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -131,6 +161,7 @@ def tma_launcher(
     precision: str,
     config: dict,
     interpreted: bool,
+    raster: bool = False,
     slot: dict | None = None,
 ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor], torch.Tensor]:
     """`launch(x, weight, bias, y)` filling `y` [N, K, P, Q] (any strides) from channels-last
@@ -140,17 +171,27 @@ def tma_launcher(
     what depends on its tensors (the re-laid filter, two descriptors) and launches.
     `config` holds BLOCK_M pixels as a BLOCK_P x BLOCK_Q patch (BLOCK_Q given, or the width
     that wastes least), BLOCK_N, BLOCK_K (a divisor of Cg), num_warps, num_stages.
-    `slot`: see `launch.launch`.
+    `raster`: tiles of BLOCK_M consecutive pixels of the input grid instead (see
+    `raster_supported`). `slot`: see `launch.launch`.
     """
     n, c, h, w = x.shape
     k, cg, r, s = weight.shape
     p, q = output_hw
     kg = k // groups
+    sn, sc, sh, sw = x.stride()
     config = dict(config)
     block_m, block_k = config.pop("BLOCK_M"), config["BLOCK_K"]
     if cg % block_k:
         raise ValueError(f"the 'tma' loop needs BLOCK_K to divide Cg={cg}, got BLOCK_K={block_k}")
-    if "BLOCK_Q" not in config:  # the tested widths (8 and up) that waste least
+    if raster:
+        if not raster_supported(x, (r, s), output_hw, dilation):
+            raise ValueError(
+                f"raster tiles need an unpadded convolution over an input whose pixels "
+                f"lie evenly {sw} apart, got input {tuple(x.shape)} strided {x.stride()}, "
+                f"filter {r}x{s}, output {p}x{q}"
+            )
+        config["BLOCK_Q"] = block_m
+    elif "BLOCK_Q" not in config:  # the tested widths (8 and up) that waste least
         widths = [bq for bq in (8, 16, 32, 64, 128, 256) if bq <= block_m <= 256 * bq]
         config["BLOCK_Q"] = max(
             (tile_efficiency(p, q, block_m // bq, bq), bq) for bq in widths or [block_m]
@@ -159,14 +200,18 @@ def tma_launcher(
     box = {key: config[key] for key in ("BLOCK_P", "BLOCK_Q", "BLOCK_N", "BLOCK_K")}
     if max(box.values()) > 256:  # a TMA box spans at most 256 elements a dimension
         raise ValueError(f"the 'tma' loop needs tiles of at most 256 a side, got {box}")
-    sn, sc, sh, sw = x.stride()
-    x_box = [1, config["BLOCK_P"], config["BLOCK_Q"], block_k]
-    x_geometry = ([n, h, w, c], [sn, sh, sw, sc], x_box)
     filt_box = [config["BLOCK_N"], block_k]
-    tiles = cdiv(p, config["BLOCK_P"]) * cdiv(q, config["BLOCK_Q"])
-    grid = (groups * n * tiles * cdiv(kg, config["BLOCK_N"]),)
-    sizes, geometry = (n, cg, kg, r, s, p, q), (*pad_top_left, *dilation)
-    meta = dict(PRECISION=precision, UPCAST=interpreted and x.dtype != torch.float32, **config)
+    if raster:  # runs up to the last output pixel of the last image
+        x_geometry = ([n * h * w, c], [sw, sc], [block_m, block_k])
+        tiles = cdiv((n - 1) * h * w + (p - 1) * w + q, block_m) if n else 0
+    else:
+        x_box = [1, config["BLOCK_P"], config["BLOCK_Q"], block_k]
+        x_geometry = ([n, h, w, c], [sn, sh, sw, sc], x_box)
+        tiles = n * cdiv(p, config["BLOCK_P"]) * cdiv(q, config["BLOCK_Q"])
+    grid = (groups * tiles * cdiv(kg, config["BLOCK_N"]),)
+    sizes, geometry = (n, cg, kg, r, s, p, q, h, w), (*pad_top_left, *dilation)
+    meta = dict(PRECISION=precision, RASTER=raster,
+                UPCAST=interpreted and x.dtype != torch.float32, **config)  # fmt: skip
 
     def launch_into(x, weight, bias, y):
         filt = kernel_filter(weight, "rfc")  # [K, R*S*Cg]

@@ -21,7 +21,7 @@ import triton
 
 from .sizes import cdiv, next_power_of_2
 
-LOOPS = ("flat", "channels", "tma")
+LOOPS = ("flat", "channels", "tma", "tma_raster")
 
 CONFIG_KEYS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps", "num_stages")
 OPTIONAL_KEYS = ("LOOP", "BLOCK_Q")
@@ -68,8 +68,10 @@ def tma_config(
     padded: bool,
     taps: int,
     interpreted: bool,
+    raster_hw: tuple[int, int] | None = None,
 ) -> dict | None:
-    """Tiles for the TMA kernel over a P x Q output, or None where the pointer kernel wins.
+    """Tiles (and LOOP) for the TMA kernel over a P x Q output, or None where the pointer
+    kernel wins. `raster_hw`: the input's H x W where raster tiles can serve, else None.
 
     NOTE: measured on H100 (TMA vs pointer kernel, 15 stride-1 layers of the paper and
     ResNet-50, bf16 and tf32, 2026-11-26, results/h100-issue4/exploration): TMA wins with
@@ -77,7 +79,7 @@ def tma_config(
     at most a quarter wasted, on a padded or 1x1 convolution or with KG >= 128; 4 warps
     over 128 pixels x 128 channels, 8 warps over 256 x 64. It lost in fp32 'ieee' (4-11x)
     and 'tf32x3' (up to 2.3x; results/h100-issue4/paper vs paper-fp32). Triton 3.6
-    computed wrong results with 8 warps over 128 x 128 TMA tiles: never used.
+    computed wrong results with 8 warps over 128 x 128 window tiles: never used.
 
     NOTE: measured on H100 (2026-11-26 session 5, results/h100-issue4/exploration/
     small-outputs and v6-2fc4d8b/ab-rule): with KG >= 256, 64 pixels x 256 channels (4
@@ -87,26 +89,52 @@ def tma_config(
     layers at 56x56 and 28x28 +8-25%. End to end, in one process: 0.94-1.69x over 8 layers
     of 14x14 and under, 1.00-1.17x on ResNet-50's 16-bit 1x1 layers at 28x28 and 56x56,
     0.97-1.00x in tf32 there. 4 stages or 8 warps lost.
+
+    NOTE: measured on H100 (2026-11-26 session 6, results/h100-issue4/exploration/raster,
+    kernel time): raster tiles, where they waste at most a third, beat the window tiles on
+    the unpadded 3x3 layers (bf16 / tf32: conv10 306 -> 401 / 164 -> 187 TFLOPS, conv11
+    328 -> 382 / 177 -> 196, conv8 430 -> 445 / 230 -> 231) and on 1x1 layers where the
+    window tiles waste a sixth more (ResNet-50's at 14x14 and 7x7: +8-44% but one -3%);
+    not on the other 1x1 layers (28x28 and 56x56: -45% to +19%). The pointer kernel's
+    layers (conv6, conv9) came out about even in the same script's terms.
     """
     if dtype == torch.float32 and precision != "tf32":
         return None
-    block_n = 64 if channels_per_group <= 64 else 128
     if interpreted:  # few, large programs; any efficiency will do
         block_n = max(16, min(64, next_power_of_2(channels_per_group)))
+        if raster_hw is not None:
+            return dict(BLOCK_M=64, BLOCK_N=block_n, BLOCK_K=min(block_k, 32), num_warps=4,
+                        num_stages=1, LOOP="tma_raster")  # fmt: skip
         block_q = max(4, min(16, next_power_of_2(q)))
         block_p = max(16 // block_q, min(64 // block_q, next_power_of_2(p)))
         return dict(BLOCK_M=block_p * block_q, BLOCK_Q=block_q, BLOCK_N=block_n,
-                    BLOCK_K=min(block_k, 32), num_warps=4, num_stages=1)  # fmt: skip
-    full_blocks = block_k == (64 if dtype.itemsize == 2 else 32)
-    if not full_blocks or not (channels_per_group >= 128 or padded or taps == 1):
+                    BLOCK_K=min(block_k, 32), num_warps=4, num_stages=1,
+                    LOOP="tma")  # fmt: skip
+    if block_k != (64 if dtype.itemsize == 2 else 32):  # full channel blocks only
         return None
+    window, efficiency = None, 0.0
+    if channels_per_group >= 128 or padded or taps == 1:
+        window, efficiency = window_tiles(p, q, channels_per_group, block_k)
+    if raster_hw is not None:
+        raster_efficiency = p * q / (raster_hw[0] * raster_hw[1])
+        if raster_efficiency >= 2 / 3 and (taps > 1 or raster_efficiency >= efficiency + 1 / 6):
+            return raster_tiles(channels_per_group, block_k, dtype)
+    return window
+
+
+def window_tiles(
+    p: int, q: int, channels_per_group: int, block_k: int
+) -> tuple[dict | None, float]:
+    """The window tiles for a P x Q output (see `tma_config`) and the share of them that is
+    real, or (None, 0) where every shape wastes over a quarter."""
     if channels_per_group >= 256:
         eff, (block_p, block_q) = max(
             (tile_efficiency(p, q, *shape), shape) for shape in TMA_SHAPES[64]
         )
         if eff >= 0.75:
             return dict(BLOCK_M=64, BLOCK_Q=block_q, BLOCK_N=256, BLOCK_K=block_k,
-                        num_warps=4, num_stages=3)  # fmt: skip
+                        num_warps=4, num_stages=3, LOOP="tma"), eff  # fmt: skip
+    block_n = 64 if channels_per_group <= 64 else 128
     for block_m in (256,) if block_n == 64 else (128, 64):
         eff, (block_p, block_q) = max(
             (tile_efficiency(p, q, *shape), shape) for shape in TMA_SHAPES[block_m]
@@ -114,18 +142,32 @@ def tma_config(
         if eff >= 0.75:
             warps, stages = (8, 3) if block_m == 256 else (4, 4)
             return dict(BLOCK_M=block_m, BLOCK_Q=block_q, BLOCK_N=block_n, BLOCK_K=block_k,
-                        num_warps=warps, num_stages=stages)  # fmt: skip
-    return None
+                        num_warps=warps, num_stages=stages, LOOP="tma"), eff  # fmt: skip
+    return None, 0.0
 
 
-def tma_candidate_configs(block_k: int) -> list[dict]:
-    """Every TMA config autotuning may choose (the winners of the H100 exploration)."""
+def raster_tiles(channels_per_group: int, block_k: int, dtype: torch.dtype) -> dict:
+    """128-pixel raster tiles: 128 channels on 8 warps in 16-bit (A from shared memory
+    keeps them right, unlike window tiles), 4 in tf32; 64 channels where KG <= 64; 256 in
+    tf32 with KG >= 512 (measured, see `tma_config`)."""
+    block_n, warps, stages = 128, 8 if dtype.itemsize == 2 else 4, 3 if dtype.itemsize == 2 else 4
+    if channels_per_group <= 64:
+        block_n, warps, stages = 64, 4, 4
+    elif dtype.itemsize == 4 and channels_per_group >= 512:
+        block_n, warps, stages = 256, 8, 3
+    return dict(BLOCK_M=128, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps,
+                num_stages=stages, LOOP="tma_raster")  # fmt: skip
+
+
+def tma_candidate_configs(block_k: int, raster: bool = False) -> list[dict]:
+    """Every TMA config autotuning may choose (the winners of the H100 explorations);
+    `raster`: with the raster tiles too (where the convolution allows them)."""
     tiles = (  # BLOCK_P, BLOCK_Q, BLOCK_N, num_warps, num_stages
         (8, 16, 128, 4, 4), (16, 8, 128, 4, 4), (4, 32, 128, 4, 4), (8, 8, 128, 4, 4),
         (4, 16, 128, 4, 4), (16, 16, 64, 8, 3), (8, 32, 128, 8, 3), (16, 16, 128, 8, 4),
         (8, 8, 256, 4, 3), (4, 16, 256, 4, 3),
     )  # fmt: skip
-    return [
+    configs = [
         dict(
             BLOCK_M=bp * bq,
             BLOCK_Q=bq,
@@ -134,16 +176,26 @@ def tma_candidate_configs(block_k: int) -> list[dict]:
             num_warps=w,
             num_stages=st,
             LOOP="tma",
-        )  # fmt: skip
+        )
         for bp, bq, bn, w, st in tiles
     ]
+    runs = (  # BLOCK_M, BLOCK_N, num_warps, num_stages
+        (128, 128, 8, 3), (128, 128, 4, 4), (128, 64, 4, 4), (128, 256, 8, 3), (256, 128, 8, 3),
+    )  # fmt: skip
+    configs += [
+        dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=block_k, num_warps=w, num_stages=st, LOOP="tma_raster")
+        for bm, bn, w, st in runs
+        if raster
+    ]
+    return configs
 
 
 def check_config(config: dict) -> dict:
     """Validate a user-pinned config (power-of-two tiles of at least 16, as tl.dot needs).
 
-    Optional `LOOP` pins the reduction loop: "flat", "channels" (conv2d_fwd.py) or "tma"
-    (conv2d_fwd_tma.py), whose optional `BLOCK_Q` is the tile's width in output pixels.
+    Optional `LOOP` pins the reduction loop: "flat", "channels" (conv2d_fwd.py), "tma"
+    (conv2d_fwd_tma.py's window tiles, whose optional `BLOCK_Q` is the tile's width in
+    output pixels) or "tma_raster" (its raster tiles: unpadded convolutions only).
     """
     keys = set(config) - set(OPTIONAL_KEYS)
     if keys != set(CONFIG_KEYS):
