@@ -94,9 +94,11 @@ def tma_config(
     kernel time): raster tiles, where they waste at most a third, beat the window tiles on
     the unpadded 3x3 layers (bf16 / tf32: conv10 306 -> 401 / 164 -> 187 TFLOPS, conv11
     328 -> 382 / 177 -> 196, conv8 430 -> 445 / 230 -> 231) and on 1x1 layers where the
-    window tiles waste a sixth more (ResNet-50's at 14x14 and 7x7: +8-44% but one -3%);
-    not on the other 1x1 layers (28x28 and 56x56: -45% to +19%). The pointer kernel's
-    layers (conv6, conv9) came out about even in the same script's terms.
+    window tiles waste a sixth more (ResNet-50's at 14x14 and 7x7, bf16 +8-44%); not on the
+    other 1x1 layers (28x28 and 56x56: -45% to +19%). End to end (v8-ce96e4b, side by side
+    with the code before): paper layers 1.00-1.32x (NHWC; conv5 tf32 0.95x), ResNet-50's
+    bf16 1x1 layers at 14x14 and 7x7 1.11-1.22x, but its tf32 ones 0.85-1.16x: left to the
+    window tiles.
     """
     if dtype == torch.float32 and precision != "tf32":
         return None
@@ -117,7 +119,8 @@ def tma_config(
         window, efficiency = window_tiles(p, q, channels_per_group, block_k)
     if raster_hw is not None:
         raster_efficiency = p * q / (raster_hw[0] * raster_hw[1])
-        if raster_efficiency >= 2 / 3 and (taps > 1 or raster_efficiency >= efficiency + 1 / 6):
+        wastes_less = dtype.itemsize == 2 and raster_efficiency >= efficiency + 1 / 6
+        if raster_efficiency >= 2 / 3 and (taps > 1 or wastes_less):
             return raster_tiles(channels_per_group, block_k, dtype)
     return window
 
