@@ -93,18 +93,18 @@ def tma_config(
     NOTE: measured on H100 (2026-11-26 session 6, results/h100-issue4/exploration/raster,
     kernel time): raster tiles, where they waste at most a third, beat the window tiles on
     the unpadded 3x3 layers (bf16 / tf32: conv10 306 -> 401 / 164 -> 187 TFLOPS, conv11
-    328 -> 382 / 177 -> 196, conv8 430 -> 445 / 230 -> 231) and on 1x1 layers where the
-    window tiles waste a sixth more (ResNet-50's at 14x14 and 7x7, bf16 +8-44%); not on the
-    other 1x1 layers (28x28 and 56x56: -45% to +19%). End to end (v8-ce96e4b, side by side
-    with the code before): paper layers 1.00-1.32x (NHWC; conv5 tf32 0.95x), ResNet-50's
-    bf16 1x1 layers at 14x14 and 7x7 1.11-1.22x, but its tf32 ones 0.85-1.16x: left to the
-    window tiles.
+    328 -> 382 / 177 -> 196, conv8 430 -> 445 / 230 -> 231). End to end, side by side with
+    the code before (v8-ce96e4b, 3 runs): 0.95-1.32x NHWC, 0.98-1.46x NCHW (staged) on
+    the paper layers that take them (conv5, 6, 8-11). On 1x1 layers whose window tiles
+    waste a sixth more (ResNet-50's at 14x14 and 7x7) kernel time gained 8-44% in bf16, but
+    end to end the bf16 rows came out 0.56-1.22x over three runs while the old code's
+    stayed steady (tf32: 0.85-1.16x): not adopted until that is understood.
     """
     if dtype == torch.float32 and precision != "tf32":
         return None
     if interpreted:  # few, large programs; any efficiency will do
         block_n = max(16, min(64, next_power_of_2(channels_per_group)))
-        if raster_hw is not None:
+        if raster_hw is not None:  # wherever allowed, so the CPU suite runs them by default
             return dict(BLOCK_M=64, BLOCK_N=block_n, BLOCK_K=min(block_k, 32), num_warps=4,
                         num_stages=1, LOOP="tma_raster")  # fmt: skip
         block_q = max(4, min(16, next_power_of_2(q)))
@@ -114,29 +114,23 @@ def tma_config(
                     LOOP="tma")  # fmt: skip
     if block_k != (64 if dtype.itemsize == 2 else 32):  # full channel blocks only
         return None
-    window, efficiency = None, 0.0
+    if raster_hw is not None and taps > 1 and p * q >= 2 / 3 * raster_hw[0] * raster_hw[1]:
+        return raster_tiles(channels_per_group, block_k, dtype)
     if channels_per_group >= 128 or padded or taps == 1:
-        window, efficiency = window_tiles(p, q, channels_per_group, block_k)
-    if raster_hw is not None:
-        raster_efficiency = p * q / (raster_hw[0] * raster_hw[1])
-        wastes_less = dtype.itemsize == 2 and raster_efficiency >= efficiency + 1 / 6
-        if raster_efficiency >= 2 / 3 and (taps > 1 or wastes_less):
-            return raster_tiles(channels_per_group, block_k, dtype)
-    return window
+        return window_tiles(p, q, channels_per_group, block_k)
+    return None
 
 
-def window_tiles(
-    p: int, q: int, channels_per_group: int, block_k: int
-) -> tuple[dict | None, float]:
-    """The window tiles for a P x Q output (see `tma_config`) and the share of them that is
-    real, or (None, 0) where every shape wastes over a quarter."""
+def window_tiles(p: int, q: int, channels_per_group: int, block_k: int) -> dict | None:
+    """The window tiles for a P x Q output (see `tma_config`), or None where every shape
+    wastes over a quarter."""
     if channels_per_group >= 256:
         eff, (block_p, block_q) = max(
             (tile_efficiency(p, q, *shape), shape) for shape in TMA_SHAPES[64]
         )
         if eff >= 0.75:
             return dict(BLOCK_M=64, BLOCK_Q=block_q, BLOCK_N=256, BLOCK_K=block_k,
-                        num_warps=4, num_stages=3, LOOP="tma"), eff  # fmt: skip
+                        num_warps=4, num_stages=3, LOOP="tma")  # fmt: skip
     block_n = 64 if channels_per_group <= 64 else 128
     for block_m in (256,) if block_n == 64 else (128, 64):
         eff, (block_p, block_q) = max(
@@ -145,15 +139,15 @@ def window_tiles(
         if eff >= 0.75:
             warps, stages = (8, 3) if block_m == 256 else (4, 4)
             return dict(BLOCK_M=block_m, BLOCK_Q=block_q, BLOCK_N=block_n, BLOCK_K=block_k,
-                        num_warps=warps, num_stages=stages, LOOP="tma"), eff  # fmt: skip
-    return None, 0.0
+                        num_warps=warps, num_stages=stages, LOOP="tma")  # fmt: skip
+    return None
 
 
 def raster_tiles(channels_per_group: int, block_k: int, dtype: torch.dtype) -> dict:
-    """128-pixel raster tiles: 128 channels on 8 warps in 16-bit (A from shared memory
-    keeps them right, unlike window tiles), 4 in tf32; 64 channels where KG <= 64; 256 in
-    tf32 with KG >= 512 (measured, see `tma_config`)."""
-    block_n, warps, stages = 128, 8 if dtype.itemsize == 2 else 4, 3 if dtype.itemsize == 2 else 4
+    """128-pixel raster tiles: 128 channels on 8 warps in 16-bit (right in every GPU test,
+    unlike 8-warp window tiles), 4 in tf32; 64 channels where KG <= 64; 256 in tf32 with
+    KG >= 512 (measured, see `tma_config`)."""
+    block_n, warps, stages = (128, 8, 3) if dtype.itemsize == 2 else (128, 4, 4)
     if channels_per_group <= 64:
         block_n, warps, stages = 64, 4, 4
     elif dtype.itemsize == 4 and channels_per_group >= 512:
