@@ -12,6 +12,12 @@ order, is the B operand through a second descriptor. The reduction walks the tap
 inside each, blocks of BLOCK_K channels (Cg must be a multiple of BLOCK_K so a block
 never straddles two taps or two groups).
 
+Unpadded convolutions may take raster tiles instead (`raster_supported`): BLOCK_M
+consecutive pixels of the input grid, images one after another, are one 2-D box of the
+input seen as a [N*H*W, C] matrix, and every tap shifts the whole run by r*dh*W + f*dw
+rows. The box needs no reshape, so the dot reads A straight from shared memory; the grid
+points that are not outputs (q >= Q or p >= P) are computed and dropped.
+
 Channels-last inputs only: Triton asks that a box start 16-byte aligned in the innermost
 dimension, which channel blocks are and NCHW's shifted rows are not. The pointer kernel in
 `conv2d_fwd.py` serves every shape this one cannot (strides, NCHW, unaligned rows, channel
@@ -135,9 +141,10 @@ def tma_supported(x: torch.Tensor, cg: int, stride: tuple[int, int]) -> bool:
 
 
 def raster_supported(x: torch.Tensor, filter_hw, output_hw, dilation) -> bool:
-    """True when raster tiles can serve: an unpadded convolution (its windows never leave
-    the image, so any run of the input grid is read whole) over an input whose N, H and W
-    fold into one dimension of pixels, as a dense channels-last tensor's do.
+    """True when raster tiles can serve a unit-stride convolution (as this kernel's all are):
+    unpadded (its windows never leave the image, so any run of the input grid is read
+    whole), over an input whose N, H and W fold into one dimension of pixels, as a dense
+    channels-last tensor's do.
 
     A run of BLOCK_M input pixels is one 2-D TMA box [BLOCK_M, BLOCK_K] of the input as a
     [N*H*W, C] matrix; tap (r, f) shifts it by r*dh*W + f*dw rows. Outputs live at the grid
@@ -147,7 +154,8 @@ def raster_supported(x: torch.Tensor, filter_hw, output_hw, dilation) -> bool:
     sn, _, sh, sw = x.stride()
     (r, s), (p, q), (dh, dw) = filter_hw, output_hw, dilation
     unpadded = (p, q) == (h - dh * (r - 1), w - dw * (s - 1))
-    return unpadded and sh == w * sw and (sn == h * sh or n == 1) and n * h * w < 2**31
+    # TMA coordinates are 32-bit; a tap's run reaches at most one image past the last one
+    return unpadded and sh == w * sw and (sn == h * sh or n == 1) and (n + 1) * h * w < 2**31
 
 
 def tma_launcher(
