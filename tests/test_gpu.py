@@ -130,8 +130,8 @@ ODD_CASES = {
     "c37_9x9_k41_1x1_s3x2": ((3, 37, 9, 9), (41, 37, 1, 1), dict(stride=(3, 2))),
     # KG >= 256: the heuristic's 64 x 256 TMA tiles (channels-last), ragged in pixels and K
     "c64_30x29_k300_3x3_p1": ((2, 64, 30, 29), (300, 64, 3, 3), dict(padding=1)),
-    # unpadded: the heuristic's raster tiles (channels-last), 8 warps in 16-bit, 128 x 256
-    # in tf32 with KG >= 512
+    # unpadded: the heuristic's raster tiles (channels-last; 8 warps in 16-bit), and a 1x1
+    # with KG past 512
     "c64_30x29_k300_3x3": ((2, 64, 30, 29), (300, 64, 3, 3), dict()),
     "c32_9x10_k520_1x1": ((3, 32, 9, 10), (520, 32, 1, 1), dict()),
 }
