@@ -94,11 +94,11 @@ def tma_config(
     kernel time): raster tiles, where they waste at most a third, beat the window tiles on
     the unpadded 3x3 layers (bf16 / tf32: conv10 306 -> 401 / 164 -> 187 TFLOPS, conv11
     328 -> 382 / 177 -> 196, conv8 430 -> 445 / 230 -> 231). End to end, side by side with
-    the code before (v8-ce96e4b, 3 runs): 0.95-1.32x NHWC, 0.98-1.46x NCHW (staged) on
+    the code before (v8-ce96e4b, 3 runs): 0.95-1.32x NHWC, 1.08-1.46x NCHW (staged) on
     the paper layers that take them (conv5, 6, 8-11). On 1x1 layers whose window tiles
     waste a sixth more (ResNet-50's at 14x14 and 7x7) kernel time gained 8-44% in bf16, but
     end to end the bf16 rows came out 0.56-1.22x over three runs while the old code's
-    stayed steady (tf32: 0.85-1.16x): not adopted until that is understood.
+    mostly stayed within 4% (tf32: 0.85-1.16x): not adopted until that is understood.
     """
     if dtype == torch.float32 and precision != "tf32":
         return None
