@@ -194,9 +194,9 @@ def tma_launcher(
     if raster:
         if not raster_supported(x, (r, s), output_hw, dilation):
             raise ValueError(
-                f"raster tiles need an unpadded convolution over an input whose pixels "
-                f"lie evenly {sw} apart, got input {tuple(x.shape)} strided {x.stride()}, "
-                f"filter {r}x{s}, output {p}x{q}"
+                f"raster tiles need an unpadded convolution over a dense channels-last input, "
+                f"got input {tuple(x.shape)} strided {x.stride()}, filter {r}x{s}, "
+                f"output {p}x{q}"
             )
         config["BLOCK_Q"] = block_m
     elif "BLOCK_Q" not in config:  # the tested widths (8 and up) that waste least

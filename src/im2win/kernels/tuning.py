@@ -239,7 +239,7 @@ def shape_class(pixels: int, channels_per_group: int, reduction: int, *flags) ->
     return "|".join(str(v) for v in (*sizes, *flags))
 
 
-KEY_FORMAT = 2  # bump when a key's fields or a config's keys change meaning
+KEY_FORMAT = 3  # bump when a key's fields or a config's keys change meaning
 
 
 @functools.cache
