@@ -294,7 +294,7 @@ RASTER_CASES = {
 RASTER_CONFIGS = {
     "run32": dict(BLOCK_M=32, BLOCK_N=16, BLOCK_K=16, num_warps=4, num_stages=1,
                   LOOP="tma_raster"),
-    "default": None,  # the library's pick: raster tiles where the input allows them
+    "default": None,  # the library's pick: under the interpreter, raster tiles in 16-bit
 }  # fmt: skip
 
 
