@@ -55,6 +55,7 @@ def main() -> None:
             xp = bordered(x)
             y = torch.empty_like(ref, dtype=dtype, memory_format=torch.channels_last)
             config = raster_tiles(k, block_k, dtype)
+            config.pop("LOOP")  # the launcher takes tiles; the loop is its `raster` flag
             # Planned once and relaunched, as the library's own calls are.
             raster = tma_launcher(xp, w, (hw, hw), groups=1, dilation=(1, 1),
                                   pad_top_left=(0, 0), precision=precision, config=config,
