@@ -238,14 +238,21 @@ def test_pinned_config(config, groups, layout, dtype):
     assert_close(y, im2win.conv2d(x, w, b, **kw).double(), 2 * TOL[dtype])
 
 
-# Each reduction loop pinned on a channels-last input it can serve: unit stride (the "tma"
-# loop's condition), Cg = 16 or 32, ragged P x Q against every tile, batch 1 and 3.
+# Each reduction loop pinned on a channels-last input it can serve (the "tma" loop's
+# condition: a stride that divides H x W), Cg = 16 or 32, ragged P x Q against every tile,
+# batch 1 and 3; strides whose taps fall in every parity class, with padding and dilation.
 LOOP_CASES = {
     "c16_9x11_k24_3x3_p1": ((2, 16, 9, 11), (24, 16, 3, 3), dict(padding=1)),
     "c64_7x5_g2_3x2_p20_d2": ((1, 64, 7, 5), (40, 32, 3, 2),
                               dict(padding=(2, 0), dilation=2, groups=2)),
     "c32_6x13_k17_1x1": ((3, 32, 6, 13), (17, 32, 1, 1), dict()),
     "c16_5x5_k8_5x5_same": ((1, 16, 5, 5), (8, 16, 5, 5), dict(padding="same")),
+    "c16_10x12_k24_3x3_s2_p1": ((2, 16, 10, 12), (24, 16, 3, 3), dict(stride=2, padding=1)),
+    "c32_8x6_k17_1x1_s2": ((1, 32, 8, 6), (17, 32, 1, 1), dict(stride=2)),
+    "c64_12x9_g2_5x3_s23_p21_d12": ((3, 64, 12, 9), (24, 32, 5, 3),
+                                    dict(stride=(2, 3), padding=(2, 1), dilation=(1, 2),
+                                         groups=2)),
+    "c16_14x14_k8_7x7_s2": ((1, 16, 14, 14), (8, 16, 7, 7), dict(stride=2)),
 }  # fmt: skip
 LOOP_CONFIGS = {
     "flat": dict(BLOCK_M=32, BLOCK_N=16, BLOCK_K=32, num_warps=4, num_stages=1, LOOP="flat"),

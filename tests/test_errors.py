@@ -127,6 +127,26 @@ ERRORS = {
         ValueError,
         ["'tma'", "256", "'BLOCK_P': 512"],
     ),
+    "config_tma_stride_not_dividing": (  # the strided view must tile the input exactly
+        dict(
+            x=randn(1, 16, 7, 8, channels_last=True),
+            w=(4, 16, 3, 3),
+            stride=2,
+            config=dict(CONFIG, LOOP="tma"),
+        ),
+        ValueError,
+        ["LOOP 'tma'", "divides its H x W", "stride=(2, 2)", "(1, 16, 7, 8)"],
+    ),
+    "config_raster_strided": (  # a run of the input grid steps one pixel at a time
+        dict(
+            x=randn(1, 16, 8, 8, channels_last=True),
+            w=(4, 16, 3, 3),
+            stride=2,
+            config=dict(CONFIG, LOOP="tma_raster"),
+        ),
+        ValueError,
+        ["'tma_raster'", "unit-stride", "stride=(2, 2)"],
+    ),
     "config_raster_padded": (  # a run of the input grid cannot see the padding
         dict(
             x=randn(1, 16, 6, 6, channels_last=True),

@@ -166,6 +166,12 @@ TMA_CASES = {
     # unpadded (raster tiles too): runs across rows and images, KG past 256, groups+dilation
     "c64_12x13_k300_3x3": ((3, 64, 12, 13), (300, 64, 3, 3), dict()),
     "c96_11x9_g2_d21_3x2": ((2, 96, 11, 9), (80, 48, 3, 2), dict(groups=2, dilation=(2, 1))),
+    # strided views: taps in every parity class, padding, 32-channel blocks, a 7x7 stem-like
+    "c64_14x12_k40_3x3_s2_p1": ((3, 64, 14, 12), (40, 64, 3, 3), dict(stride=2, padding=1)),
+    "c32_10x8_k300_1x1_s2": ((2, 32, 10, 8), (300, 32, 1, 1), dict(stride=2)),
+    "c32_30x28_k64_7x7_s2": ((2, 32, 30, 28), (64, 32, 7, 7), dict(stride=2)),
+    "c128_12x9_g2_s23_p12_d2": ((1, 128, 12, 9), (72, 64, 3, 3),
+                                dict(stride=(2, 3), padding=(1, 2), dilation=2, groups=2)),
 }
 
 
@@ -181,7 +187,7 @@ def test_tma_candidates(case, tier):
     b = torch.randn(wshape[0], device="cuda").to(dtype)
     ref = reference(x, w, b, **kw)
     block_k = im2win.kernels.tma_block_k(wshape[1], dtype)
-    raster = not kw.get("padding")
+    raster = not kw.get("padding") and kw.get("stride", 1) == 1
     for config in im2win.kernels.tma_candidate_configs(block_k, raster):
         y = im2win.conv2d(x, w, b, **kw, precision=precision, config=config)
         assert_close(y, ref, GPU_TIER_TOL[tier])

@@ -103,6 +103,24 @@ def test_unpadded_layers_take_raster_tiles(p, q, kg, rs, dtype, tile):
         assert (config["BLOCK_M"], config["BLOCK_N"], config["num_warps"]) == tile
 
 
+@pytest.mark.parametrize(
+    "p, q, kg, block_k, tile",
+    [
+        (109, 109, 64, 32, (16, 16, 64)),  # conv4: 32-channel blocks, 256 x 64 tiles
+        (28, 28, 512, 64, (4, 16, 256)),  # ResNet-50 l2-down-s2
+        (28, 28, 128, 64, (4, 32, 128)),  # l2-3x3-s2
+        (14, 14, 1024, 64, None),  # l3-down-s2: narrower outputs stay on the pointer kernel
+        (7, 7, 512, 64, None),  # l4-3x3-s2
+    ],
+)
+def test_strided_layers_take_window_tiles_on_wide_outputs(p, q, kg, block_k, tile):
+    config = tuning.tma_config(p, q, kg, block_k, torch.bfloat16, "ieee", False, 9,
+                               interpreted=False, strided=True)  # fmt: skip
+    got = config and (config["BLOCK_M"] // config["BLOCK_Q"], config["BLOCK_Q"],
+                      config["BLOCK_N"])  # fmt: skip
+    assert got == tile and (config is None or config["LOOP"] == "tma")
+
+
 def test_shape_class_rounds_sizes_to_powers_of_two():
     assert tuning.shape_class(387200, 96, 363, "bf16") == "524288|128|512|bf16"
     assert tuning.shape_class(300000, 65, 300, "bf16") == tuning.shape_class(

@@ -11,9 +11,9 @@ overrides the pick):
   NCHW where `staged_images` measured a win     copied a chunk of images at a time to a
     (>= 512 flops a byte, K <= 3C, N >= 32)     channels-last buffer, then as below
   depthwise (groups == C)                       kernels/conv2d_dw.py, direct FMA
-  channels-last, unit stride, Cg % 16 == 0,     kernels/conv2d_fwd_tma.py (window or, if
-    16-bit or tf32, a Hopper (or newer) GPU       unpadded, raster tiles), where
-                                                  `tuning.tma_config` expects it to win
+  channels-last, Cg % 16 == 0, 16-bit or tf32,  kernels/conv2d_fwd_tma.py (window or, if
+    a Hopper (or newer) GPU, a stride that        unpadded at unit stride, raster tiles),
+    divides H x W (`tma_supported`)               where `tuning.tma_config` expects it to win
   everything else                               kernels/conv2d_fwd.py: `default_loop`
 """
 
@@ -242,28 +242,32 @@ def plan_into(
         and kernels.tma_supported(x, cg, params.stride)
         and (interpreted or kernels.has_tma(x.device))
     )
-    raster_ok = tma_ok and kernels.raster_supported(x, (r, s), (p, q), params.dilation)
+    raster_ok = tma_ok and kernels.raster_supported(x, (r, s), (p, q), params.stride,
+                                                    params.dilation)  # fmt: skip
     if config is None:
         config = dict(LOOP=pointer_loop, **kernels.conv2d_fwd_config(
             n * p * q, kg, cg * r * s, x.dtype, interpreted))  # fmt: skip
         if tma_ok:
             raster_hw = (h, w) if raster_ok else None
             tiles = kernels.tma_config(p, q, kg, tma_block_k, x.dtype, precision, masked,
-                                       r * s, interpreted, raster_hw)  # fmt: skip
+                                       r * s, interpreted, raster_hw,
+                                       strided=params.stride != (1, 1))  # fmt: skip
             config = config if tiles is None else tiles
     config = dict(config)
     config.setdefault("LOOP", pointer_loop)
     if config["LOOP"] in TMA_LOOPS and not tma_ok:
         raise ValueError(
             f"config LOOP {config['LOOP']!r} needs a Hopper-or-newer GPU and streamed windows "
-            "over a channels-last input at stride 1 with Cg a multiple of 16 and 16-byte "
-            "aligned strides; got "
-            f"windows={windows!r}, stride={params.stride}, Cg={cg}, strides {x.stride()}"
+            "over a channels-last input with Cg a multiple of 16, 16-byte aligned strides and "
+            "a stride that divides its H x W (a column stride: pixels C apart); got "
+            f"windows={windows!r}, stride={params.stride}, Cg={cg}, input {tuple(x.shape)} "
+            f"strided {x.stride()}"
         )
     if config["LOOP"] == "tma_raster" and not raster_ok:
         raise ValueError(
-            "config LOOP 'tma_raster' needs an unpadded convolution over a dense "
-            f"channels-last input, got padding={params.padding}, strides {x.stride()}"
+            "config LOOP 'tma_raster' needs an unpadded unit-stride convolution over a dense "
+            f"channels-last input, got padding={params.padding}, stride={params.stride}, "
+            f"strides {x.stride()}"
         )
 
     def launcher(tiles: dict, slot: dict | None) -> Into:
@@ -274,7 +278,7 @@ def plan_into(
                 x, weight, (p, q),
                 groups=params.groups, dilation=params.dilation, pad_top_left=pad_top_left,
                 precision=precision, config=tiles, interpreted=interpreted,
-                raster=loop == "tma_raster", slot=slot,
+                stride=params.stride, raster=loop == "tma_raster", slot=slot,
             )  # fmt: skip
 
         def launch(x, weight, bias, y):
@@ -296,7 +300,8 @@ def plan_into(
     if tune:
         key = kernels.shape_class(
             n * p * q, kg, cg * r * s, x.dtype, precision, windows, channels_last,
-            masked, pointer_loop, tma_ok and tma_block_k, raster_ok, kernels.device_key(x.device),
+            masked, pointer_loop, tma_ok and tma_block_k, raster_ok, params.stride != (1, 1),
+            kernels.device_key(x.device),
         )  # fmt: skip
         candidates = [dict(c, LOOP=pointer_loop) for c in kernels.candidate_configs(x.dtype)]
         if tma_ok:

@@ -12,6 +12,17 @@ order, is the B operand through a second descriptor. The reduction walks the tap
 inside each, blocks of BLOCK_K channels (Cg must be a multiple of BLOCK_K so a block
 never straddles two taps or two groups).
 
+At stride (sh, sw) the window patch is every sh-th row and sw-th column of the input, so
+the descriptor sees the input as [N, H/sh, sh, W/sw, sw*C]: a row's parity (h mod sh) and
+a column's (w mod sw) become coordinates of their own, a column's parity folds into the
+channel dimension, and tap (r, f) reads one parity class whole:
+
+    A[(i, j), c] = X5[n, p0 + i + (r*dh - pad_top) // sh, (r*dh - pad_top) % sh,
+                         q0 + j + (f*dw - pad_left) // sw, ((f*dw - pad_left) % sw)*C + c0 + c]
+
+(floor division and modulus; padding is still zero fill, the view being exact when sh
+divides H and sw divides W).
+
 Unpadded convolutions may take raster tiles instead (`raster_supported`): BLOCK_M
 consecutive pixels of the input grid, images one after another, are one 2-D box of the
 input seen as a [N*H*W, C] matrix, and every tap shifts the whole run by r*dh*W + f*dw
@@ -20,8 +31,8 @@ points that are not outputs (q >= Q or p >= P) are computed and dropped.
 
 Channels-last inputs only: Triton asks that a box start 16-byte aligned in the innermost
 dimension, which channel blocks are and NCHW's shifted rows are not. The pointer kernel in
-`conv2d_fwd.py` serves every shape this one cannot (strides, NCHW, unaligned rows, channel
-counts that are not a multiple of 16).
+`conv2d_fwd.py` serves every shape this one cannot (NCHW, unaligned rows, channel counts
+that are not a multiple of 16, strides that do not divide the input).
 """
 
 from __future__ import annotations
@@ -44,11 +55,12 @@ from .tuning import tile_efficiency
 @triton.jit
 def _conv2d_fwd_tma_kernel(
     x_desc, filt_desc, bias_ptr, y_ptr,
-    N, CG, KG, R, S, P, Q, H, W,
+    N, C, CG, KG, R, S, P, Q, H, W,
     stride_b, stride_yn, stride_yk, stride_yp, stride_yq,
-    pad_top, pad_left, dilation_h, dilation_w,
+    pad_top, pad_left, dilation_h, dilation_w, stride_h, stride_w,
     HAS_BIAS: tl.constexpr,
     RASTER: tl.constexpr,
+    STRIDED: tl.constexpr,
     PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
     BLOCK_P: tl.constexpr,
@@ -83,6 +95,14 @@ def _conv2d_fwd_tma_kernel(
         c = (it % num_c_blocks) * BLOCK_K
         if RASTER:  # the tap shifts the whole run by r rows and f columns
             a = x_desc.load([m0 + r * dilation_h * W + f * dilation_w, group * CG + c])
+        elif STRIDED:  # the tap's offsets split into whole strides and a parity class
+            off_h = r * dilation_h - pad_top
+            off_w = f * dilation_w - pad_left
+            ph = (off_h % stride_h + stride_h) % stride_h  # floor modulus, however `%` rounds
+            pw = (off_w % stride_w + stride_w) % stride_w
+            h = p0 + (off_h - ph) // stride_h
+            w = q0 + (off_w - pw) // stride_w
+            a = x_desc.load([n, h, ph, w, pw * C + group * CG + c]).reshape(BLOCK_M, BLOCK_K)
         else:
             h = p0 + r * dilation_h - pad_top
             w = q0 + f * dilation_w - pad_left
@@ -129,22 +149,28 @@ def has_tma(device: torch.device) -> bool:
 def tma_supported(x: torch.Tensor, cg: int, stride: tuple[int, int]) -> bool:
     """True when the input and the re-laid filter meet TMA's rules for this kernel.
 
-    Unit stride (the window patch is an input patch); Cg a multiple of 16; channels
-    innermost (stride 1); the other strides and the base address 16-byte aligned. (The
-    filter matrix [K, R*S*Cg] is a fresh or channels_last tensor: aligned whenever Cg is.)
+    Cg a multiple of 16; channels innermost (stride 1); the other strides of the view the
+    descriptor reads (see the module's docstring) and the base address 16-byte aligned. At
+    a stride above 1 the view must be exact: sh divides H, sw divides W, and with sw > 1
+    the pixels of a row lie C apart (a column's parity folds into the channel dimension).
+    (The filter matrix [K, R*S*Cg] is a fresh or channels_last tensor: aligned whenever Cg
+    is.)
     """
-    if tuple(stride) != (1, 1) or tma_block_k(cg, x.dtype) is None:
+    if tma_block_k(cg, x.dtype) is None:
         return False
-    sn, sc, sh, sw = x.stride()
-    aligned = all(s * x.element_size() % 16 == 0 for s in (sn, sh, sw))
-    return sc == 1 and aligned and x.data_ptr() % 16 == 0
+    _, c, h, w = x.shape
+    sn, sc, s_h, s_w = x.stride()
+    sh, sw = stride
+    exact = h % sh == 0 and w % sw == 0 and (sw == 1 or s_w == c)
+    aligned = all(s * x.element_size() % 16 == 0 for s in (sn, sh * s_h, s_h, sw * s_w))
+    return sc == 1 and exact and aligned and x.data_ptr() % 16 == 0
 
 
-def raster_supported(x: torch.Tensor, filter_hw, output_hw, dilation) -> bool:
-    """True when raster tiles can serve a unit-stride convolution (as this kernel's all are):
-    unpadded (its windows never leave the image, so any run of the input grid is read
-    whole), over an input whose N, H and W fold into one dimension of pixels, as a dense
-    channels-last tensor's do.
+def raster_supported(x: torch.Tensor, filter_hw, output_hw, stride, dilation) -> bool:
+    """True when raster tiles can serve the convolution: unit stride, unpadded (its windows
+    never leave the image, so any run of the input grid is read whole), over an input
+    whose N, H and W fold into one dimension of pixels, as a dense channels-last tensor's
+    do.
 
     A run of BLOCK_M input pixels is one 2-D TMA box [BLOCK_M, BLOCK_K] of the input as a
     [N*H*W, C] matrix; tap (r, f) shifts it by r*dh*W + f*dw rows. Outputs live at the grid
@@ -154,8 +180,9 @@ def raster_supported(x: torch.Tensor, filter_hw, output_hw, dilation) -> bool:
     sn, _, sh, sw = x.stride()
     (r, s), (p, q), (dh, dw) = filter_hw, output_hw, dilation
     unpadded = (p, q) == (h - dh * (r - 1), w - dw * (s - 1))
+    dense = sh == w * sw and (sn == h * sh or n == 1)
     # TMA coordinates are 32-bit; a tap's run reaches at most one image past the last one
-    return unpadded and sh == w * sw and (sn == h * sh or n == 1) and (n + 1) * h * w < 2**31
+    return tuple(stride) == (1, 1) and unpadded and dense and (n + 1) * h * w < 2**31
 
 
 def tma_launcher(
@@ -169,6 +196,7 @@ def tma_launcher(
     precision: str,
     config: dict,
     interpreted: bool,
+    stride: tuple[int, int] = (1, 1),
     raster: bool = False,
     slot: dict | None = None,
 ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor], torch.Tensor]:
@@ -186,17 +214,24 @@ def tma_launcher(
     k, cg, r, s = weight.shape
     p, q = output_hw
     kg = k // groups
-    sn, sc, sh, sw = x.stride()
+    sn, sc, s_h, s_w = x.stride()
+    strided = tuple(stride) != (1, 1)
+    if strided and not tma_supported(x, cg, stride):
+        raise ValueError(
+            f"the 'tma' loop at stride {tuple(stride)} needs the stride to divide the input's "
+            f"H x W and, with a column stride, pixels C apart; got input {tuple(x.shape)} "
+            f"strided {x.stride()}"
+        )
     config = dict(config)
     block_m, block_k = config.pop("BLOCK_M"), config["BLOCK_K"]
     if cg % block_k:
         raise ValueError(f"the 'tma' loop needs BLOCK_K to divide Cg={cg}, got BLOCK_K={block_k}")
     if raster:
-        if not raster_supported(x, (r, s), output_hw, dilation):
+        if not raster_supported(x, (r, s), output_hw, stride, dilation):
             raise ValueError(
-                f"raster tiles need an unpadded convolution over a dense channels-last input, "
-                f"got input {tuple(x.shape)} strided {x.stride()}, filter {r}x{s}, "
-                f"output {p}x{q}"
+                f"raster tiles need an unpadded unit-stride convolution over a dense "
+                f"channels-last input, got input {tuple(x.shape)} strided {x.stride()}, "
+                f"stride {tuple(stride)}, filter {r}x{s}, output {p}x{q}"
             )
         config["BLOCK_Q"] = block_m
     elif "BLOCK_Q" not in config:  # the tested widths (8 and up) that waste least
@@ -210,15 +245,20 @@ def tma_launcher(
         raise ValueError(f"the 'tma' loop needs tiles of at most 256 a side, got {box}")
     filt_box = [config["BLOCK_N"], block_k]
     if raster:  # runs up to the last output pixel of the last image
-        x_geometry = ([n * h * w, c], [sw, sc], [block_m, block_k])
+        x_geometry = ([n * h * w, c], [s_w, sc], [block_m, block_k])
         tiles = cdiv((n - 1) * h * w + (p - 1) * w + q, block_m) if n else 0
     else:
-        x_box = [1, config["BLOCK_P"], config["BLOCK_Q"], block_k]
-        x_geometry = ([n, h, w, c], [sn, sh, sw, sc], x_box)
+        tile = [config["BLOCK_P"], config["BLOCK_Q"], block_k]
+        if strided:  # [N, H/sh, sh, W/sw, sw*C]: parities as coordinates (module docstring)
+            (sh, sw), x_box = stride, [1, tile[0], 1, *tile[1:]]
+            x_geometry = ([n, h // sh, sh, w // sw, sw * c], [sn, sh * s_h, s_h, sw * s_w, sc],
+                          x_box)  # fmt: skip
+        else:
+            x_geometry = ([n, h, w, c], [sn, s_h, s_w, sc], [1, *tile])
         tiles = n * cdiv(p, config["BLOCK_P"]) * cdiv(q, config["BLOCK_Q"])
     grid = (groups * tiles * cdiv(kg, config["BLOCK_N"]),)
-    sizes, geometry = (n, cg, kg, r, s, p, q, h, w), (*pad_top_left, *dilation)
-    meta = dict(PRECISION=precision, RASTER=raster,
+    sizes, geometry = (n, c, cg, kg, r, s, p, q, h, w), (*pad_top_left, *dilation, *stride)
+    meta = dict(PRECISION=precision, RASTER=raster, STRIDED=strided,
                 UPCAST=interpreted and x.dtype != torch.float32, **config)  # fmt: skip
 
     def launch_into(x, weight, bias, y):

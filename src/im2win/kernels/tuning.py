@@ -69,9 +69,11 @@ def tma_config(
     taps: int,
     interpreted: bool,
     raster_hw: tuple[int, int] | None = None,
+    strided: bool = False,
 ) -> dict | None:
     """Tiles (and LOOP) for the TMA kernel over a P x Q output, or None where the pointer
     kernel wins. `raster_hw`: the input's H x W where raster tiles can serve, else None.
+    `strided`: a stride above 1 (the kernel's strided view of the input).
 
     NOTE: measured on H100 (TMA vs pointer kernel, 15 stride-1 layers of the paper and
     ResNet-50, bf16 and tf32, 2026-11-26, results/h100-issue4/exploration): TMA wins with
@@ -99,6 +101,13 @@ def tma_config(
     waste a sixth more (ResNet-50's at 14x14 and 7x7) kernel time gained 8-44% in bf16, but
     end to end the bf16 rows came out 0.56-1.22x over three runs while the old code's
     mostly stayed within 4% (tf32: 0.85-1.16x): not adopted until that is understood.
+
+    NOTE: measured on H100 (2026-11-26 session 7, results/h100-issue4/exploration/strided,
+    kernel time, bf16 / tf32, NHWC): strided window tiles against the pointer kernel on the
+    paper's conv4 and ResNet-50's six stride-2 layers. Outputs 28 wide and more: the tiles
+    below won or tied (conv4 211 -> 234 / 165 -> 178 TFLOPS with 32-channel blocks, l2-down
+    188 -> 263 / 126 -> 146, l2-3x3-s2 280 -> 276 / 136 -> 150); 14 and 7 wide they lost
+    or tied in bf16 (l4-3x3-s2 317 -> 170 at best).
     """
     if dtype == torch.float32 and precision != "tf32":
         return None
@@ -112,6 +121,8 @@ def tma_config(
         return dict(BLOCK_M=block_p * block_q, BLOCK_Q=block_q, BLOCK_N=block_n,
                     BLOCK_K=min(block_k, 32), num_warps=4, num_stages=1,
                     LOOP="tma")  # fmt: skip
+    if strided:
+        return window_tiles(p, q, channels_per_group, block_k) if q >= 28 else None
     if block_k != (64 if dtype.itemsize == 2 else 32):  # full channel blocks only
         return None
     if raster_hw is not None and taps > 1 and p * q >= 2 / 3 * raster_hw[0] * raster_hw[1]:
@@ -239,7 +250,7 @@ def shape_class(pixels: int, channels_per_group: int, reduction: int, *flags) ->
     return "|".join(str(v) for v in (*sizes, *flags))
 
 
-KEY_FORMAT = 3  # bump when a key's fields or a config's keys change meaning
+KEY_FORMAT = 4  # bump when a key's fields or a config's keys change meaning
 
 
 @functools.cache
