@@ -134,6 +134,8 @@ ODD_CASES = {
     # with KG past 512
     "c64_30x29_k300_3x3": ((2, 64, 30, 29), (300, 64, 3, 3), dict()),
     "c32_9x10_k520_1x1": ((3, 32, 9, 10), (520, 32, 1, 1), dict()),
+    # stride 2 over an output 30 wide: the heuristic's strided window tiles (channels-last)
+    "c32_64x60_k64_5x5_s2_p2": ((2, 32, 64, 60), (64, 32, 5, 5), dict(stride=2, padding=2)),
 }
 
 
