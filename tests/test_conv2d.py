@@ -1,5 +1,6 @@
 """im2win.conv2d against float64 torch.nn.functional.conv2d: the FlagGems-style matrix."""
 
+import importlib
 import inspect
 import itertools
 
@@ -9,6 +10,7 @@ import torch
 import im2win
 from helpers import DEVICE, TOL, assert_close, expected_format, randn, reference, tolerance
 from im2win import ops, plan
+from im2win.kernels.conv2d_fwd import needs_wide_index
 from im2win.params import conv_params
 
 # (input shape, weight shape, groups): odd and prime sizes, C = 1 and 3, 1x1 filters,
@@ -276,6 +278,29 @@ def test_each_loop(config, case, dtype):
     y = im2win.conv2d(x, w, b, **kw, config=config)
     assert y.is_contiguous(memory_format=torch.channels_last)
     assert_close(y, reference(x, w, b, **kw), TOL[dtype])
+
+
+def test_wide_index_rule():
+    # Shapes only (meta tensors): offsets past 2**31 - 1, or pixel indices, ask for int64.
+    small = torch.empty(2, 3, 5, 7, device="meta")
+    assert not needs_wide_index((small,), 1000)
+    assert needs_wide_index((small,), 2**31)
+    assert needs_wide_index((small,), 1000, origin=-(2**31))
+    assert needs_wide_index((torch.empty(2**16, 2**15 + 1, device="meta"), small), 1000)
+
+
+@pytest.mark.parametrize("wide", [False, True], ids=["int32", "int64"])
+@pytest.mark.parametrize("loop", ["flat", "channels"])
+def test_both_index_widths(monkeypatch, wide, loop):
+    # The 64-bit index path serves only tensors too large to test here: forced on small ones.
+    module = importlib.import_module("im2win.kernels.conv2d_fwd")  # not the function
+    monkeypatch.setattr(module, "needs_wide_index", lambda *args: wide)
+    torch.manual_seed(13)
+    x = randn(2, 16, 9, 11, channels_last=True)
+    w, b = randn(24, 16, 3, 3), randn(24)
+    config = dict(LOOP_CONFIGS[loop], LOOP=loop)
+    y = im2win.conv2d(x, w, b, stride=2, padding=1, config=config)
+    assert_close(y, reference(x, w, b, stride=2, padding=1), TOL[torch.float32])
 
 
 @pytest.mark.parametrize("config", LOOP_CONFIGS.values(), ids=LOOP_CONFIGS.keys())

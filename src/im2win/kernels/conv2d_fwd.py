@@ -49,6 +49,7 @@ def _conv2d_fwd_kernel(
     LOOP: tl.constexpr,
     CONTIGUOUS_K: tl.constexpr,
     MASKED: tl.constexpr,
+    WIDE_INDEX: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
@@ -56,20 +57,23 @@ def _conv2d_fwd_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):  # fmt: skip
+    # 32-bit index arithmetic unless some offset needs more (`needs_wide_index`): its
+    # divisions and products cost a fraction of 64-bit ones, which shows on short reductions.
+    index = tl.int64 if WIDE_INDEX else tl.int32
     # Program order: output-channel tiles fastest, so neighbours share a window tile in L2.
-    pid = tl.program_id(0).to(tl.int64)
+    pid = tl.program_id(0).to(index)
     num_pid_n = tl.cdiv(KG, BLOCK_N)
     num_pid_m = tl.cdiv(N * P * Q, BLOCK_M)
     pid_n = pid % num_pid_n
     pid_m = pid // num_pid_n % num_pid_m
     group = pid // num_pid_n // num_pid_m
 
-    m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # [BLOCK_M] int64
+    m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # [BLOCK_M]
     n, pq = m // (P * Q), m % (P * Q)
     p, q = pq // Q, pq % Q
     pixel_off = n * stride_an + group * stride_ag + p * stride_ap + q * stride_aq
     kn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N]
-    filt_rows = (group * KG + kn) * stride_fk  # [BLOCK_N] int64
+    filt_rows = (group * KG + kn) * stride_fk  # [BLOCK_N]
     m_ok = m < N * P * Q
     kn_ok = kn < KG
     h0 = p * stride_h - pad_top  # top-left input corner of each window (streamed windows)
@@ -88,7 +92,7 @@ def _conv2d_fwd_kernel(
             kk_ok = c < CG
             kk = rf * CG + c
             tap_off = origin + f * stride_af + r * stride_ar
-            red_off = tap_off + c.to(tl.int64) * stride_ac
+            red_off = tap_off + c.to(index) * stride_ac
             a_mask = m_ok[:, None] & kk_ok[None, :]
             if MASKED:
                 h = h0 + r * dilation_h
@@ -99,9 +103,9 @@ def _conv2d_fwd_kernel(
             kk = it * BLOCK_K + tl.arange(0, BLOCK_K)  # [BLOCK_K]
             kk_ok = kk < k_red
             if CONTIGUOUS_K:
-                red_off = kk.to(tl.int64)
+                red_off = kk.to(index)
             else:  # row 0 of the table: each reduction index's offset (origin included)
-                red_off = tl.load(red_ptr + kk, mask=kk_ok, other=0).to(tl.int64)
+                red_off = tl.load(red_ptr + kk, mask=kk_ok, other=0).to(index)
             a_mask = m_ok[:, None] & kk_ok[None, :]
             if MASKED:  # rows 1 and 2 of the table: r*dh and f*dw
                 dh = tl.load(red_ptr + k_red + kk, mask=kk_ok, other=0)
@@ -205,6 +209,14 @@ def kernel_filter(weight: torch.Tensor, order: str) -> torch.Tensor:
     return weight.permute(*FILTER_ORDERS[order]).contiguous().view(weight.shape[0], -1)
 
 
+def needs_wide_index(tensors, last_pixel: int, origin: int = 0) -> bool:
+    """True when an index the kernel forms may not fit in 32 bits: an element offset into
+    one of `tensors` (shifted by up to |origin|) or a pixel index up to `last_pixel`."""
+    extent = max(sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride(), strict=True))
+                 for t in tensors)  # fmt: skip
+    return max(extent + abs(origin), last_pixel) >= 2**31
+
+
 def conv2d_fwd(
     src: WindowSource,
     weight: torch.Tensor,
@@ -253,6 +265,9 @@ def conv2d_fwd(
         LOOP=loop,
         CONTIGUOUS_K=contiguous,
         MASKED=src.masked,
+        WIDE_INDEX=needs_wide_index(
+            (src.tensor, filt, y), n * p * q + config["BLOCK_M"], src.origin
+        ),
         PRECISION=precision,
         UPCAST=interpreted and src.tensor.dtype != torch.float32,
         **config,
