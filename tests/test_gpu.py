@@ -134,6 +134,8 @@ ODD_CASES = {
     # with KG past 512
     "c64_30x29_k300_3x3": ((2, 64, 30, 29), (300, 64, 3, 3), dict()),
     "c32_9x10_k520_1x1": ((3, 32, 9, 10), (520, 32, 1, 1), dict()),
+    # a 16-bit channels-last stem past 64 output channels: the flat loop's 128 x 128 tiles
+    "c3_31x29_k70_5x5_s2": ((2, 3, 31, 29), (70, 3, 5, 5), dict(stride=2)),
     # stride 2 over an output 30 wide: the heuristic's strided window tiles (channels-last)
     "c32_64x60_k64_5x5_s2_p2": ((2, 32, 64, 60), (64, 32, 5, 5), dict(stride=2, padding=2)),
 }
@@ -172,8 +174,11 @@ TMA_CASES = {
     "c64_14x12_k40_3x3_s2_p1": ((3, 64, 14, 12), (40, 64, 3, 3), dict(stride=2, padding=1)),
     "c32_10x8_k300_1x1_s2": ((2, 32, 10, 8), (300, 32, 1, 1), dict(stride=2)),
     "c32_30x28_k64_7x7_s2": ((2, 32, 30, 28), (64, 32, 7, 7), dict(stride=2)),
-    "c128_12x9_g2_s23_p12_d2": ((1, 128, 12, 9), (72, 64, 3, 3),
-                                dict(stride=(2, 3), padding=(1, 2), dilation=2, groups=2)),
+    "c128_12x9_g2_s23_p12_d2": (
+        (1, 128, 12, 9),
+        (72, 64, 3, 3),
+        dict(stride=(2, 3), padding=(1, 2), dilation=2, groups=2),
+    ),
 }
 
 

@@ -51,6 +51,15 @@ def test_every_tma_candidate_is_correct(dtype, padding):
         assert_close(y, ref, TOL[dtype])
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("flat_nhwc", [False, True], ids=["other", "flat_nhwc"])
+def test_16bit_channels_last_stems_take_128_pixel_tiles(dtype, flat_nhwc):
+    # conv1: 96 output channels, a reduction of 363
+    config = tuning.conv2d_fwd_config(128 * 55 * 55, 96, 363, dtype, False, flat_nhwc)
+    tile = (config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"], config["num_warps"])
+    assert tile == ((128, 128, 32, 4) if flat_nhwc and dtype.itemsize == 2 else (64, 128, 32, 4))
+
+
 def test_candidates_are_valid_configs():
     for dtype in (torch.float32, torch.bfloat16):
         for config in tuning.candidate_configs(dtype):

@@ -28,13 +28,24 @@ OPTIONAL_KEYS = ("LOOP", "BLOCK_Q")
 
 
 def conv2d_fwd_config(
-    pixels: int, channels_per_group: int, reduction: int, dtype: torch.dtype, interpreted: bool
+    pixels: int,
+    channels_per_group: int,
+    reduction: int,
+    dtype: torch.dtype,
+    interpreted: bool,
+    flat_nhwc: bool = False,
 ) -> dict:
     """Tile sizes for M = `pixels` output pixels, KG output channels, a reduction of `reduction`.
+    `flat_nhwc`: the flat loop over channels-last windows (the few-channel stems).
 
     NOTE: measured on H100 (sweep of 7 tiles x 4 loop/window modes, 12 paper layers, tf32
     and bf16, 2026-11-26, notes/performance.md): 64-128 pixels x 128 channels won on most
     layers; BLOCK_K 64 only pays in 16-bit with a long reduction.
+
+    NOTE: measured on H100 (2026-11-26 session 7, results/h100-issue4/exploration/index32,
+    with 32-bit index arithmetic): the bf16 NHWC stems conv1 and conv2 ran 0.375 ms on 64 x
+    128 tiles and 0.295 on 128 x 128 over 4 warps (NCHW: 0.318 against 0.356): in 16-bit
+    the flat channels-last loop takes the latter.
     """
     block_n = max(16, min(128, next_power_of_2(channels_per_group)))
     if interpreted:  # few, large programs: the interpreter pays per program
@@ -42,6 +53,8 @@ def conv2d_fwd_config(
         block_k = max(16, min(64, next_power_of_2(reduction)))
         return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=4, num_stages=1)
     block_k = 64 if dtype != torch.float32 and reduction >= 512 else 32
+    if flat_nhwc and dtype.itemsize == 2 and block_n == 128 and block_k == 32:
+        return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=32, num_warps=4, num_stages=3)
     block_m = 64 if block_n >= 128 else 128
     num_warps = 8 if block_m * block_n >= 128 * 128 else 4
     return dict(
