@@ -222,8 +222,9 @@ CONFIGS = {
     "16x64x32": dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=32, num_warps=2, num_stages=3),
     # Every tile larger than the problem below, yet within a GPU's shared memory.
     "larger_than_problem": dict(BLOCK_M=128, BLOCK_N=32, BLOCK_K=64, num_warps=8, num_stages=1),
-    # The heuristic's tile for 16-bit channels-last stems past 64 output channels.
-    "stem_128x128x32": dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=32, num_warps=4, num_stages=3),
+    # The heuristic's stem tiles (few input channels): past 64 output channels, and under.
+    "stem_256x128x32": dict(BLOCK_M=256, BLOCK_N=128, BLOCK_K=32, num_warps=8, num_stages=3),
+    "stem_128x64x16": dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=16, num_warps=4, num_stages=3),
 }
 
 

@@ -134,8 +134,9 @@ ODD_CASES = {
     # with KG past 512
     "c64_30x29_k300_3x3": ((2, 64, 30, 29), (300, 64, 3, 3), dict()),
     "c32_9x10_k520_1x1": ((3, 32, 9, 10), (520, 32, 1, 1), dict()),
-    # a 16-bit channels-last stem past 64 output channels: the flat loop's 128 x 128 tiles
+    # stems past 64 output channels and under: the heuristic's stem tiles
     "c3_31x29_k70_5x5_s2": ((2, 3, 31, 29), (70, 3, 5, 5), dict(stride=2)),
+    "c3_29x31_k40_3x3": ((2, 3, 29, 31), (40, 3, 3, 3), dict()),
     # stride 2 over an output 30 wide: the heuristic's strided window tiles (channels-last)
     "c32_64x60_k64_5x5_s2_p2": ((2, 32, 64, 60), (64, 32, 5, 5), dict(stride=2, padding=2)),
 }

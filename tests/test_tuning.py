@@ -51,13 +51,23 @@ def test_every_tma_candidate_is_correct(dtype, padding):
         assert_close(y, ref, TOL[dtype])
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
-@pytest.mark.parametrize("flat_nhwc", [False, True], ids=["other", "flat_nhwc"])
-def test_16bit_channels_last_stems_take_128_pixel_tiles(dtype, flat_nhwc):
-    # conv1: 96 output channels, a reduction of 363
-    config = tuning.conv2d_fwd_config(128 * 55 * 55, 96, 363, dtype, False, flat_nhwc)
-    tile = (config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"], config["num_warps"])
-    assert tile == ((128, 128, 32, 4) if flat_nhwc and dtype.itemsize == 2 else (64, 128, 32, 4))
+@pytest.mark.parametrize(
+    "kg, reduction, dtype, precision, layout, tile",
+    [
+        (96, 363, torch.bfloat16, "ieee", "NHWC", (256, 128, 32, 8)),  # conv1
+        (96, 363, torch.float32, "tf32", "NCHW", (256, 128, 32, 8)),
+        (96, 363, torch.float32, "ieee", "NHWC", (64, 128, 32, 4)),  # FMA: not measured
+        (96, 363, torch.bfloat16, "ieee", None, (64, 128, 32, 4)),  # not a stem
+        (64, 27, torch.float32, "tf32", "NCHW", (128, 64, 16, 4)),  # conv7
+        (64, 147, torch.bfloat16, "ieee", "NHWC", (128, 64, 16, 4)),  # conv3
+        (64, 147, torch.bfloat16, "ieee", "NCHW", (128, 64, 32, 4)),
+        (64, 600, torch.bfloat16, "ieee", "NHWC", (128, 64, 64, 4)),  # a long reduction
+    ],
+)
+def test_stem_tiles(kg, reduction, dtype, precision, layout, tile):
+    config = tuning.conv2d_fwd_config(128 * 55 * 55, kg, reduction, dtype, False, precision,
+                                      stem_layout=layout)  # fmt: skip
+    assert (config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"], config["num_warps"]) == tile
 
 
 def test_candidates_are_valid_configs():

@@ -245,9 +245,10 @@ def plan_into(
     raster_ok = tma_ok and kernels.raster_supported(x, (r, s), (p, q), params.stride,
                                                     params.dilation)  # fmt: skip
     if config is None:
-        flat_nhwc = pointer_loop == "flat" and channels_last and windows == "streamed"
+        stem = pointer_loop == "flat" and windows == "streamed"
         config = dict(LOOP=pointer_loop, **kernels.conv2d_fwd_config(
-            n * p * q, kg, cg * r * s, x.dtype, interpreted, flat_nhwc))  # fmt: skip
+            n * p * q, kg, cg * r * s, x.dtype, interpreted, precision,
+            stem_layout=("NHWC" if channels_last else "NCHW") if stem else None))  # fmt: skip
         if tma_ok:
             raster_hw = (h, w) if raster_ok else None
             tiles = kernels.tma_config(p, q, kg, tma_block_k, x.dtype, precision, masked,

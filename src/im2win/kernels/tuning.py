@@ -33,19 +33,23 @@ def conv2d_fwd_config(
     reduction: int,
     dtype: torch.dtype,
     interpreted: bool,
-    flat_nhwc: bool = False,
+    precision: str = "ieee",
+    stem_layout: str | None = None,
 ) -> dict:
     """Tile sizes for M = `pixels` output pixels, KG output channels, a reduction of `reduction`.
-    `flat_nhwc`: the flat loop over channels-last windows (the few-channel stems).
+    `stem_layout`: "NCHW" or "NHWC" for the flat loop over streamed windows (the
+    few-channel stems), else None.
 
     NOTE: measured on H100 (sweep of 7 tiles x 4 loop/window modes, 12 paper layers, tf32
     and bf16, 2026-11-26, notes/performance.md): 64-128 pixels x 128 channels won on most
     layers; BLOCK_K 64 only pays in 16-bit with a long reduction.
 
-    NOTE: measured on H100 (2026-11-26 session 7, results/h100-issue4/exploration/index32,
-    with 32-bit index arithmetic): the bf16 NHWC stems conv1 and conv2 ran 0.375 ms on 64 x
-    128 tiles and 0.295 on 128 x 128 over 4 warps (NCHW: 0.318 against 0.356): in 16-bit
-    the flat channels-last loop takes the latter.
+    NOTE: measured on H100 (2026-11-26 session 7, results/h100-issue4/exploration/stems,
+    with 32-bit index arithmetic; bf16 and tf32, both layouts): on the stems, 256 x 128 x
+    32 tiles over 8 warps beat the tiles below where KG > 64 (conv1 and conv2: 1.07x NHWC
+    and 1.16-1.20x NCHW in bf16, 1.04-1.11x in tf32), and 16-channel reduction blocks where
+    KG <= 64 (conv3 and conv7: tf32 1.27-1.49x; bf16 NHWC 1.03-1.16x, NCHW 0.93-1.02x, so
+    not there).
     """
     block_n = max(16, min(128, next_power_of_2(channels_per_group)))
     if interpreted:  # few, large programs: the interpreter pays per program
@@ -53,8 +57,12 @@ def conv2d_fwd_config(
         block_k = max(16, min(64, next_power_of_2(reduction)))
         return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=4, num_stages=1)
     block_k = 64 if dtype != torch.float32 and reduction >= 512 else 32
-    if flat_nhwc and dtype.itemsize == 2 and block_n == 128 and block_k == 32:
-        return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=32, num_warps=4, num_stages=3)
+    tensor_cores = dtype.itemsize == 2 or precision == "tf32"
+    if stem_layout and tensor_cores and block_k == 32:
+        if block_n == 128:
+            return dict(BLOCK_M=256, BLOCK_N=128, BLOCK_K=32, num_warps=8, num_stages=3)
+        if block_n == 64 and (dtype == torch.float32 or stem_layout == "NHWC"):
+            block_k = 16
     block_m = 64 if block_n >= 128 else 128
     num_warps = 8 if block_m * block_n >= 128 * 128 else 4
     return dict(
