@@ -47,9 +47,9 @@ def conv2d_fwd_config(
     NOTE: measured on H100 (2026-11-26 session 7, results/h100-issue4/exploration/stems,
     with 32-bit index arithmetic; bf16 and tf32, both layouts): on the stems, 256 x 128 x
     32 tiles over 8 warps beat the tiles below where KG > 64 (conv1 and conv2: 1.07x NHWC
-    and 1.16-1.20x NCHW in bf16, 1.04-1.11x in tf32), and 16-channel reduction blocks where
-    KG <= 64 (conv3 and conv7: tf32 1.27-1.49x; bf16 NHWC 1.03-1.16x, NCHW 0.93-1.02x, so
-    not there).
+    and 1.16-1.20x NCHW in bf16, 1.04-1.11x in tf32), and 16-channel reduction blocks on
+    64-channel tiles (conv3 and conv7, KG = 64: tf32 1.27-1.49x; bf16 NHWC 1.03-1.16x,
+    NCHW 0.93-1.02x, so not there). The fp32 FMA and 3xTF32 paths were not swept.
     """
     block_n = max(16, min(128, next_power_of_2(channels_per_group)))
     if interpreted:  # few, large programs: the interpreter pays per program
