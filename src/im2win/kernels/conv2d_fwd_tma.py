@@ -207,8 +207,10 @@ def tma_launcher(
     what depends on its tensors (the re-laid filter, two descriptors) and launches.
     `config` holds BLOCK_M pixels as a BLOCK_P x BLOCK_Q patch (BLOCK_Q given, or the width
     that wastes least), BLOCK_N, BLOCK_K (a divisor of Cg), num_warps, num_stages.
-    `raster`: tiles of BLOCK_M consecutive pixels of the input grid instead (see
-    `raster_supported`). `slot`: see `launch.launch`.
+    `stride`: the convolution's (sh, sw); above 1, window tiles read the strided view of
+    the module docstring (`tma_supported` must hold). `raster`: tiles of BLOCK_M
+    consecutive pixels of the input grid instead (see `raster_supported`). `slot`: see
+    `launch.launch`.
     """
     n, c, h, w = x.shape
     k, cg, r, s = weight.shape
