@@ -275,7 +275,11 @@ LOOP_CONFIGS = {
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 def test_each_loop(config, case, dtype):
     torch.manual_seed(10)
-    xshape, wshape, kw = LOOP_CASES[case]
+    check_channels_last(*LOOP_CASES[case], config, dtype)
+
+
+def check_channels_last(xshape, wshape, kw, config, dtype):
+    """One channels-last convolution with bias under `config`, against the reference."""
     x = randn(*xshape, dtype=dtype, channels_last=True)
     w, b = randn(*wshape, dtype=dtype), randn(wshape[0], dtype=dtype)
     y = im2win.conv2d(x, w, b, **kw, config=config)
@@ -338,12 +342,7 @@ RASTER_CONFIGS = {
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 def test_raster_tiles(config, case, dtype):
     torch.manual_seed(12)
-    xshape, wshape, kw = RASTER_CASES[case]
-    x = randn(*xshape, dtype=dtype, channels_last=True)
-    w, b = randn(*wshape, dtype=dtype), randn(wshape[0], dtype=dtype)
-    y = im2win.conv2d(x, w, b, **kw, config=config)
-    assert y.is_contiguous(memory_format=torch.channels_last)
-    assert_close(y, reference(x, w, b, **kw), TOL[dtype])
+    check_channels_last(*RASTER_CASES[case], config, dtype)
 
 
 # Depthwise shapes (groups == C): the default path's direct kernel. Channel multipliers 1-3,
