@@ -10,7 +10,7 @@ import torch
 import im2win
 from helpers import DEVICE, TOL, assert_close, expected_format, randn, reference, tolerance
 from im2win import ops, plan
-from im2win.kernels.conv2d_fwd import needs_wide_index
+from im2win.kernels.conv2d_fwd import needs_wide_index, split_tf32
 from im2win.params import conv_params
 
 # (input shape, weight shape, groups): odd and prime sizes, C = 1 and 3, 1x1 filters,
@@ -216,6 +216,35 @@ def test_precision(precision, layout):
     assert_close(y, reference(x, w, b, padding=1), tolerance(torch.float32, precision))
 
 
+def test_split_tf32():
+    # hi + lo is the filter to 2**-22, both tf32 values (13 low bits zero); the filter matrix
+    # becomes hi in place unless it is the user's weight, which stays as it was.
+    torch.manual_seed(8)
+    weight = torch.randn(6, 50) * torch.logspace(-20, 20, 50)
+    kept = weight.clone()
+    for filt in (weight.clone(), weight):
+        hi, lo = split_tf32(filt, weight)
+        assert (hi.data_ptr() == filt.data_ptr()) == (filt is not weight)
+        for part in (hi, lo):
+            assert not (part.view(torch.int32) & 0x1FFF).any()
+        err = (hi.double() + lo.double() - kept.double()).abs() / kept.double().abs()
+        assert err.max() <= 2**-22
+    assert torch.equal(weight, kept)
+
+
+@pytest.mark.parametrize("loop", ["flat", "channels"])
+def test_tf32x3_channels_last_weight(loop):
+    # The tap-by-tap loop reads a channels_last weight in place: the split must not touch it.
+    torch.manual_seed(9)
+    x = randn(2, 16, 7, 9, channels_last=True)
+    w, b = randn(12, 16, 3, 3, channels_last=True), randn(12)
+    kept = w.clone()
+    config = dict(LOOP_CONFIGS[loop], LOOP=loop)
+    y = im2win.conv2d(x, w, b, padding=1, precision="tf32x3", config=config)
+    assert torch.equal(w, kept)
+    assert_close(y, reference(x, w, b, padding=1), tolerance(torch.float32, "tf32x3"))
+
+
 CONFIGS = {
     "16x16x16": dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, num_warps=4, num_stages=1),
     "32x16x64": dict(BLOCK_M=32, BLOCK_N=16, BLOCK_K=64, num_warps=4, num_stages=2),
@@ -225,22 +254,32 @@ CONFIGS = {
     # The heuristic's stem tiles (few input channels): past 64 output channels, and under.
     "stem_256x128x32": dict(BLOCK_M=256, BLOCK_N=128, BLOCK_K=32, num_warps=8, num_stages=3),
     "stem_128x64x16": dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=16, num_warps=4, num_stages=3),
+    # The fp32-accurate tier's (tuning.FP32_STEM_TILES) not listed above.
+    "stem_128x128x16": dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=16, num_warps=8, num_stages=3),
+    "stem_64x64x16": dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=16, num_warps=4, num_stages=3),
+    "stem_128x128x32": dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=32, num_warps=4, num_stages=3),
 }
 
 
 @pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
 @pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
-def test_pinned_config(config, groups, layout, dtype):
+@pytest.mark.parametrize(
+    "dtype, precision",
+    [(torch.float32, "ieee"), (torch.float32, "tf32x3"), (torch.float16, None)],
+    ids=["fp32", "tf32x3", "fp16"],
+)
+def test_pinned_config(config, groups, layout, dtype, precision):
     # M = 2*7*9 = 126 pixels, 20 channels per group, a reduction of 5*3*3 = 45: ragged tiles.
     torch.manual_seed(8)
     x = randn(2, 5 * groups, 9, 11, dtype=dtype, channels_last=layout == "channels_last")
     w, b = randn(20 * groups, 5, 3, 3, dtype=dtype), randn(20 * groups, dtype=dtype)
-    kw = dict(stride=(1, 1), padding=(0, 0), groups=groups)
+    kw = dict(stride=(1, 1), padding=(0, 0), groups=groups, precision=precision)
     y = im2win.conv2d(x, w, b, **kw, config=config)
-    assert_close(y, reference(x, w, b, **kw), TOL[dtype])
-    assert_close(y, im2win.conv2d(x, w, b, **kw).double(), 2 * TOL[dtype])
+    tol = tolerance(dtype, precision)
+    kw.pop("precision")
+    assert_close(y, reference(x, w, b, **kw), tol)
+    assert_close(y, im2win.conv2d(x, w, b, **kw).double(), 2 * tol)
 
 
 # Each reduction loop pinned on a channels-last input it can serve (the "tma" loop's

@@ -36,10 +36,34 @@ from .launch import launch
 from .sizes import cdiv
 
 
+@triton.jit
+def _round_tf32(x):
+    """fp32 `x` rounded to the nearest tf32 value (10 mantissa bits, ties away from zero), so
+    a tf32 product takes it whole however the hardware converts its operands."""
+    bits = x.to(tl.int32, bitcast=True)
+    return ((bits + 0x1000) & -0x2000).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _dot_tf32x3(a, b_hi, b_lo, acc):
+    """acc + a @ (b_hi + b_lo) to about fp32 accuracy in three tf32 products (a_lo @ b_lo,
+    under 2**-22 of a @ b, is dropped); b_hi and b_lo tf32 values (`split_tf32`).
+
+    Only A is split here: splitting B in the loop too, as `tl.dot(...,
+    input_precision="tf32x3")` does, sends it through registers on every step. The step's
+    products start from zero and join `acc` in an fp32 add: a tensor core's accumulator
+    rounds toward zero, which over a long reduction builds a bias."""
+    a_hi = _round_tf32(a)
+    a_lo = _round_tf32(a - a_hi)
+    step = tl.dot(a_lo, b_hi, input_precision="tf32")
+    step = tl.dot(a_hi, b_lo, step, input_precision="tf32")
+    return acc + tl.dot(a_hi, b_hi, step, input_precision="tf32")
+
+
 @triton.heuristics({"HAS_BIAS": lambda args: args["bias_ptr"] is not None})
 @triton.jit
 def _conv2d_fwd_kernel(
-    win_ptr, filt_ptr, bias_ptr, y_ptr, red_ptr,
+    win_ptr, filt_ptr, filt_lo_ptr, bias_ptr, y_ptr, red_ptr,
     N, CG, KG, H, W, R, S, P, Q,
     stride_an, stride_ag, stride_ap, stride_aq,
     stride_ac, stride_af, stride_ar, origin,
@@ -114,14 +138,16 @@ def _conv2d_fwd_kernel(
                 w = w0[:, None] + dw[None, :]
                 a_mask = a_mask & (h >= 0) & (h < H) & (w >= 0) & (w < W)
         a = tl.load(win_ptr + pixel_off[:, None] + red_off[None, :], mask=a_mask, other=0.0)
-        b = tl.load(
-            filt_ptr + filt_rows[None, :] + kk[:, None],
-            mask=kk_ok[:, None] & kn_ok[None, :],
-            other=0.0,
-        )  # [BLOCK_K, BLOCK_N]
+        b_off = filt_rows[None, :] + kk[:, None]  # [BLOCK_K, BLOCK_N]
+        b_ok = kk_ok[:, None] & kn_ok[None, :]
+        b = tl.load(filt_ptr + b_off, mask=b_ok, other=0.0)
         if UPCAST:  # the interpreter computes 16-bit dots wrongly; fp32 is exact there
             a, b = a.to(tl.float32), b.to(tl.float32)
-        acc = tl.dot(a, b, acc, input_precision=PRECISION)
+        if PRECISION == "tf32x3":  # b holds the filter's tf32 part (`split_tf32`)
+            b_lo = tl.load(filt_lo_ptr + b_off, mask=b_ok, other=0.0)
+            acc = _dot_tf32x3(a, b, b_lo, acc)
+        else:
+            acc = tl.dot(a, b, acc, input_precision=PRECISION)
 
     if HAS_BIAS:
         bias = tl.load(bias_ptr + (group * KG + kn) * stride_b, mask=kn_ok, other=0.0)
@@ -209,6 +235,21 @@ def kernel_filter(weight: torch.Tensor, order: str) -> torch.Tensor:
     return weight.permute(*FILTER_ORDERS[order]).contiguous().view(weight.shape[0], -1)
 
 
+def round_tf32_(t: torch.Tensor) -> torch.Tensor:
+    """fp32 `t` rounded in place to the nearest tf32 value, as `_round_tf32` rounds."""
+    bits = t.view(torch.int32)
+    bits.add_(0x1000).bitwise_and_(-0x2000)
+    return t
+
+
+def split_tf32(filt: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fp32 filter matrix `filt` as hi + lo in tf32 values, hi the nearest to `filt` and lo
+    the nearest to the rest. `filt` becomes hi in place unless it is `weight` itself."""
+    lo = filt.clone()
+    hi = round_tf32_(filt if filt.data_ptr() != weight.data_ptr() else filt.clone())
+    return hi, round_tf32_(lo.sub_(hi))
+
+
 def needs_wide_index(tensors, last_pixel: int, origin: int = 0) -> bool:
     """True when an index the kernel forms may not fit in 32 bits: an element offset into
     one of `tensors` (shifted by up to |origin|) or a pixel index up to `last_pixel`."""
@@ -246,6 +287,9 @@ def conv2d_fwd(
     _, cg, r, s = weight.shape
     kg = k // groups
     filt = kernel_filter(weight, "rfc" if loop == "channels" else "frc" if channels_last else "cfr")
+    filt_lo = filt  # an unused pointer unless the precision is 'tf32x3'
+    if precision == "tf32x3":
+        filt, filt_lo = split_tf32(filt, weight)
     contiguous = False
     table = filt  # an unused pointer for the loops that need no table
     if loop == "flat":
@@ -253,7 +297,7 @@ def conv2d_fwd(
         contiguous = is_contiguous_reduction(cg, r, s, src, channels_last)
     grid = (cdiv(n * p * q, config["BLOCK_M"]) * cdiv(kg, config["BLOCK_N"]) * groups,)
     args = (
-        src.tensor, filt, bias, y, table,
+        src.tensor, filt, filt_lo, bias, y, table,
         n, cg, kg, *input_hw, r, s, p, q,
         *src.pixel_strides,
         *src.red_strides, src.origin,
