@@ -144,7 +144,7 @@ ODD_CASES = {
 
 @pytest.mark.parametrize("windows", WINDOWS)
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("tier", ["bf16", "tf32", "tf32x3", "fp16"])
+@pytest.mark.parametrize("tier", ["bf16", "tf32", "tf32x3", "ieee", "fp16"])
 @pytest.mark.parametrize("case", ODD_CASES)
 def test_odd_shapes(case, tier, layout, windows):
     torch.manual_seed(0)

@@ -56,7 +56,13 @@ def test_every_tma_candidate_is_correct(dtype, padding):
     [
         (96, 363, torch.bfloat16, "ieee", "NHWC", (256, 128, 32, 8)),  # conv1
         (96, 363, torch.float32, "tf32", "NCHW", (256, 128, 32, 8)),
-        (96, 363, torch.float32, "ieee", "NHWC", (64, 128, 32, 4)),  # FMA: not measured
+        (96, 363, torch.float32, "ieee", "NHWC", (128, 128, 32, 4)),  # FMA
+        (96, 363, torch.float32, "tf32x3", "NCHW", (128, 128, 16, 8)),
+        (96, 363, torch.float32, "tf32x3", "NHWC", (128, 64, 16, 4)),
+        (64, 147, torch.float32, "tf32x3", "NHWC", (64, 64, 16, 4)),  # conv3
+        (64, 147, torch.float32, "ieee", "NCHW", (128, 64, 32, 4)),  # the default kept
+        (64, 147, torch.float32, "ieee", "NHWC", (128, 64, 16, 4)),
+        (32, 147, torch.float32, "tf32x3", "NHWC", (128, 32, 32, 4)),  # KG 32: not measured
         (96, 363, torch.bfloat16, "ieee", None, (64, 128, 32, 4)),  # not a stem
         (64, 27, torch.float32, "tf32", "NCHW", (128, 64, 16, 4)),  # conv7
         (64, 147, torch.bfloat16, "ieee", "NHWC", (128, 64, 16, 4)),  # conv3

@@ -27,6 +27,21 @@ CONFIG_KEYS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps", "num_stages")
 OPTIONAL_KEYS = ("LOOP", "BLOCK_Q")
 
 
+# The stems' tiles in the fp32-accurate tier by (precision, layout, the BLOCK_N a KG calls
+# for), as CONFIG_KEYS. Measured on H100 (session 8, exploration/fp32, 12 tiles, conv1-3
+# and conv7): 'tf32x3' (`conv2d_fwd._dot_tf32x3`) 1.06-1.24x over the default tiles,
+# 'ieee' 1.10-1.17x; 'ieee' NCHW with KG <= 64 keeps the default.
+FP32_STEM_TILES = {
+    ("tf32x3", "NCHW", 128): (128, 128, 16, 8, 3),
+    ("tf32x3", "NHWC", 128): (128, 64, 16, 4, 3),
+    ("tf32x3", "NCHW", 64): (64, 64, 16, 4, 3),
+    ("tf32x3", "NHWC", 64): (64, 64, 16, 4, 3),
+    ("ieee", "NCHW", 128): (128, 128, 32, 4, 3),
+    ("ieee", "NHWC", 128): (128, 128, 32, 4, 3),
+    ("ieee", "NHWC", 64): (128, 64, 16, 4, 3),
+}
+
+
 def conv2d_fwd_config(
     pixels: int,
     channels_per_group: int,
@@ -49,7 +64,10 @@ def conv2d_fwd_config(
     32 tiles over 8 warps beat the tiles below where KG > 64 (conv1 and conv2: 1.07x NHWC
     and 1.16-1.20x NCHW in bf16, 1.04-1.11x in tf32), and 16-channel reduction blocks on
     64-channel tiles (conv3 and conv7, KG = 64: tf32 1.27-1.49x; bf16 NHWC 1.03-1.16x,
-    NCHW 0.93-1.02x, so not there). The fp32 FMA and 3xTF32 paths were not swept.
+    NCHW 0.93-1.02x, so not there).
+
+    NOTE: measured on H100 (2026-11-27 session 8, results/h100-issue4/exploration/fp32):
+    the fp32-accurate stems' tiles, `FP32_STEM_TILES`.
     """
     block_n = max(16, min(128, next_power_of_2(channels_per_group)))
     if interpreted:  # few, large programs: the interpreter pays per program
@@ -57,6 +75,10 @@ def conv2d_fwd_config(
         block_k = max(16, min(64, next_power_of_2(reduction)))
         return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=4, num_stages=1)
     block_k = 64 if dtype != torch.float32 and reduction >= 512 else 32
+    if stem_layout and dtype == torch.float32 and precision != "tf32":
+        tile = FP32_STEM_TILES.get((precision, stem_layout, block_n))
+        if tile:
+            return dict(zip(CONFIG_KEYS, tile, strict=True))
     tensor_cores = dtype.itemsize == 2 or precision == "tf32"
     if stem_layout and tensor_cores and block_k == 32:
         if block_n == 128:
