@@ -1,10 +1,10 @@
 """Side-by-side bench runs: new code against old, each row's median over the runs.
 
 A folder holds `<suite>-run*/` directories, each with `<suite>/` (the new code, every
-method) and `<suite>-before/` (the old code, `im2win` only), measured in the same call as
-`results/h100-issue4/v6-2fc4d8b/bench_v6.sh` writes them. Per row: the medians over runs of
-im2win old and new and of each run's best cuDNN method, their ratios; then the geomean of
-best-cuDNN / im2win per tier and layout. Prints markdown.
+method) and `<suite>-before/` (the old code, the library's methods only), measured in the
+same call as `results/h100-issue4/v6-2fc4d8b/bench_v6.sh` writes them. Per row: the medians
+over runs of im2win old and new and of each run's best cuDNN method, their ratios; then the
+geomean of best-cuDNN / im2win per tier and layout. Prints markdown.
 
     PYTHONPATH=src python3 notes/scripts/side_by_side.py results/h100-issue4/v6-2fc4d8b \\
         resnet50-b128 paper
@@ -15,20 +15,21 @@ import statistics
 import sys
 from pathlib import Path
 
-from targets import is_cudnn
+from targets import OURS, is_cudnn
 
 from im2win.bench.figures import load_rows, row_status
 
 
 def run_times(rows: list[dict]) -> tuple[dict, dict]:
-    """(im2win ms, best cuDNN ms) per (tier, layout, layer) of one run's valid rows."""
+    """(im2win ms, best cuDNN ms) per (tier, layout, layer) of one run's valid rows; im2win
+    is the faster of its methods there (`targets.OURS`: fp32 has two)."""
     ours, cudnn = {}, {}
     for r in rows:
         if row_status(r) != "ok":
             continue
         key = (r["tier"], r["layout"], r["layer"])
-        if r["method"] == "im2win":
-            ours[key] = r["ms"]
+        if r["method"] in OURS:
+            ours[key] = min(ours.get(key, math.inf), r["ms"])
         elif is_cudnn(r["method"]):
             cudnn[key] = min(cudnn.get(key, math.inf), r["ms"])
     return ours, cudnn

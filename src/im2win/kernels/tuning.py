@@ -29,7 +29,7 @@ OPTIONAL_KEYS = ("LOOP", "BLOCK_Q")
 
 # The stems' tiles in the fp32-accurate tier by (precision, layout, the BLOCK_N a KG calls
 # for), as CONFIG_KEYS. Measured on H100 (session 8, exploration/fp32, 12 tiles, conv1-3
-# and conv7): 'tf32x3' (`conv2d_fwd._dot_tf32x3`) 1.06-1.24x over the default tiles,
+# and conv7): 'tf32x3' (`conv2d_fwd._dot_tf32x3`) 1.02-1.24x over the default tiles,
 # 'ieee' 1.10-1.17x; 'ieee' NCHW with KG <= 64 keeps the default.
 FP32_STEM_TILES = {
     ("tf32x3", "NCHW", 128): (128, 128, 16, 8, 3),

@@ -4,6 +4,8 @@ batch 128, NCHW and NHWC. Kernel plus host as the bench times a call (CudaTimer,
 flushed, median of 20); each output checked against float64 F.conv2d (the tier's bound,
 relative error <= 1e-5). Run once on the code under test and once on the code before it
 (PYTHONPATH, DEFAULT_ONLY=1: the defaults alone) in the same call to compare the defaults.
+SWEEP=deep: the deep layers' tiles in 'tf32x3' instead (NHWC; the NCHW layers run the same
+tiles after staging), the library's reduction loop.
 
     PYTHONPATH=src python3 fp32_sweep.py compile <i> <n>   # n processes at once
     PYTHONPATH=src python3 fp32_sweep.py time [out.json]
@@ -30,15 +32,25 @@ JOBS = [(name, prec, layout) for name in STEMS for prec in ("ieee", "tf32x3")
         for layout in ("NHWC", "NCHW")]  # fmt: skip
 JOBS += [(name, "tf32x3", layout) for name in ("conv5", "conv8", "conv10", "conv12")
          for layout in ("NHWC", "NCHW")]  # fmt: skip
+DEEP_TILES = [
+    (64, 128, 32, 4, 3), (64, 128, 32, 8, 3), (128, 128, 32, 8, 3), (128, 128, 32, 4, 3),
+    (128, 64, 32, 4, 3), (64, 64, 32, 4, 4), (64, 256, 32, 8, 3), (128, 256, 32, 8, 3),
+    (256, 64, 32, 8, 3), (64, 128, 32, 4, 4), (128, 128, 16, 8, 4), (32, 128, 32, 4, 4),
+]  # fmt: skip
+if os.environ.get("SWEEP") == "deep":
+    JOBS = [(name, "tf32x3", "NHWC") for name in ("conv5", "conv6", "conv8", "conv9", "conv10",
+                                                   "conv11", "conv12")]  # fmt: skip
 BOUND = 1e-5
 
 
 def configs(name):
     out = {"default": None}
-    if name in STEMS and not os.environ.get("DEFAULT_ONLY"):
-        for bm, bn, bk, w, s in TILES:
-            out[f"{bm}x{bn}x{bk}w{w}s{s}"] = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
-                                                  num_warps=w, num_stages=s, LOOP="flat")  # fmt: skip
+    if os.environ.get("DEFAULT_ONLY"):
+        return out
+    stem = name in STEMS
+    for bm, bn, bk, w, s in TILES if stem else DEEP_TILES:
+        out[f"{bm}x{bn}x{bk}w{w}s{s}"] = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=w,
+                                              num_stages=s, **dict(LOOP="flat") if stem else {})  # fmt: skip
     return out
 
 
