@@ -3,6 +3,7 @@
 import importlib
 import inspect
 import itertools
+import math
 
 import pytest
 import torch
@@ -306,6 +307,13 @@ LOOP_CONFIGS = {
                     LOOP="tma"),
     "tma_auto_q": dict(BLOCK_M=64, BLOCK_N=32, BLOCK_K=16, num_warps=4, num_stages=1,
                        LOOP="tma"),
+    # split-K (split_k.py): slices of 1-2 steps, uneven, and some empty on short reductions
+    "flat_split3": dict(BLOCK_M=32, BLOCK_N=16, BLOCK_K=16, num_warps=4, num_stages=1,
+                        LOOP="flat", SPLIT_K=3),
+    "channels_split2": dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=16, num_warps=4, num_stages=1,
+                            LOOP="channels", SPLIT_K=2),
+    "tma_split5": dict(BLOCK_M=32, BLOCK_Q=8, BLOCK_N=16, BLOCK_K=16, num_warps=4,
+                       num_stages=1, LOOP="tma", SPLIT_K=5),
 }  # fmt: skip
 
 
@@ -324,6 +332,57 @@ def check_channels_last(xshape, wshape, kw, config, dtype):
     y = im2win.conv2d(x, w, b, **kw, config=config)
     assert y.is_contiguous(memory_format=torch.channels_last)
     assert_close(y, reference(x, w, b, **kw), TOL[dtype])
+
+
+@pytest.mark.parametrize("splits", [2, 7, 40])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_split_k(monkeypatch, splits, layout, dtype):
+    # Both output layouts, groups, bias, a 16-bit output summed from fp32 slices; 40 slices
+    # of a 9-step reduction leave most empty. The workspace is poisoned (NaN): every slice
+    # must write all of its part.
+    seen = poison_split_workspace(monkeypatch)
+    torch.manual_seed(14)
+    x = randn(2, 8, 9, 7, dtype=dtype, channels_last=layout == "channels_last")
+    w, b = randn(12, 4, 3, 3, dtype=dtype), randn(12, dtype=dtype)
+    kw = dict(padding=1, groups=2)
+    config = dict(BLOCK_M=32, BLOCK_N=16, BLOCK_K=16, num_warps=4, num_stages=1, SPLIT_K=splits)
+    y = im2win.conv2d(x, w, b, **kw, config=dict(config, LOOP="channels"))
+    assert [a[0] for a in seen] == [splits]
+    assert y.is_contiguous(memory_format=expected_format(x))
+    assert_close(y, reference(x, w, b, **kw), TOL[dtype])
+
+
+@pytest.mark.parametrize("loop, padding", [("tma", 1), ("tma_raster", 0)])
+def test_split_k_tma(monkeypatch, loop, padding):
+    seen = poison_split_workspace(monkeypatch)
+    torch.manual_seed(15)
+    x = randn(2, 32, 9, 7, channels_last=True)
+    w, b = randn(24, 16, 3, 3), randn(24)
+    kw = dict(padding=padding, groups=2)
+    config = dict(BLOCK_M=32, BLOCK_N=16, BLOCK_K=16, num_warps=4, num_stages=1, SPLIT_K=4)
+    y = im2win.conv2d(x, w, b, **kw, config=dict(config, LOOP=loop))
+    assert [a[0] for a in seen] == [4]
+    assert_close(y, reference(x, w, b, **kw), TOL[torch.float32])
+
+
+def poison_split_workspace(monkeypatch) -> list:
+    """Make split_k.workspace hand out NaN-filled buffers; returns the list of its calls."""
+    module = importlib.import_module("im2win.kernels.split_k")
+    fresh, seen = module.workspace, []
+    monkeypatch.setattr(module, "workspace", lambda *a: seen.append(a) or fresh(*a).fill_(math.nan))
+    return seen
+
+
+def test_split_count_rule():
+    from im2win.kernels.split_k import MAX_SPLITS, WORKSPACE_BYTES, split_count
+
+    assert split_count(100, 64, 1000, sms=132) == 1  # the grid fills half the SMs already
+    assert split_count(4, 7, 1000, sms=132) == 1  # too short a reduction
+    assert split_count(4, 36, 1000, sms=132) == 9  # 4 steps a slice at least
+    assert split_count(2, 400, 1000, sms=132) == MAX_SPLITS
+    assert split_count(8, 64, WORKSPACE_BYTES // 12, sms=132) == 3  # the workspace's cap
+    assert split_count(8, 64, WORKSPACE_BYTES, sms=132) == 1
 
 
 def test_wide_index_rule():
@@ -372,6 +431,8 @@ RASTER_CASES = {
 RASTER_CONFIGS = {
     "run32": dict(BLOCK_M=32, BLOCK_N=16, BLOCK_K=16, num_warps=4, num_stages=1,
                   LOOP="tma_raster"),
+    "run32_split4": dict(BLOCK_M=32, BLOCK_N=16, BLOCK_K=16, num_warps=4, num_stages=1,
+                         LOOP="tma_raster", SPLIT_K=4),
     "default": None,  # the library's pick: under the interpreter, raster tiles in 16-bit
 }  # fmt: skip
 

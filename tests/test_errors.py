@@ -104,6 +104,16 @@ ERRORS = {
         ValueError,
         ["config['BLOCK_Q']", "BLOCK_M", "32"],
     ),
+    "config_split_k_zero": (
+        dict(config=dict(CONFIG, SPLIT_K=0)),
+        ValueError,
+        ["config['SPLIT_K']", "1 to 64", "0"],
+    ),
+    "config_split_k_float": (
+        dict(config=dict(CONFIG, SPLIT_K=2.0)),
+        ValueError,
+        ["config['SPLIT_K']", "2.0"],
+    ),
     "config_tma_nchw": (  # TMA needs channels innermost
         dict(x=(2, 16, 8, 8), w=(6, 16, 3, 3), config=dict(CONFIG, LOOP="tma")),
         ValueError,

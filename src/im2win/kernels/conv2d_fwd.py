@@ -32,6 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
+from . import split_k
 from .launch import launch
 from .sizes import cdiv
 
@@ -77,6 +78,7 @@ def _conv2d_fwd_kernel(
     HAS_BIAS: tl.constexpr,
     PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
+    SPLIT_K: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -106,8 +108,12 @@ def _conv2d_fwd_kernel(
     k_red = CG * S * R
     num_c_blocks = tl.cdiv(CG, BLOCK_K)
     num_iters = S * R * num_c_blocks if LOOP == "channels" else tl.cdiv(k_red, BLOCK_K)
+    it_begin, it_end = 0, num_iters
+    if SPLIT_K > 1:  # this program's slice of the reduction (split_k.py)
+        it_begin = tl.program_id(1) * tl.cdiv(num_iters, SPLIT_K)
+        it_end = tl.minimum(it_begin + tl.cdiv(num_iters, SPLIT_K), num_iters)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for it in range(0, num_iters):
+    for it in range(it_begin, it_end):
         if LOOP == "channels":
             # One filter tap (r, f) at a time, BLOCK_K channels of it: kk = (r*S + f)*CG + c.
             rf = it // num_c_blocks
@@ -152,6 +158,8 @@ def _conv2d_fwd_kernel(
     if HAS_BIAS:
         bias = tl.load(bias_ptr + (group * KG + kn) * stride_b, mask=kn_ok, other=0.0)
         acc += bias.to(tl.float32)[None, :]
+    if SPLIT_K > 1:  # the slice's own images of the workspace
+        n += tl.program_id(1) * N
     y_off = (n * stride_yn + p * stride_yp + q * stride_yq)[:, None] + (
         (group * KG + kn) * stride_yk
     )[None, :]
@@ -279,7 +287,8 @@ def conv2d_fwd(
     """Fill `y` [N, K, P, Q] (any strides) from the windows and the filter [K, Cg, R, S].
 
     `channels_last` says the flat loop walks each window in (f, r, c) order, as NHWC
-    windows lie, rather than (c, f, r). `slot`: see `launch.launch`.
+    windows lie, rather than (c, f, r). `config` may pin SPLIT_K (else
+    `split_k.default_splits`). `slot`: see `launch.launch`.
     """
     if loop not in ("flat", "channels"):
         raise ValueError(f"loop must be 'flat' or 'channels', got {loop!r}")
@@ -295,14 +304,22 @@ def conv2d_fwd(
     if loop == "flat":
         table = _cached_table(cg, r, s, src, dilation, channels_last, y.device)
         contiguous = is_contiguous_reduction(cg, r, s, src, channels_last)
-    grid = (cdiv(n * p * q, config["BLOCK_M"]) * cdiv(kg, config["BLOCK_N"]) * groups,)
+    config = dict(config)
+    programs = cdiv(n * p * q, config["BLOCK_M"]) * cdiv(kg, config["BLOCK_N"]) * groups
+    block_k = config["BLOCK_K"]
+    steps = s * r * cdiv(cg, block_k) if loop == "channels" else cdiv(cg * s * r, block_k)
+    splits = config.pop("SPLIT_K", None) or split_k.default_splits(
+        programs, steps, y.numel(), y.device, interpreted
+    )
+    out, out_bias = (split_k.workspace(splits, y), None) if splits > 1 else (y, bias)
+    grid = (programs, splits) if splits > 1 else (programs,)
     args = (
-        src.tensor, filt, filt_lo, bias, y, table,
+        src.tensor, filt, filt_lo, out_bias, out, table,
         n, cg, kg, *input_hw, r, s, p, q,
         *src.pixel_strides,
         *src.red_strides, src.origin,
-        filt.stride(0), 0 if bias is None else bias.stride(0),
-        *y.stride(),
+        filt.stride(0), 0 if out_bias is None else out_bias.stride(0),
+        *out.stride(),
         *stride, *pad_top_left, *dilation,
     )  # fmt: skip
     meta = dict(
@@ -310,11 +327,12 @@ def conv2d_fwd(
         CONTIGUOUS_K=contiguous,
         MASKED=src.masked,
         WIDE_INDEX=needs_wide_index(
-            (src.tensor, filt, y), n * p * q + config["BLOCK_M"], src.origin
+            (src.tensor, filt, out), n * p * q + config["BLOCK_M"], src.origin
         ),
         PRECISION=precision,
         UPCAST=interpreted and src.tensor.dtype != torch.float32,
+        SPLIT_K=splits,
         **config,
     )
     launch(_conv2d_fwd_kernel, grid, args, meta, slot)
-    return y
+    return split_k.finish(out, splits, bias, y) if splits > 1 else y

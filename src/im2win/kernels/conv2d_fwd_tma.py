@@ -45,6 +45,7 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
+from . import split_k
 from .conv2d_fwd import kernel_filter
 from .launch import launch
 from .sizes import cdiv
@@ -63,6 +64,7 @@ def _conv2d_fwd_tma_kernel(
     STRIDED: tl.constexpr,
     PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
+    SPLIT_K: tl.constexpr,
     BLOCK_P: tl.constexpr,
     BLOCK_Q: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -88,8 +90,12 @@ def _conv2d_fwd_tma_kernel(
     k0 = group * KG + pid_n * BLOCK_N
 
     num_c_blocks = CG // BLOCK_K
+    it_begin, it_end = 0, S * R * num_c_blocks
+    if SPLIT_K > 1:  # this program's slice of the reduction (split_k.py)
+        it_begin = tl.program_id(1) * tl.cdiv(it_end, SPLIT_K)
+        it_end = tl.minimum(it_begin + tl.cdiv(it_end, SPLIT_K), it_end)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for it in range(0, S * R * num_c_blocks):
+    for it in range(it_begin, it_end):
         rf = it // num_c_blocks  # tap (r, f), reduction index kk = (r*S + f)*CG + c
         r, f = rf // S, rf % S
         c = (it % num_c_blocks) * BLOCK_K
@@ -125,9 +131,11 @@ def _conv2d_fwd_tma_kernel(
     else:
         p = p0 + m // BLOCK_Q
         q = q0 + m % BLOCK_Q
+    y_ok = ((n < N) & (p < P) & (q < Q))[:, None] & kn_ok[None, :]
+    if SPLIT_K > 1:  # the slice's own images of the workspace
+        n += tl.program_id(1) * N
     pixel = n.to(tl.int64) * stride_yn + p.to(tl.int64) * stride_yp + q.to(tl.int64) * stride_yq
     y_off = pixel[:, None] + ((group * KG + kn).to(tl.int64) * stride_yk)[None, :]
-    y_ok = ((n < N) & (p < P) & (q < Q))[:, None] & kn_ok[None, :]
     tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=y_ok)
 
 
@@ -204,9 +212,11 @@ def tma_launcher(
     inputs shaped and strided as `x` and filters shaped as `weight` [K, Cg, R, S].
 
     Tiles, grid and descriptor geometry are worked out here once, so that a call builds only
-    what depends on its tensors (the re-laid filter, two descriptors) and launches.
+    what depends on its tensors (the re-laid filter, two descriptors; with split-K the
+    workspace and the sum after, split_k.py) and launches.
     `config` holds BLOCK_M pixels as a BLOCK_P x BLOCK_Q patch (BLOCK_Q given, or the width
-    that wastes least), BLOCK_N, BLOCK_K (a divisor of Cg), num_warps, num_stages.
+    that wastes least), BLOCK_N, BLOCK_K (a divisor of Cg), num_warps, num_stages, and
+    optionally SPLIT_K (else `split_k.default_splits`).
     `stride`: the convolution's (sh, sw); above 1, window tiles read the strided view of
     the module docstring (`tma_supported` must hold). `raster`: tiles of BLOCK_M
     consecutive pixels of the input grid instead (see `raster_supported`). `slot`: see
@@ -258,9 +268,13 @@ def tma_launcher(
         else:
             x_geometry = ([n, h, w, c], [sn, s_h, s_w, sc], [1, *tile])
         tiles = n * cdiv(p, config["BLOCK_P"]) * cdiv(q, config["BLOCK_Q"])
-    grid = (groups * tiles * cdiv(kg, config["BLOCK_N"]),)
+    programs = groups * tiles * cdiv(kg, config["BLOCK_N"])
+    splits = config.pop("SPLIT_K", None) or split_k.default_splits(
+        programs, r * s * (cg // block_k), n * k * p * q, x.device, interpreted
+    )
+    grid = (programs, splits) if splits > 1 else (programs,)
     sizes, geometry = (n, c, cg, kg, r, s, p, q, h, w), (*pad_top_left, *dilation, *stride)
-    meta = dict(PRECISION=precision, RASTER=raster, STRIDED=strided,
+    meta = dict(PRECISION=precision, RASTER=raster, STRIDED=strided, SPLIT_K=splits,
                 UPCAST=interpreted and x.dtype != torch.float32, **config)  # fmt: skip
 
     def launch_into(x, weight, bias, y):
@@ -269,12 +283,13 @@ def tma_launcher(
             filt = filt.clone()
         x_desc = TensorDescriptor(x, *x_geometry)
         filt_desc = TensorDescriptor(filt, list(filt.shape), list(filt.stride()), filt_box)
+        out, out_bias = (split_k.workspace(splits, y), None) if splits > 1 else (y, bias)
         args = (
-            x_desc, filt_desc, bias, y, *sizes,
-            0 if bias is None else bias.stride(0), *y.stride(), *geometry,
+            x_desc, filt_desc, out_bias, out, *sizes,
+            0 if out_bias is None else out_bias.stride(0), *out.stride(), *geometry,
         )  # fmt: skip
         launch(_conv2d_fwd_tma_kernel, grid, args, meta, slot)
-        return y
+        return split_k.finish(out, splits, bias, y) if splits > 1 else y
 
     return launch_into
 

@@ -24,7 +24,7 @@ from .sizes import cdiv, next_power_of_2
 LOOPS = ("flat", "channels", "tma", "tma_raster")
 
 CONFIG_KEYS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps", "num_stages")
-OPTIONAL_KEYS = ("LOOP", "BLOCK_Q")
+OPTIONAL_KEYS = ("LOOP", "BLOCK_Q", "SPLIT_K")
 
 
 # The stems' tiles in the fp32-accurate tier by (precision, layout, the BLOCK_N a KG calls
@@ -247,6 +247,7 @@ def check_config(config: dict) -> dict:
     Optional `LOOP` pins the reduction loop: "flat", "channels" (conv2d_fwd.py), "tma"
     (conv2d_fwd_tma.py's window tiles, whose optional `BLOCK_Q` is the tile's width in
     output pixels) or "tma_raster" (its raster tiles: unpadded convolutions only).
+    Optional `SPLIT_K` pins how many slices the reduction is cut into (split_k.py).
     """
     keys = set(config) - set(OPTIONAL_KEYS)
     if keys != set(CONFIG_KEYS):
@@ -262,6 +263,10 @@ def check_config(config: dict) -> dict:
         raise ValueError(f"config['num_stages'] must be an int >= 1, got {config['num_stages']!r}")
     if "LOOP" in config and config["LOOP"] not in LOOPS:
         raise ValueError(f"config['LOOP'] must be one of {LOOPS}, got {config['LOOP']!r}")
+    if "SPLIT_K" in config:
+        v = config["SPLIT_K"]
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 64:
+            raise ValueError(f"config['SPLIT_K'] must be an int from 1 to 64, got {v!r}")
     if "BLOCK_Q" in config:
         v = config["BLOCK_Q"]
         if config.get("LOOP") != "tma":

@@ -1,0 +1,64 @@
+"""Split-K: the reduction cut into slices, each slice's sums kept in fp32 and added after.
+
+A grid of few output tiles over a long reduction (a deep layer at batch 1, a 7x7 output)
+leaves most SMs idle. Cut into S slices, the same tiles give S times the programs: slice s
+runs steps [s*ceil(T/S), (s+1)*ceil(T/S)) of the T-step reduction and writes its partial
+output, bias-free, into images s*N .. s*N + N - 1 of a workspace [S*N, K, P, Q] in fp32 and
+the output's memory format. `finish` sums the slices in a fixed order (no atomics, so the
+result does not depend on scheduling), adds the bias and casts into the output.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from .sizes import cdiv
+
+# The fp32 partial outputs one call may hold, in bytes. Slices pay only where the output is
+# small (a grid of under half the SMs: a few thousand pixels at most), where this buys up
+# to MAX_SPLITS of them; larger outputs take fewer or none.
+WORKSPACE_BYTES = 1 << 20
+MAX_SPLITS = 16
+
+
+@functools.cache
+def sm_count(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def split_count(programs: int, steps: int, outputs: int, sms: int) -> int:
+    """How many slices a grid of `programs` over `steps` reduction steps and `outputs`
+    output elements runs: 1 unless the grid leaves over half of `sms` SMs idle. Each slice
+    keeps at least 4 steps (fewer would pay a tile's pipeline fill for little work) and all
+    slices together fit WORKSPACE_BYTES."""
+    if programs * 2 > sms or steps < 8:
+        return 1
+    by_memory = WORKSPACE_BYTES // (4 * max(outputs, 1))
+    return max(1, min(cdiv(sms, programs), steps // 4, by_memory, MAX_SPLITS))
+
+
+def default_splits(programs: int, steps: int, outputs: int, device: torch.device,
+                   interpreted: bool) -> int:  # fmt: skip
+    """`split_count` on `device`'s SMs; 1 under the interpreter (tests pin SPLIT_K)."""
+    if interpreted or device.type != "cuda":
+        return 1
+    return split_count(programs, steps, outputs, sm_count(device))
+
+
+def workspace(splits: int, y: torch.Tensor) -> torch.Tensor:
+    """The slices' fp32 outputs, [splits*N, K, P, Q], laid out as `y` (channels-last or not)."""
+    n, k, p, q = y.shape
+    nhwc = y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+    layout = torch.channels_last if nhwc else torch.contiguous_format
+    return torch.empty((splits * n, k, p, q), dtype=torch.float32, device=y.device,
+                       memory_format=layout)  # fmt: skip
+
+
+def finish(ws: torch.Tensor, splits: int, bias: torch.Tensor | None, y: torch.Tensor):
+    """y = the sum of the slices in `ws` (+ bias), cast to y's dtype; returns y."""
+    total = ws.view(splits, *y.shape).sum(0)
+    if bias is not None:
+        total += bias.view(1, -1, 1, 1)
+    return y.copy_(total)
