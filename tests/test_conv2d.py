@@ -366,6 +366,25 @@ def test_split_k_tma(monkeypatch, loop, padding):
     assert_close(y, reference(x, w, b, **kw), TOL[torch.float32])
 
 
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "strided"])
+def test_split_k_finish(layout):
+    # The slices' sum into outputs of either dense layout (one kernel) or any strides.
+    from im2win.kernels.split_k import finish, workspace
+
+    torch.manual_seed(16)
+    y = torch.full((2, 6, 3, 5), math.nan, dtype=torch.float16, device=DEVICE)
+    if layout == "channels_last":
+        y = y.to(memory_format=torch.channels_last)
+    elif layout == "strided":
+        y = torch.full((2, 5, 6, 3), math.nan, dtype=torch.float16, device=DEVICE)
+        y = y.permute(0, 2, 3, 1)  # [2, 6, 3, 5], neither layout
+    ws = workspace(3, y).copy_(torch.randn(6, 6, 3, 5))
+    bias = torch.randn(12, device=DEVICE)[::2]
+    finish(ws, 3, bias, y)
+    want = ws.view(3, 2, 6, 3, 5).double().sum(0) + bias.double().view(1, -1, 1, 1)
+    assert_close(y, want, TOL[torch.float16])
+
+
 def poison_split_workspace(monkeypatch) -> list:
     """Make split_k.workspace hand out NaN-filled buffers; returns the list of its calls."""
     module = importlib.import_module("im2win.kernels.split_k")
