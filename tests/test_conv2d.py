@@ -396,12 +396,13 @@ def poison_split_workspace(monkeypatch) -> list:
 def test_split_count_rule():
     from im2win.kernels.split_k import MAX_SPLITS, WORKSPACE_BYTES, split_count
 
-    assert split_count(100, 64, 1000, sms=132) == 1  # the grid fills half the SMs already
-    assert split_count(4, 7, 1000, sms=132) == 1  # too short a reduction
+    assert split_count(100, 64, 1000, sms=132) == 1  # the grid fills most SMs already
+    assert split_count(20, 64, 1000, sms=132) == 1  # 7 slices would fill them: too few
+    assert split_count(4, 28, 1000, sms=132) == 1  # too short a reduction for 8 slices
     assert split_count(4, 36, 1000, sms=132) == 9  # 4 steps a slice at least
     assert split_count(2, 400, 1000, sms=132) == MAX_SPLITS
-    assert split_count(8, 64, WORKSPACE_BYTES // 12, sms=132) == 3  # the workspace's cap
-    assert split_count(8, 64, WORKSPACE_BYTES, sms=132) == 1
+    assert split_count(8, 64, WORKSPACE_BYTES // 40, sms=132) == 10  # the workspace's cap
+    assert split_count(8, 64, WORKSPACE_BYTES // 12, sms=132) == 1
 
 
 def test_wide_index_rule():

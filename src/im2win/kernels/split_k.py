@@ -24,6 +24,10 @@ from .sizes import cdiv
 # to MAX_SPLITS of them; larger outputs take fewer or none.
 WORKSPACE_BYTES = 1 << 20
 MAX_SPLITS = 16
+# Fewer slices did not pay for the sum after them: measured on H100 at batch 1
+# (results/h100-issue4/exploration/split_k), 2-7 slices ran 0.48-1.59x of none, mostly
+# slower; 16 slices 0.99-2.58x (conv12, bf16 to fp32).
+MIN_SPLITS = 8
 
 
 @functools.cache
@@ -33,13 +37,12 @@ def sm_count(device: torch.device) -> int:
 
 def split_count(programs: int, steps: int, outputs: int, sms: int) -> int:
     """How many slices a grid of `programs` over `steps` reduction steps and `outputs`
-    output elements runs: 1 unless the grid leaves over half of `sms` SMs idle. Each slice
-    keeps at least 4 steps (fewer would pay a tile's pipeline fill for little work) and all
-    slices together fit WORKSPACE_BYTES."""
-    if programs * 2 > sms or steps < 8:
-        return 1
+    output elements runs: MIN_SPLITS to MAX_SPLITS where the grid fills at most 1/MIN_SPLITS
+    of `sms` SMs, each slice keeps at least 4 steps (fewer would pay a tile's pipeline fill
+    for little work) and all slices fit WORKSPACE_BYTES; else 1."""
     by_memory = WORKSPACE_BYTES // (4 * max(outputs, 1))
-    return max(1, min(cdiv(sms, programs), steps // 4, by_memory, MAX_SPLITS))
+    splits = min(cdiv(sms, programs), steps // 4, by_memory, MAX_SPLITS)
+    return splits if splits >= MIN_SPLITS else 1
 
 
 def default_splits(programs: int, steps: int, outputs: int, device: torch.device,
