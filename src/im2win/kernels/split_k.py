@@ -19,9 +19,9 @@ import triton.language as tl
 
 from .sizes import cdiv
 
-# The fp32 partial outputs one call may hold, in bytes. Slices pay only where the output is
-# small (a grid of under half the SMs: a few thousand pixels at most), where this buys up
-# to MAX_SPLITS of them; larger outputs take fewer or none.
+# The fp32 partial outputs one call may hold, in bytes. Slices pay only where the grid is
+# a few programs (at most 1/MIN_SPLITS of the SMs: a few thousand output pixels), where
+# this buys up to MAX_SPLITS of them; larger outputs take fewer or none.
 WORKSPACE_BYTES = 1 << 20
 MAX_SPLITS = 16
 # Fewer slices did not pay for the sum after them: measured on H100 at batch 1
@@ -72,8 +72,10 @@ def _sum_slices_kernel(
     e = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ok = e < E
     total = tl.zeros([BLOCK], dtype=tl.float32)
-    for s in tl.static_range(SPLITS):
-        total += tl.load(ws_ptr + s * E + e, mask=ok, other=0.0)
+    slice_ptr = ws_ptr + e
+    for _ in tl.static_range(SPLITS):  # pointers step by E in 64 bits: SPLITS * E may not fit 32
+        total += tl.load(slice_ptr, mask=ok, other=0.0)
+        slice_ptr += E
     if HAS_BIAS:
         channel = e // CHANNEL_STRIDE % K
         total += tl.load(bias_ptr + channel * stride_b, mask=ok, other=0.0).to(tl.float32)
