@@ -130,10 +130,11 @@ ODD_CASES = {
     "c37_9x9_k41_1x1_s3x2": ((3, 37, 9, 9), (41, 37, 1, 1), dict(stride=(3, 2))),
     # KG >= 256: the heuristic's 64 x 256 TMA tiles (channels-last), ragged in pixels and K
     "c64_30x29_k300_3x3_p1": ((2, 64, 30, 29), (300, 64, 3, 3), dict(padding=1)),
-    # unpadded: the heuristic's raster tiles (channels-last; 8 warps in 16-bit), and a 1x1
-    # with KG past 512
+    # unpadded: the heuristic's raster tiles (channels-last; 8 warps in 16-bit), a 1x1 with
+    # KG past 512, and a 1x1 whose window tiles would waste a third (raster in 16-bit)
     "c64_30x29_k300_3x3": ((2, 64, 30, 29), (300, 64, 3, 3), dict()),
     "c32_9x10_k520_1x1": ((3, 32, 9, 10), (520, 32, 1, 1), dict()),
+    "c64_7x9_k300_1x1": ((3, 64, 7, 9), (300, 64, 1, 1), dict()),
     # stems past 64 output channels and under: the heuristic's stem tiles
     "c3_31x29_k70_5x5_s2": ((2, 3, 31, 29), (70, 3, 5, 5), dict(stride=2)),
     "c3_29x31_k40_3x3": ((2, 3, 29, 31), (40, 3, 3, 3), dict()),

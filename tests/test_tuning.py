@@ -111,7 +111,10 @@ def test_many_output_channels_take_64_by_256_tiles(p, q, kg, tile):
         (12, 12, 256, 3, torch.float32, (128, 128, 4)),  # conv11 in tf32
         (10, 10, 512, 3, torch.float32, (128, 256, 8)),  # conv6 in tf32: KG >= 512
         (54, 54, 64, 3, torch.bfloat16, (128, 64, 4)),  # conv9: KG <= 64
-        (14, 14, 1024, 1, torch.bfloat16, "tma"),  # 1x1: window tiles (no steady win)
+        (14, 14, 1024, 1, torch.bfloat16, (128, 128, 8)),  # 1x1: window tiles waste 23%
+        (7, 7, 2048, 1, torch.float16, (128, 128, 8)),
+        (28, 28, 256, 1, torch.bfloat16, "tma"),  # 1x1: window tiles waste 12%
+        (14, 14, 1024, 1, torch.float32, "tma"),  # tf32 1x1: no steady win measured
         (5, 5, 512, 3, torch.bfloat16, None),  # conv12: a run wastes half (pointer kernel)
     ],
 )

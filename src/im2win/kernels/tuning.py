@@ -142,8 +142,14 @@ def tma_config(
     the code before (v8-ce96e4b, 3 runs): 0.95-1.32x NHWC, 1.08-1.46x NCHW (staged) on
     the paper layers that take them (conv5, 6, 8-11). On 1x1 layers whose window tiles
     waste a sixth more (ResNet-50's at 14x14 and 7x7) kernel time gained 8-44% in bf16, but
-    end to end the bf16 rows came out 0.56-1.22x over three runs while the old code's
-    mostly stayed within 4% (tf32: 0.85-1.16x): not adopted until that is understood.
+    end to end the bf16 rows came out 0.56-1.22x over three bench runs (tf32: 0.85-1.16x).
+
+    NOTE: measured on H100 (2026-11-27 session 9, results/h100-issue4/exploration/raster/
+    raster_1x1_ab.*: window and raster tiles alternated three times in one process on those
+    five bf16 1x1 layers): raster kernel time 1.06-1.25x faster on all five in every round
+    (within 1% across rounds), end to end 1.04-1.22x (medians); the single slow rounds (up
+    to 20x) hit both arms alike, each with a host-time spike. So the raster tiles serve 16-bit
+    1x1 layers whose window tiles waste a sixth or more; tf32 keeps the window tiles.
 
     NOTE: measured on H100 (2026-11-26 session 7, results/h100-issue4/exploration/strided,
     kernel time, bf16 / tf32, NHWC): strided window tiles against the pointer kernel on the
@@ -165,26 +171,31 @@ def tma_config(
                     BLOCK_K=min(block_k, 32), num_warps=4, num_stages=1,
                     LOOP="tma")  # fmt: skip
     if strided:
-        return window_tiles(p, q, channels_per_group, block_k) if q >= 28 else None
+        return window_tiles(p, q, channels_per_group, block_k)[0] if q >= 28 else None
     if block_k != (64 if dtype.itemsize == 2 else 32):  # full channel blocks only
         return None
     if raster_hw is not None and taps > 1 and p * q >= 2 / 3 * raster_hw[0] * raster_hw[1]:
         return raster_tiles(channels_per_group, block_k, dtype)
+    window, efficiency = None, 0.0
     if channels_per_group >= 128 or padded or taps == 1:
-        return window_tiles(p, q, channels_per_group, block_k)
-    return None
+        window, efficiency = window_tiles(p, q, channels_per_group, block_k)
+    if raster_hw is not None and taps == 1 and dtype.itemsize == 2 and efficiency <= 5 / 6:
+        return raster_tiles(channels_per_group, block_k, dtype)  # a 1x1 run wastes nothing
+    return window
 
 
-def window_tiles(p: int, q: int, channels_per_group: int, block_k: int) -> dict | None:
-    """The window tiles for a P x Q output (see `tma_config`), or None where every shape
-    wastes over a quarter."""
+def window_tiles(
+    p: int, q: int, channels_per_group: int, block_k: int
+) -> tuple[dict | None, float]:
+    """The window tiles for a P x Q output (see `tma_config`) and the share of them that is
+    real, or (None, 0.0) where every shape wastes over a quarter."""
     if channels_per_group >= 256:
         eff, (block_p, block_q) = max(
             (tile_efficiency(p, q, *shape), shape) for shape in TMA_SHAPES[64]
         )
         if eff >= 0.75:
             return dict(BLOCK_M=64, BLOCK_Q=block_q, BLOCK_N=256, BLOCK_K=block_k,
-                        num_warps=4, num_stages=3, LOOP="tma")  # fmt: skip
+                        num_warps=4, num_stages=3, LOOP="tma"), eff  # fmt: skip
     block_n = 64 if channels_per_group <= 64 else 128
     for block_m in (256,) if block_n == 64 else (128, 64):
         eff, (block_p, block_q) = max(
@@ -193,8 +204,8 @@ def window_tiles(p: int, q: int, channels_per_group: int, block_k: int) -> dict 
         if eff >= 0.75:
             warps, stages = (8, 3) if block_m == 256 else (4, 4)
             return dict(BLOCK_M=block_m, BLOCK_Q=block_q, BLOCK_N=block_n, BLOCK_K=block_k,
-                        num_warps=warps, num_stages=stages, LOOP="tma")  # fmt: skip
-    return None
+                        num_warps=warps, num_stages=stages, LOOP="tma"), eff  # fmt: skip
+    return None, 0.0
 
 
 def raster_tiles(channels_per_group: int, block_k: int, dtype: torch.dtype) -> dict:
