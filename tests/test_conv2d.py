@@ -1,5 +1,6 @@
 """im2win.conv2d against float64 torch.nn.functional.conv2d: the FlagGems-style matrix."""
 
+import functools
 import importlib
 import inspect
 import itertools
@@ -10,8 +11,9 @@ import torch
 
 import im2win
 from helpers import DEVICE, TOL, assert_close, expected_format, randn, reference, tolerance
-from im2win import ops, plan
+from im2win import kernels, ops, plan
 from im2win.kernels.conv2d_fwd import needs_wide_index, split_tf32
+from im2win.kernels.conv2d_grouped import grouped_tiles
 from im2win.params import conv_params
 
 # (input shape, weight shape, groups): odd and prime sizes, C = 1 and 3, 1x1 filters,
@@ -492,6 +494,78 @@ def test_depthwise(case, layout, dtype):
     # The im2win path (a pinned config) agrees.
     pinned = dict(BLOCK_M=32, BLOCK_N=16, BLOCK_K=16, num_warps=4, num_stages=1)
     assert_close(y, im2win.conv2d(x, w, b, **kw, config=pinned).double(), 2 * TOL[dtype])
+
+
+# Groups of at most 16 channels in a tensor-core tier: the default path packs several to a
+# block-diagonal tile (kernels/conv2d_grouped.py). Depthwise with multipliers 1-3, groups of
+# 2-16 input and 1-16 output channels (not powers of two too), strides, padding, dilation,
+# batch 1, bias.
+GROUPED_CASES = {
+    "dw_c5_9x11_3x3_p1": ((2, 5, 9, 11), (5, 1, 3, 3), dict(padding=1, groups=5)),
+    "dw_c7_13x6_m2_5x1_s21": ((1, 7, 13, 6), (14, 1, 5, 1),
+                              dict(stride=(2, 1), padding=(2, 0), groups=7)),
+    "dw_c3_10x9_m3_3x2_d21": ((3, 3, 10, 9), (9, 1, 3, 2),
+                              dict(stride=2, padding=1, dilation=(2, 1), groups=3)),
+    "g3_c12_9x11_k15": ((2, 12, 9, 11), (15, 4, 3, 3), dict(padding=1, groups=3)),
+    "g4_c32_7x9_k32_s2": ((1, 32, 7, 9), (32, 8, 3, 3), dict(stride=2, padding=1, groups=4)),
+    "g3_c48_6x7_k48_d2": ((2, 48, 6, 7), (48, 16, 3, 2), dict(dilation=2, padding=2, groups=3)),
+    "g5_c10_5x6_k80": ((1, 10, 5, 6), (80, 2, 1, 3), dict(groups=5)),
+    "g37_c74_4x5_k37": ((2, 74, 4, 5), (37, 2, 2, 2), dict(groups=37)),
+}  # fmt: skip
+# Tiles besides the default (BLOCK_G as a multiple of the default's): twice the groups on
+# 64 pixels, one stage. "library": conv2d's own pick (the FMA kernel for depthwise NHWC).
+GROUPED_TILES = {
+    "library": None,
+    "default": dict(),
+    "wide": dict(BLOCK_M=64, BLOCK_G=2, num_warps=4, num_stages=2),
+    "one_stage": dict(BLOCK_M=64, BLOCK_G=1, num_warps=4, num_stages=1),
+}
+
+
+@pytest.mark.parametrize("tiles", GROUPED_TILES.values(), ids=GROUPED_TILES.keys())
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", GROUPED_CASES)
+@pytest.mark.parametrize("tier", ["fp16", "tf32"])
+def test_grouped(case, layout, tier, tiles):
+    torch.manual_seed(12)
+    xshape, wshape, kw = GROUPED_CASES[case]
+    dtype, precision = (torch.float16, None) if tier == "fp16" else (torch.float32, "tf32")
+    x = randn(*xshape, dtype=dtype, channels_last=layout == "channels_last")
+    w, b = randn(*wshape, dtype=dtype), randn(wshape[0], dtype=dtype)
+    params = conv_params(**kw)
+    cg, kg = wshape[1], wshape[0] // params.groups
+    if tiles is None:
+        y = im2win.conv2d(x, w, b, **kw, precision=precision)
+        assert y.is_contiguous(memory_format=expected_format(x))
+    else:
+        p, q = params.output_size(*xshape[2:], *wshape[2:])
+        y = torch.empty(xshape[0], wshape[0], p, q, dtype=dtype, device=DEVICE)  # NaN-poisoned
+        if "BLOCK_G" in tiles:
+            tiles = dict(tiles, BLOCK_G=tiles["BLOCK_G"] * grouped_tiles(cg, kg)["BLOCK_G"])
+        kernels.conv2d_fwd_grouped(
+            x, w, b, y, groups=params.groups, stride=params.stride, dilation=params.dilation,
+            pad_top_left=(params.padding[0], params.padding[2]), precision=precision or "ieee",
+            interpreted=kernels.interpreted(), config=tiles,
+        )  # fmt: skip
+    assert_close(y, reference(x, w, b, **kw), tolerance(dtype, precision))
+
+
+def test_grouped_rule():
+    """Tensor-core tiers, groups of at most 16 channels either way; depthwise in NCHW on
+    outputs up to 56x56; tiles fill a tensor-core step."""
+    rule = functools.partial(kernels.grouped_supported, tensor_cores=True, channels_last=True)
+    assert rule(32, 8, 8, 28 * 28)
+    assert rule(32, 16, 16, 112 * 112, channels_last=False)
+    assert not rule(32, 8, 8, 28 * 28, tensor_cores=False)  # fp32-accurate: FMA kernels
+    assert not rule(1, 3, 16, 28 * 28)  # not grouped
+    assert not rule(8, 16, 32, 28 * 28)  # 32 outputs a group
+    assert not rule(4, 32, 8, 28 * 28)  # 32 inputs a group
+    assert rule(96, 1, 1, 56 * 56, channels_last=False)  # depthwise, NCHW
+    assert not rule(96, 1, 1, 56 * 57, channels_last=False)  # past 56x56: the FMA kernel
+    assert not rule(96, 1, 1, 14 * 14)  # depthwise NHWC: the FMA kernel
+    assert grouped_tiles(1, 1)["BLOCK_G"] == 16
+    assert grouped_tiles(8, 8)["BLOCK_G"] == 2
+    assert grouped_tiles(3, 16)["BLOCK_G"] == 4  # Cg padded to 4: 16 reduction lanes
 
 
 @pytest.mark.parametrize("geometry", ["s1p0", "s21_p20_d12", "same"])

@@ -130,6 +130,8 @@ RELAUNCHED = {
                  torch.bfloat16, True, 1),
     "depthwise": ("conv2d_dw", "_conv2d_fwd_dw_kernel", (2, 6, 9, 7), (6, 1, 3, 3), 6,
                   torch.float32, True, 1),
+    "grouped": ("conv2d_grouped", "_conv2d_fwd_grouped_kernel", (2, 16, 9, 7), (24, 4, 3, 3), 4,
+                torch.bfloat16, False, 1),
 }  # fmt: skip
 
 

@@ -12,6 +12,7 @@ from .conv2d_fwd_tma import (
     tma_launcher,
     tma_supported,
 )
+from .conv2d_grouped import conv2d_fwd_grouped, grouped_supported
 from .relayout import MAX_COPY_IMAGES, copy_to_channels_last
 from .transform import _im2win_transform_kernel, im2win_transform
 from .tuning import (
@@ -40,10 +41,12 @@ __all__ = [
     "check_config",
     "conv2d_fwd",
     "conv2d_fwd_dw",
+    "conv2d_fwd_grouped",
     "conv2d_fwd_tma",
     "conv2d_fwd_config",
     "copy_to_channels_last",
     "device_key",
+    "grouped_supported",
     "has_tma",
     "im2win_transform",
     "interpreted",
