@@ -8,10 +8,10 @@ Backends:
 
 Triton kernels the library picks (a pinned `config`, through its LOOP key, or `windows`
 overrides the pick):
-  NCHW where `staged_images` measured a win     copied a chunk of images at a time to a
-    (>= 512 flops a byte, K <= 3C, N >= 32)     channels-last buffer, then as below
   grouped, at most 16 channels a group, in a    kernels/conv2d_grouped.py, groups packed
     tensor-core tier (`grouped_supported`)        into block-diagonal tensor-core tiles
+  NCHW where `staged_images` measured a win     copied a chunk of images at a time to a
+    (>= 512 flops a byte, K <= 3C, N >= 32)     channels-last buffer, then as below
   depthwise (groups == C) otherwise             kernels/conv2d_dw.py, direct FMA
   channels-last, Cg % 16 == 0, 16-bit or tf32,  kernels/conv2d_fwd_tma.py (window or, if
     a Hopper (or newer) GPU, a stride that        unpadded at unit stride, raster tiles),
@@ -225,14 +225,9 @@ def plan_into(
     slot = {}  # the compiled kernel, once launched (kernels/launch.py)
     chosen = config is None and windows is None
     tensor_cores = x.dtype.itemsize == 2 or precision == "tf32"
-    packed = kernels.grouped_supported(
-        params.groups,
-        cg,
-        k // params.groups,
-        p * q,
-        tensor_cores=tensor_cores,
-        channels_last=channels_last,
-    )
+    packed = kernels.grouped_supported(params.groups, cg, k // params.groups, p * q,
+                                       tensor_cores=tensor_cores,
+                                       channels_last=channels_last)  # fmt: skip
     if chosen and packed:
         # Groups too narrow for a GEMM tile each: several to a tile (kernels/conv2d_grouped.py).
         return lambda x, weight, bias, y: kernels.conv2d_fwd_grouped(
