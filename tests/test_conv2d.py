@@ -550,6 +550,18 @@ def test_grouped(case, layout, tier, tiles):
     assert_close(y, reference(x, w, b, **kw), tolerance(dtype, precision))
 
 
+@pytest.mark.parametrize("tier", ["fp16", "tf32"])
+def test_grouped_reads_any_strides(tier):
+    """A strided view of the input and a channels-last filter, read in place."""
+    torch.manual_seed(13)
+    dtype, precision = (torch.float16, None) if tier == "fp16" else (torch.float32, "tf32")
+    x = randn(2, 12, 11, 14, dtype=dtype)[:, :, 1:, ::2]  # [2, 12, 10, 7], W stride 2
+    w = randn(18, 4, 3, 3, dtype=dtype).to(memory_format=torch.channels_last)
+    kw = dict(padding=1, groups=3)
+    y = im2win.conv2d(x, w, **kw, precision=precision)
+    assert_close(y, reference(x, w, **kw), tolerance(dtype, precision))
+
+
 def test_grouped_rule():
     """Tensor-core tiers, groups of at most 16 channels either way; depthwise in NCHW on
     outputs up to 56x56; tiles fill a tensor-core step."""
