@@ -206,6 +206,22 @@ def test_tma_candidates(case, tier):
         assert worst <= 1e-2, f"{config}: worst element off by {worst:.3g} of max |ref|"
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", ODD_CASES)
+def test_wide_pointer_tiles_on_odd_shapes(case, layout):
+    """The tf32 rule's pointer tiles (`tuning.wide_pointer_tiles`), pinned: the heuristic
+    gives them only to grids of 200 tiles and more, which no odd case reaches."""
+    torch.manual_seed(0)
+    xshape, wshape, kw = ODD_CASES[case]
+    x = torch.randn(xshape, device="cuda")
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    w, b = torch.randn(wshape, device="cuda"), torch.randn(wshape[0], device="cuda")
+    config = im2win.kernels.tuning.WIDE_POINTER_TILES
+    y = im2win.conv2d(x, w, b, **kw, precision="tf32", config=config)
+    assert_close(y, reference(x, w, b, **kw), GPU_TIER_TOL["tf32"])
+
+
 # (input shape, weight shape, conv kwargs)
 GRAD_CASES = {
     "c32_28x28_k64_3x3_p1": ((8, 32, 28, 28), (64, 32, 3, 3), dict(padding=1)),

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import im2win
-from helpers import TOL, assert_close, randn, reference
+from helpers import TOL, assert_close, randn, reference, tolerance
 from im2win.kernels import tuning
 
 # (input shape, weight shape, conv kwargs): odd sizes, C = 3 (flat loop) and C = 17
@@ -147,6 +147,42 @@ def test_strided_layers_take_window_tiles_on_wide_outputs(p, q, kg, block_k, til
     got = config and (config["BLOCK_M"] // config["BLOCK_Q"], config["BLOCK_Q"],
                       config["BLOCK_N"])  # fmt: skip
     assert got == tile and (config is None or config["LOOP"] == "tma")
+
+
+@pytest.mark.parametrize(
+    "pixels, kg, efficiency, dtype, precision, wide",
+    [
+        (128 * 20 * 20, 256, 400 / 576, torch.float32, "tf32", True),  # conv5: raster tiles
+        (128 * 10 * 10, 512, 100 / 144, torch.float32, "tf32", True),  # conv6: 200 tiles
+        (128 * 7 * 7, 2048, 49 / 64, torch.float32, "tf32", True),  # l4-1x1-2048
+        (128 * 12 * 12, 256, 144 / 196, torch.float32, "tf32", False),  # conv11: 144 tiles
+        (128 * 14 * 14, 256, 196 / 256, torch.float32, "tf32", False),  # 196 tiles lost too
+        (128 * 28 * 28, 256, 784 / 896, torch.float32, "tf32", False),  # wastes an eighth
+        (128 * 20 * 20, 128, 400 / 576, torch.float32, "tf32", False),  # half a tile idle
+        (128 * 20 * 20, 256, 400 / 576, torch.bfloat16, "ieee", False),  # lost in 16-bit
+        (128 * 20 * 20, 256, 400 / 576, torch.float32, "tf32x3", False),  # not measured
+    ],
+)
+def test_wide_pointer_tiles_replace_wasteful_tma_tiles(pixels, kg, efficiency, dtype,
+                                                       precision, wide):  # fmt: skip
+    config = tuning.wide_pointer_tiles(pixels, kg, efficiency, dtype, precision, sms=132)
+    assert config == (tuning.WIDE_POINTER_TILES if wide else None)
+
+
+def test_tma_efficiency_counts_what_each_tile_kind_computes():
+    raster = dict(LOOP="tma_raster", BLOCK_M=128)
+    assert tuning.tma_efficiency(raster, 20, 20, (24, 24)) == 400 / 576
+    window = dict(LOOP="tma", BLOCK_M=64, BLOCK_Q=16)
+    assert tuning.tma_efficiency(window, 12, 12, None) == 144 / (12 * 16)
+
+
+def test_wide_pointer_tiles_are_correct():
+    # The rule's tiles pinned on a ragged tf32 case (exact fp32 under the interpreter), bias.
+    torch.manual_seed(5)
+    x = randn(2, 40, 9, 7, channels_last=True)
+    w, b = randn(260, 40, 3, 3), randn(260)
+    y = im2win.conv2d(x, w, b, precision="tf32", config=tuning.WIDE_POINTER_TILES)
+    assert_close(y, reference(x, w, b), tolerance(torch.float32, "tf32"))
 
 
 def test_shape_class_rounds_sizes_to_powers_of_two():

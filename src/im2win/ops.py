@@ -16,6 +16,8 @@ overrides the pick):
   channels-last, Cg % 16 == 0, 16-bit or tf32,  kernels/conv2d_fwd_tma.py (window or, if
     a Hopper (or newer) GPU, a stride that        unpadded at unit stride, raster tiles),
     divides H x W (`tma_supported`)               where `tuning.tma_config` expects it to win
+                                                  (tf32: `tuning.wide_pointer_tiles` may
+                                                  keep wide pointer tiles instead)
   everything else                               kernels/conv2d_fwd.py: `default_loop`
 """
 
@@ -267,6 +269,11 @@ def plan_into(
             tiles = kernels.tma_config(p, q, kg, tma_block_k, x.dtype, precision, masked,
                                        r * s, interpreted, raster_hw,
                                        strided=params.stride != (1, 1))  # fmt: skip
+            if tiles is not None and not interpreted:
+                efficiency = kernels.tma_efficiency(tiles, p, q, raster_hw)
+                tiles = kernels.wide_pointer_tiles(
+                    n * p * q, kg, efficiency, x.dtype, precision, kernels.sm_count(x.device)
+                ) or tiles  # fmt: skip
             config = config if tiles is None else tiles
     config = dict(config)
     config.setdefault("LOOP", pointer_loop)

@@ -14,6 +14,7 @@ from .conv2d_fwd_tma import (
 )
 from .conv2d_grouped import conv2d_fwd_grouped, grouped_supported
 from .relayout import MAX_COPY_IMAGES, copy_to_channels_last
+from .split_k import sm_count
 from .transform import _im2win_transform_kernel, im2win_transform
 from .tuning import (
     autotune_enabled,
@@ -25,7 +26,9 @@ from .tuning import (
     shape_class,
     tma_candidate_configs,
     tma_config,
+    tma_efficiency,
     tuned_config,
+    wide_pointer_tiles,
 )
 
 
@@ -53,10 +56,13 @@ __all__ = [
     "median_ms",
     "raster_supported",
     "shape_class",
+    "sm_count",
     "tma_block_k",
     "tma_candidate_configs",
     "tma_config",
+    "tma_efficiency",
     "tma_launcher",
     "tma_supported",
     "tuned_config",
+    "wide_pointer_tiles",
 ]

@@ -184,6 +184,43 @@ def tma_config(
     return window
 
 
+# tf32 pointer tiles over 256 output channels (see `wide_pointer_tiles`).
+WIDE_POINTER_TILES = dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=32, num_warps=8, num_stages=3,
+                          LOOP="channels")  # fmt: skip
+
+
+def tma_efficiency(tiles: dict, p: int, q: int, raster_hw: tuple[int, int] | None) -> float:
+    """The share of the TMA `tiles`' grid over a P x Q output that is real: raster tiles
+    compute every pixel of the H x W input, window tiles round P and Q up to their box."""
+    if tiles["LOOP"] == "tma_raster":
+        return p * q / (raster_hw[0] * raster_hw[1])
+    return tile_efficiency(p, q, tiles["BLOCK_M"] // tiles["BLOCK_Q"], tiles["BLOCK_Q"])
+
+
+def wide_pointer_tiles(
+    pixels: int, channels_per_group: int, efficiency: float, dtype: torch.dtype,
+    precision: str, sms: int,
+) -> dict | None:  # fmt: skip
+    """The pointer kernel's 128 x 256 tiles in place of TMA tiles with `efficiency`, or None.
+
+    NOTE: measured on H100 (2026-11-27 session 10, results/h100-issue4/exploration/
+    wide_tiles, kernel time, NHWC, batch 128): in tf32, 128 pixels x 256 channels on 8 warps
+    of the pointer kernel beat the TMA tiles that waste a fifth or more wherever KG >= 256
+    and their grid fills 1.5 waves of the SMs: conv5 193 -> 241 TFLOPS, conv6 177 -> 227,
+    ResNet-50 l4-1x1-2048 181 -> 228, l3-1x1-1024 151 -> 159 (the pointer kernel reads
+    only real pixels; a 256-channel tile reads each A tile, through registers, for twice
+    the outputs). Smaller grids lost (conv11 with 144 tiles 197 -> 168; three layers with
+    196 tiles by 6-7%), as did tiles wasting less (l3-1x1-reduce28, 0.875: 186 -> 176) and
+    16-bit operands on every layer (conv5 bf16 304 -> 253).
+    """
+    if dtype != torch.float32 or precision != "tf32" or channels_per_group < 256:
+        return None
+    programs = cdiv(pixels, 128) * cdiv(channels_per_group, 256)
+    if efficiency > 0.8 or 2 * programs < 3 * sms:
+        return None
+    return dict(WIDE_POINTER_TILES)
+
+
 def window_tiles(
     p: int, q: int, channels_per_group: int, block_k: int
 ) -> tuple[dict | None, float]:
