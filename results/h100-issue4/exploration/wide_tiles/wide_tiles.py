@@ -9,6 +9,10 @@ KG >= 256), tier (bf16, tf32) in NHWC: the default, those pointer tiles, and ras
 before it is timed; cuDNN's best in the same process.
 
     PYTHONPATH=src:notes/scripts python3 results/h100-issue4/exploration/wide_tiles/wide_tiles.py
+
+With layer names as arguments, those layers only, in tf32 (the rule's tier), with the 8 x 8
+x 256 window tiles the TMA heuristic picks on 7x7 and 14x14 outputs beside them: run so at
+the code that adopted the rule, whose default is then the wide pointer tiles.
 """
 
 import json
@@ -32,7 +36,7 @@ NAMES = (
 TIERS = {"bf16": (torch.bfloat16, None, 64), "tf32": (torch.float32, "tf32", 32)}
 
 
-def configs(block_k):
+def configs(block_k, window):
     tile = lambda m, n, w, loop: dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=block_k, num_warps=w,  # noqa: E731
                                       num_stages=3, LOOP=loop)  # fmt: skip
     return {
@@ -41,6 +45,7 @@ def configs(block_k):
         "ptr 128x128 w8": tile(128, 128, 8, "channels"),
         "ptr 64x128 w4": tile(64, 128, 4, "channels"),
         "raster 128x256 w8": tile(128, 256, 8, "tma_raster"),
+        **({"tma 8x8x256 w4": dict(tile(64, 256, 4, "tma"), BLOCK_Q=8)} if window else {}),
     }
 
 
@@ -56,9 +61,11 @@ def main():
     meta = provenance(torch.device("cuda"), " ".join(["python3", *sys.argv]))
     out = open(os.path.join(os.environ.get("OUT", "."), "wide_tiles.jsonl"), "w")  # noqa: SIM115
     out.write(json.dumps(dict(provenance=meta)) + "\n")
-    for name in NAMES.split():
+    names, tiers = sys.argv[1:] or NAMES.split(), ("tf32",) if sys.argv[1:] else TIERS
+    for name in names:
         layer = LAYERS_BY_NAME[name]
-        for tier, (dtype, precision, block_k) in TIERS.items():
+        for tier in tiers:
+            dtype, precision, block_k = TIERS[tier]
             xs, ws = layer.shapes(PAPER_BATCH)
             x = torch.randn(xs, device="cuda").to(dtype).to(memory_format=torch.channels_last)
             w = torch.randn(ws, device="cuda").to(dtype)
@@ -67,7 +74,7 @@ def main():
             ref = F.conv2d(x.float(), w.float(), **kw)
             set_fp32_precision(tier == "tf32")
             row = dict(layer=name, tier=tier)
-            calls = dict(configs(block_k), cudnn="cudnn")
+            calls = dict(configs(block_k, window=bool(sys.argv[1:])), cudnn="cudnn")
             for label, config in calls.items():
                 fn = call(x, w, kw, precision, config)
                 try:
