@@ -27,7 +27,11 @@ from im2win.bench.env import provenance
 from im2win.bench.layers import PAPER_BATCH, PAPER_LAYERS
 from im2win.bench.timing import FLUSH_BYTES
 
-TIERS = {"bf16": (torch.bfloat16, None), "tf32": (torch.float32, "tf32")}
+TIERS = {
+    "bf16": (torch.bfloat16, None),
+    "fp16": (torch.float16, None),
+    "tf32": (torch.float32, "tf32"),
+}
 REPS = 10
 
 
