@@ -209,9 +209,9 @@ def wide_pointer_tiles(
     and their grid fills 1.5 waves of the SMs: conv5 193 -> 241 TFLOPS, conv6 177 -> 227,
     ResNet-50 l4-1x1-2048 181 -> 228, l3-1x1-1024 151 -> 159 (the pointer kernel reads
     only real pixels; a 256-channel tile reads each A tile, through registers, for twice
-    the outputs). Smaller grids lost (conv11 with 144 tiles 197 -> 168; three layers with
-    196 tiles by 6-7%), as did tiles wasting less (l3-1x1-reduce28, 0.875: 186 -> 176) and
-    16-bit operands on every layer (conv5 bf16 304 -> 253).
+    the outputs). Smaller grids lost (conv11 with 144 tiles 197 -> 168; two layers with 196
+    tiles by 6-7%, two with 98 by 3-5%), as did tiles wasting less (l3-1x1-reduce28, 0.875:
+    186 -> 176) and 16-bit operands on every layer (conv5 bf16 304 -> 253).
     """
     if dtype != torch.float32 or precision != "tf32" or channels_per_group < 256:
         return None
