@@ -143,6 +143,15 @@ ODD_CASES = {
 }
 
 
+def case_tensors(xshape, wshape, layout: str, dtype=torch.float32):
+    """Input (in `layout`), weight and bias of a case, drawn in that order on the GPU."""
+    x = torch.randn(xshape, device="cuda").to(dtype)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    w = torch.randn(wshape, device="cuda").to(dtype)
+    return x, w, torch.randn(wshape[0], device="cuda").to(dtype)
+
+
 @pytest.mark.parametrize("windows", WINDOWS)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("tier", ["bf16", "tf32", "tf32x3", "ieee", "fp16"])
@@ -151,11 +160,7 @@ def test_odd_shapes(case, tier, layout, windows):
     torch.manual_seed(0)
     xshape, wshape, kw = ODD_CASES[case]
     dtype, precision = TIERS[tier]
-    x = torch.randn(xshape, device="cuda").to(dtype)
-    if layout == "channels_last":
-        x = x.to(memory_format=torch.channels_last)
-    w = torch.randn(wshape, device="cuda").to(dtype)
-    b = torch.randn(wshape[0], device="cuda").to(dtype)
+    x, w, b = case_tensors(xshape, wshape, layout, dtype)
     y = im2win.conv2d(x, w, b, **kw, precision=precision, windows=windows)
     assert y.dtype == dtype
     assert_close(y, reference(x, w, b, **kw), GPU_TIER_TOL[tier])
@@ -213,10 +218,7 @@ def test_wide_pointer_tiles_on_odd_shapes(case, layout):
     gives them only to grids of 200 tiles and more, which no odd case reaches."""
     torch.manual_seed(0)
     xshape, wshape, kw = ODD_CASES[case]
-    x = torch.randn(xshape, device="cuda")
-    if layout == "channels_last":
-        x = x.to(memory_format=torch.channels_last)
-    w, b = torch.randn(wshape, device="cuda"), torch.randn(wshape[0], device="cuda")
+    x, w, b = case_tensors(xshape, wshape, layout)
     config = im2win.kernels.tuning.WIDE_POINTER_TILES
     y = im2win.conv2d(x, w, b, **kw, precision="tf32", config=config)
     assert_close(y, reference(x, w, b, **kw), GPU_TIER_TOL["tf32"])
@@ -236,10 +238,7 @@ def test_fp32_gradients(case, layout):
     """float32 gradients are fp32-accurate on the GPU too (no silent TF32)."""
     torch.manual_seed(1)
     xshape, wshape, kw = GRAD_CASES[case]
-    x = torch.randn(xshape, device="cuda")
-    if layout == "channels_last":
-        x = x.to(memory_format=torch.channels_last)
-    w, b = torch.randn(wshape, device="cuda"), torch.randn(wshape[0], device="cuda")
+    x, w, b = case_tensors(xshape, wshape, layout)
     leaves = [t.clone().requires_grad_() for t in (x, w, b)]
     leaves64 = [t.double().requires_grad_() for t in (x, w, b)]
     y = im2win.conv2d(*leaves, **kw)
