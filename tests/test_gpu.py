@@ -215,7 +215,7 @@ def test_tma_candidates(case, tier):
 @pytest.mark.parametrize("case", ODD_CASES)
 def test_wide_pointer_tiles_on_odd_shapes(case, layout):
     """The tf32 rule's pointer tiles (`tuning.wide_pointer_tiles`), pinned: the heuristic
-    gives them only to grids of 200 tiles and more, which no odd case reaches."""
+    gives them only to grids of 1.5 waves of the SMs, which no odd case reaches."""
     torch.manual_seed(0)
     xshape, wshape, kw = ODD_CASES[case]
     x, w, b = case_tensors(xshape, wshape, layout)

@@ -206,7 +206,7 @@ def wide_pointer_tiles(
     NOTE: measured on H100 (2026-11-27 session 10, results/h100-issue4/exploration/
     wide_tiles, kernel time, NHWC, batch 128): in tf32, 128 pixels x 256 channels on 8 warps
     of the pointer kernel beat the TMA tiles that waste a fifth or more wherever KG >= 256
-    and their grid fills 1.5 waves of the SMs: conv5 193 -> 241 TFLOPS, conv6 177 -> 227,
+    and a grid of such tiles fills 1.5 waves of the SMs: conv5 193 -> 241 TFLOPS, conv6 177 -> 227,
     ResNet-50 l4-1x1-2048 181 -> 228, l3-1x1-1024 151 -> 159 (the pointer kernel reads
     only real pixels; a 256-channel tile reads each A tile, through registers, for twice
     the outputs). Smaller grids lost (conv11 with 144 tiles 197 -> 168; two layers with 196
