@@ -6,7 +6,8 @@ the faster of IEEE `im2win` and `im2win-tf32x3`, both fp32-accurate), the best c
 method's, their ratio, the roofline and the library's share of it, and the extra memory of
 each; then the geomean, the worst layer and the stems (conv1, 2, 3, 7). Prints markdown.
 
-    python3 notes/scripts/targets.py results/h100-issue4/paper results/h100-issue4/paper-fp32
+    S=results/h100-0a4e98e/standings
+    PYTHONPATH=src python3 notes/scripts/targets.py $S/paper $S/paper-b1 $S/extra
 """
 
 import sys
