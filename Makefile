@@ -6,7 +6,7 @@ PY   := $(VENV)/bin/python
 # Pinned: here `torch==2.13.0` is a local CPU build that installs in seconds (an unpinned
 # torch downloads a multi-GB CUDA build), and Triton 3.6's interpreter needs numpy < 2.4.
 CPU_STACK := torch==2.13.0 triton==3.6.0 'numpy<2.4'
-GPU_REPORT ?= results/gpu-suite/$(shell date -u +%Y%m%d-%H%M%S)
+GPU_REPORT ?= bench-runs/gpu-suite-$(shell date -u +%Y%m%d-%H%M%S)
 
 .PHONY: test bench test-gpu lint
 

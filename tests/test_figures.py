@@ -75,6 +75,17 @@ def test_load_rows_file_or_directory(tmp_path, rows):
         figures.load_rows(tmp_path / "empty")
 
 
+def test_load_rows_names_the_line_of_a_malformed_row(tmp_path, rows):
+    path = tmp_path / "results.jsonl"
+    header = {"header": True, "command": "im2win bench"}  # no row keys: dropped, not an error
+    path.write_text(json.dumps(header) + "\n" + json.dumps(rows[0]) + "\n")
+    assert figures.load_rows(path) == rows[:1]
+    bad = {k: v for k, v in rows[1].items() if k != "layout"}
+    path.write_text(json.dumps(rows[0]) + "\n\n" + json.dumps(bad) + "\n")
+    with pytest.raises(ValueError, match=r"results.jsonl:3: a row without layout$"):
+        figures.load_rows(path)
+
+
 def test_summary_table_picks_best_ok_cudnn(rows):
     table = figures.summary_table(rows)
     conv1, conv2 = _cells(table, "conv1"), _cells(table, "conv2")

@@ -1,11 +1,15 @@
-"""The `im2win` command: measure im2win against every baseline, and redraw the paper's figures.
+"""The `im2win` command: time im2win against cuDNN and other baselines, and draw the figures.
 
 Examples:
-  im2win bench             all 12 paper layers, every default method, figures at the end
-  im2win bench --quick     3 layers, fewer repeats
-  im2win bench --layers conv1,conv8 --tiers fp32,bf16 --layouts NHWC --batch 64
-  im2win ablate            the paper kernel's ablation (fp32, NCHW) and its figure
-  im2win figures DIR       figures and summary tables from a finished run's results.jsonl
+  im2win bench            the paper's 12 layers: im2win, every cuDNN algorithm, the other
+                          baselines and the paper's kernels, in tiers fp32, tf32 and bf16, NCHW
+                          and NHWC; results, table and figures go to bench-runs/<UTC date-time>/
+  im2win bench --quick    3 layers, fewer repeats
+  im2win bench --suite resnet50 --tiers bf16 --layouts NHWC --out runs/r50-bf16
+  im2win bench --layers conv1,conv8 --methods im2win,cudnn-IMPLICIT_GEMM --batch 64
+  im2win bench --layers conv1-mini,conv5-mini    the CPU run's miniature layers, on a GPU
+  im2win ablate           the paper kernel with each optimisation removed in turn (fp32, NCHW)
+  im2win figures DIR      figures and summary tables from a finished run's results.jsonl
 """
 
 from __future__ import annotations
@@ -20,33 +24,48 @@ from pathlib import Path
 
 import torch
 
+from . import __version__
 from .bench.env import provenance
 from .bench.methods import METHODS
 from .bench.report import ResultWriter, format_table
 from .bench.run import LAYOUTS, BenchPlan, run_bench
-from .bench.suites import LAYERS_BY_NAME, SUITES, select_layers
+from .bench.suites import LAYERS_BY_NAME, MINI, SUITES, select_layers
 from .bench.tiers import TIERS
 
 GPU_DEFAULTS = dict(batch=128, tiers="fp32,tf32,bf16", repeats=20, quick_repeats=5)
 CPU_DEFAULTS = dict(batch=2, tiers="fp32,bf16", repeats=3, quick_repeats=2)
 NO_GPU_NOTICE = (
     "No CUDA GPU: running a reduced CPU benchmark ({how}), not representative of GPU speed.\n"
-    "Miniature copies of the paper's layers, batch {batch}; on a GPU `im2win bench` runs all "
-    "12 layers at batch 128."
+    "Miniature copies of the layers (NAME-mini), batch {batch}; on a GPU `im2win bench` runs "
+    "them at full size, batch 128."
 )
+RUNS_DIR = Path("bench-runs")  # the default --out's parent, relative to the current directory
 
 
-def _names(choices: list[str]) -> Callable[[str], list[str]]:
-    """An argparse type: a comma-separated list, each item one of `choices`."""
+def _names(choices: list[str], shown: str | None = None) -> Callable[[str], list[str]]:
+    """An argparse type: a comma-separated list, each item one of `choices` (an error
+    lists `shown`, else the choices)."""
 
     def parse(text: str) -> list[str]:
         items = [item.strip() for item in text.split(",") if item.strip()]
         bad = [item for item in items if item not in choices]
         if bad or not items:
-            raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(choices)}")
+            raise argparse.ArgumentTypeError(f"{text!r}: choose from {shown or ', '.join(choices)}")
         return items
 
     return parse
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    error = argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 1")
+    try:
+        value = int(text)
+    except ValueError:
+        raise error from None
+    if value < 1:
+        raise error
+    return value
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -58,32 +77,65 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         help="layer set: the paper's 12, ResNet-50's convolutions, or depthwise/dilated/"
         "grouped extras (default paper)",
     )
+    layer_names = [*LAYERS_BY_NAME, *(name + MINI for name in LAYERS_BY_NAME)]
     parser.add_argument(
         "--layers",
-        type=_names(list(LAYERS_BY_NAME)),
-        help="comma-separated layers of any suite (default: the suite's, all on a GPU)",
+        type=_names(layer_names, f"{', '.join(LAYERS_BY_NAME)} (each also as NAME{MINI})"),
+        help=f"comma-separated layers of any suite; NAME{MINI} is NAME's miniature, the size a "
+        "CPU run uses (default: the suite's, all on a GPU, 3 with --quick or on a CPU)",
     )
-    parser.add_argument("--batch", type=int, help="batch size (default 128 on a GPU, 2 on a CPU)")
-    parser.add_argument("--repeats", type=int, help="timed runs per measurement (median taken)")
+    gpu, cpu = GPU_DEFAULTS, CPU_DEFAULTS
     parser.add_argument(
-        "--out", type=Path, help="output directory (default results/bench-<UTC date and time>)"
+        "--batch",
+        type=_positive_int,
+        help=f"batch size (default {gpu['batch']} on a GPU, {cpu['batch']} on a CPU)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=_positive_int,
+        help=f"timed runs per measurement, median taken (default {gpu['repeats']} on a GPU, "
+        f"{cpu['repeats']} on a CPU; {gpu['quick_repeats']} and {cpu['quick_repeats']} "
+        "with bench --quick)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help=f"output directory, new or empty (default {RUNS_DIR}/<UTC date-time>/ in the "
+        "current directory)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty --out, replacing the files of the same name",
     )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="im2win", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="im2win",
+        description=__doc__.split("\n")[0],
+        epilog=__doc__.split("\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"im2win {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     bench = commands.add_parser(
         "bench",
-        help="time im2win and torch's conv2d on the paper's layers",
-        description="Time, check and record im2win against torch.nn.functional.conv2d. "
-        "Each measurement becomes a row of results.jsonl and results.csv in --out.",
+        help="time and check im2win against every cuDNN algorithm and other baselines",
+        description="Time im2win and the methods it is compared with (every cuDNN forward "
+        "algorithm, torch's conv2d, im2col + cuBLAS, unfold + matmul, the paper's CUDA kernel, "
+        "its ablation and its direct and im2win baselines; see --methods) on a suite's layers, "
+        "in each precision tier and layout. Each result is checked against a float64 reference "
+        "within its tier's error bound and becomes a row of results.jsonl and results.csv; "
+        "the run ends with a table, figures and summary.md. All of it goes to --out (default "
+        f"{RUNS_DIR}/<UTC date-time>/). Without a GPU it runs miniature layers on the CPU, "
+        "where the CUDA-only methods are recorded as unsupported.",
     )
     _add_run_options(bench)
     bench.add_argument(
         "--quick",
         action="store_true",
-        help="layers conv1,conv5,conv11 unless --layers is given; fewer repeats",
+        help="3 layers unless --layers is given (paper: conv1,conv5,conv11); fewer repeats",
     )
     bench.add_argument(
         "--tiers",
@@ -102,15 +154,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods",
         type=_names(list(METHODS)),
         default=defaults,
-        help=f"methods to compare, from {','.join(METHODS)} (default {','.join(defaults)})",
+        help=f"comma-separated methods to compare, from {', '.join(METHODS)} (default all "
+        f"but {', '.join(name for name in METHODS if name not in defaults)})",
     )
     bench.set_defaults(run=_bench)
 
     ablate = commands.add_parser(
         "ablate",
-        help="the paper kernel's ablation: each optimisation removed in turn (fp32, NCHW)",
-        description="Time paper-kernel and its variants on the paper's layers, then draw "
-        "ablation.png. Takes --layers, --batch, --repeats and --out like bench.",
+        help="the paper kernel with each optimisation removed in turn (fp32, NCHW; needs a GPU)",
+        description="Time the paper's CUDA kernel (paper-kernel) and its variants without "
+        "prefetching, vector loads, the register micro-kernel or shared memory, in fp32 NCHW "
+        "on a suite's layers; then draw ablation.png and write ablation.md, in --out as for "
+        "bench. Takes bench's --suite, --layers, --batch, --repeats, --out and --overwrite. "
+        "Without a GPU every measurement is recorded as unsupported.",
     )
     _add_run_options(ablate)
     ablate.set_defaults(
@@ -118,7 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     figures = commands.add_parser(
-        "figures", help="draw figures and summary tables from a results directory"
+        "figures",
+        help="redraw figures and summary tables from a finished run's results.jsonl",
+        description="Read a run's results.jsonl and write next to it: TFLOPS and extra-memory "
+        "figures per tier and layout (PNG, needs matplotlib), summary.md, and ablation.png "
+        "and ablation.md when the paper kernel's variants were measured. Only rows with "
+        "status ok are drawn.",
     )
     figures.add_argument("results", type=Path, help="a results.jsonl or the directory holding it")
     figures.set_defaults(run=_figures)
@@ -128,29 +189,50 @@ def build_parser() -> argparse.ArgumentParser:
 ABLATION_METHODS = [name for name in METHODS if name.startswith("paper-kernel")]
 
 
+def _out_dir(args: argparse.Namespace) -> Path:
+    """--out, or a new RUNS_DIR/<UTC stamp>; an existing one must be an empty directory
+    unless --overwrite. Checked before the run, which may take hours."""
+    out = args.out
+    if out is None:
+        out = RUNS_DIR / datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"im2win {args.command}: --out {out} is a file; expected a directory")
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise SystemExit(
+            f"im2win {args.command}: --out {out} is not empty; expected a new or empty "
+            "directory (or pass --overwrite)"
+        )
+    return out
+
+
 def _bench(args: argparse.Namespace, command: str) -> int:
     gpu = torch.cuda.is_available()
     defaults = GPU_DEFAULTS if gpu else CPU_DEFAULTS
+    out = _out_dir(args)
     suite, layers = select_layers(args.layers, quick=args.quick, gpu=gpu, suite=args.suite)
-    repeats = args.repeats or defaults["quick_repeats" if args.quick else "repeats"]
-    batch = args.batch or defaults["batch"]
-    if batch < 1 or repeats < 1:
-        raise SystemExit("im2win bench: --batch and --repeats must be at least 1")
+    repeats = args.repeats
+    if repeats is None:
+        repeats = defaults["quick_repeats" if args.quick else "repeats"]
+    batch = defaults["batch"] if args.batch is None else args.batch
+    tiers = args.tiers or defaults["tiers"].split(",")
     plan = BenchPlan(
         suite=suite,
         layers=layers,
-        tiers=[TIERS[name] for name in args.tiers or defaults["tiers"].split(",")],
+        tiers=[TIERS[name] for name in tiers],
         layouts=args.layouts,
         methods=[METHODS[name] for name in args.methods],
         batch=batch,
         repeats=repeats,
         device=torch.device("cuda" if gpu else "cpu"),
     )
+    if not plan.cases():
+        raise SystemExit(
+            f"im2win {args.command}: none of --methods {','.join(args.methods)} serves "
+            f"--tiers {','.join(tiers)}"
+        )
     if not gpu:
         how = f"im2win backend: {METHODS['im2win'].backend(plan.device)}"
         print(NO_GPU_NOTICE.format(how=how, batch=batch), flush=True)
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    out = args.out or Path("results") / f"bench-{stamp}"
     info = provenance(plan.device, command)
     with ResultWriter(out) as writer:
         rows = run_bench(plan, info, writer)
@@ -173,14 +255,18 @@ def _draw(rows: list[dict], out: Path, ablation: bool = False) -> None:
     from .bench import figures
 
     (out / "summary.md").write_text(figures.summary_table(rows))
+    ok = [row for row in rows if figures.row_status(row) == "ok"]
+    if not ok:
+        print("figures: none, no measurement is ok")
+        return
     try:
         drawn = [figures.draw_ablation(rows, out)] if ablation else figures.draw_all(rows, out)
         if any(row["method"] in ABLATION_METHODS[1:] for row in rows) and not ablation:
             drawn.append(figures.draw_ablation(rows, out))
-    except (RuntimeError, ValueError) as exc:  # no matplotlib, or nothing drawable (CPU)
+    except (RuntimeError, ValueError) as exc:  # no matplotlib, or nothing drawable
         print(f"figures skipped: {exc}")
         return
-    if any(row["method"] in ABLATION_METHODS and row["status"] == "ok" for row in rows):
+    if any(row["method"] in ABLATION_METHODS for row in ok):
         (out / "ablation.md").write_text(figures.ablation_table(rows))
     print(f"figures: {', '.join(path.name for path in drawn)}")
 
@@ -188,7 +274,12 @@ def _draw(rows: list[dict], out: Path, ablation: bool = False) -> None:
 def _figures(args: argparse.Namespace, command: str) -> int:
     from .bench import figures
 
-    rows = figures.load_rows(args.results)
+    try:
+        rows = figures.load_rows(args.results)
+    except (OSError, ValueError) as exc:  # missing, unreadable or malformed
+        raise SystemExit(f"im2win figures: {exc}") from None
+    if not rows:
+        raise SystemExit(f"im2win figures: {args.results} holds no result rows")
     out = args.results if args.results.is_dir() else args.results.parent
     _draw(rows, out)
     return 0

@@ -57,16 +57,45 @@ Table = dict[str, dict[str, dict]]  # layer -> series -> the row that series sho
 # --- rows -------------------------------------------------------------------------------
 
 
+# The keys every figure and table groups or labels rows by.
+ROW_KEYS = ("layer", "method", "tier", "layout", "batch")
+
+
 def load_rows(path: str | Path) -> list[dict]:
-    """Rows of a `results.jsonl` file, or of the `results.jsonl` inside directory `path`."""
+    """Rows of a `results.jsonl` file, or of the `results.jsonl` inside directory `path`.
+
+    Raises FileNotFoundError when there is no such file, ValueError (naming the line) when a
+    line is not a JSON object with the ROW_KEYS, OSError when the file cannot be read.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "results.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"no results file at {path}")
-    with path.open() as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+        raise FileNotFoundError(
+            f"no results file at {path} (expected a results.jsonl or a directory holding one)"
+        )
+    rows = []
+    try:
+        with path.open(encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if line.strip():
+                    rows.append(_parse_row(line, f"{path}:{number}"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text (expected JSON lines)") from None
     return [row for row in rows if not row.get("header")]
+
+
+def _parse_row(line: str, where: str) -> dict:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{where}: not JSON ({exc.msg}); expected one result row") from None
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: a JSON {type(row).__name__}, expected an object")
+    missing = [key for key in ROW_KEYS if key not in row]
+    if missing and not row.get("header"):
+        raise ValueError(f"{where}: a row without {', '.join(missing)}")
+    return row
 
 
 def row_status(row: dict) -> str:

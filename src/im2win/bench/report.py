@@ -76,9 +76,15 @@ def format_table(rows: list[dict]) -> str:
     """A fixed-width table, one line per measurement, then one line per error message.
 
     Unsupported cases (a method that cannot serve a shape, tier or layout) stay in the
-    result files only.
+    result files only; when every case was unsupported, a line says so, with the reasons.
     """
-    rows = [row for row in rows if row["status"] != "unsupported"]
+    shown = [row for row in rows if row["status"] != "unsupported"]
+    if rows and not shown:
+        devices = ", ".join(dict.fromkeys(str(row["device"]) for row in rows))
+        reasons = dict.fromkeys(row["note"] for row in rows)  # deduplicated, in run order
+        head = f"Nothing to show: every requested measurement was unsupported on {devices}:"
+        return "\n".join([head, *(f"  {reason}" for reason in reasons)]) + "\n"
+    rows = shown
     cells = [[header for header, _ in COLUMNS]]
     cells += [[str(cell(row)) for _, cell in COLUMNS] for row in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]

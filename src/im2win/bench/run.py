@@ -6,6 +6,7 @@ import sys
 from dataclasses import dataclass
 
 import torch
+from tqdm import tqdm
 
 from im2win.baselines import Unsupported, reference_fp64
 from im2win.params import ConvParams, conv_params
@@ -43,30 +44,6 @@ class BenchPlan:
             for method in self.methods
             if tier.name in method.tiers
         ]
-
-
-class Progress:
-    """tqdm's bar when it is installed, else one line per measurement (both on stderr)."""
-
-    def __init__(self, total: int) -> None:
-        try:
-            from tqdm import tqdm
-        except ImportError:
-            tqdm = None
-        self.bar = tqdm(total=total, file=sys.stderr) if tqdm else None
-        self.total, self.done = total, 0
-
-    def step(self, label: str) -> None:
-        self.done += 1
-        if self.bar is not None:
-            self.bar.set_description(label)
-            self.bar.update()
-        else:
-            print(f"[{self.done}/{self.total}] {label}", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 class _Operands:
@@ -166,9 +143,11 @@ def run_bench(plan: BenchPlan, provenance: dict[str, str], writer: ResultWriter)
         print(f"roofline skipped: measuring the ceilings failed: {exc}", file=sys.stderr)
         ceilings = None
     cases = plan.cases()
-    progress = Progress(len(cases))
+    # A bar with ETA on stderr, so stdout stays the notice, the table and the file names.
+    progress = tqdm(total=len(cases), file=sys.stderr, unit="case", dynamic_ncols=True)
     rows, ops = [], None
     for layer, tier, layout, method in cases:
+        progress.set_description(f"{layer.name} {tier.name} {layout} {method.name}")
         if ops is None or ops.layer is not layer:
             ops = None  # free the previous layer's tensors before allocating the next
             if plan.device.type == "cuda":
@@ -190,6 +169,6 @@ def run_bench(plan: BenchPlan, provenance: dict[str, str], writer: ResultWriter)
         row.update(provenance)
         writer.write(row)
         rows.append(row)
-        progress.step(f"{layer.name} {tier.name} {layout} {method.name}")
+        progress.update()
     progress.close()
     return rows
