@@ -54,14 +54,14 @@ def restore_backend_flags():
 # ---------------------------------------------------------------------------- CPU: interface
 
 
-def test_registry_lists_every_method():
-    cudnn_names = [f"cudnn-{algo}" for algo in ALGOS]
-    assert baseline_names() == list(BASELINES)
-    assert baseline_names()[: len(ALGOS)] == cudnn_names
-    assert len(ALGOS) == 8 and ALGOS[1] == "IMPLICIT_PRECOMP_GEMM"  # enum order matters
-    others = {"torch-conv2d", "im2col-cublas", "unfold-matmul", "inductor-triton"}
-    assert set(baseline_names()) == set(cudnn_names) | others
-    assert all(callable(factory) for factory in BASELINES.values())
+def test_registry_lists_cudnn_algorithms_then_torch_paths():
+    # ALGOS' positions are the cudnnConvolutionFwdAlgo_t values passed to cuDNN.
+    assert ALGOS == (
+        "IMPLICIT_GEMM", "IMPLICIT_PRECOMP_GEMM", "GEMM", "DIRECT", "FFT", "FFT_TILING",
+        "WINOGRAD", "WINOGRAD_NONFUSED",
+    )  # fmt: skip
+    torch_paths = ["torch-conv2d", "im2col-cublas", "unfold-matmul", "inductor-triton"]
+    assert baseline_names() == [f"cudnn-{algo}" for algo in ALGOS] + torch_paths
 
 
 @pytest.mark.parametrize("name", baseline_names())
@@ -79,7 +79,10 @@ def test_tier_is_validated(name):
         make(name, x, w, tier="fp64")
     with pytest.raises(TypeError, match="tier 'bf16' needs torch.bfloat16"):
         make(name, x, w, tier="bf16")
-    assert TIER_DTYPES["tf32"] == torch.float32
+    # A tier's own dtype passes the checks and reaches the device question.
+    for tier in ("tf32", "bf16"):
+        with pytest.raises(Unsupported, match="needs a CUDA tensor"):
+            make(name, x.to(TIER_DTYPES[tier]), w.to(TIER_DTYPES[tier]), tier=tier)
 
 
 def test_caller_errors_are_not_unsupported():
@@ -87,8 +90,9 @@ def test_caller_errors_are_not_unsupported():
     x, w = torch.randn(1, 3, 8, 8), torch.randn(4, 2, 3, 3)
     with pytest.raises(ValueError, match="weight.shape"):
         make("cudnn-IMPLICIT_GEMM", x, w)
-    with pytest.raises(ValueError, match="unknown baseline 'cudnn-FOO'"):
+    with pytest.raises(ValueError, match="unknown baseline 'cudnn-FOO'") as info:
         make("cudnn-FOO", x, w)
+    assert str(info.value).endswith("known: " + ", ".join(baseline_names()))
 
 
 def test_import_touches_no_gpu():

@@ -45,6 +45,7 @@ from collections.abc import Callable
 import torch
 
 from ..kernels import im2win_transform
+from ..kernels.sizes import cdiv
 from ..params import ConvParams, check_conv_args, check_tensor, conv_params
 from ..reference import filter_reference
 from . import _cuda
@@ -176,7 +177,7 @@ def paper_gemm(
     n, c, k, p, q = _check_window_args(win, filt, bias, y, r, s, stride_w, dilation_w, variant)
     stride_fk = _filter_rows(filt, k, c * s * r)
     bm, bn, tm, tn = _GEMM_TEMPLATE[variant][:4]
-    blocks = -(-k // bm) * -(-(n * p * q) // bn)
+    blocks = cdiv(k, bm) * cdiv(n * p * q, bn)
     if blocks > _MAX_GRID:
         raise ValueError(f"{blocks} blocks exceed one launch; split the batch")
     kern = _cuda.kernel(_template_name(variant), _GEMM_ARGS, y.device)
@@ -261,7 +262,7 @@ def im2win_base_gemm(
     if k > 65535:
         raise ValueError(f"K={k} output channels exceed the grid's z limit (65535)")
     kern = _cuda.kernel("im2win_base_kernel", _BASE_ARGS, y.device)
-    grid = (-(-p // 32), -(-q // 32), k)
+    grid = (cdiv(p, 32), cdiv(q, 32), k)
     for i in range(n):  # one launch per image, as the authors did
         kern.launch(
             grid, (32, 32, 1),
@@ -318,7 +319,7 @@ def direct_conv2d(
         if k > 65535:
             raise ValueError(f"K={k} output channels exceed the grid's z limit (65535)")
         kern = _cuda.kernel("direct_naive_kernel", _NAIVE_ARGS, y.device)
-        grid = (-(-p // 32), -(-q // 32), k)
+        grid = (cdiv(p, 32), cdiv(q, 32), k)
         for i in range(n):  # one launch per image, as the authors did
             kern.launch(
                 grid, (32, 32, 1),
@@ -333,7 +334,7 @@ def direct_conv2d(
     patch = ((dp - 1) * sh + (r - 1) * dh + 1) * ((dq - 1) * sw + (s - 1) * dw + 1)
     per_channel = 4 * (r * s * dk + patch)  # bytes of shared memory per staged channel
     cb = max(1, min(c, _SMEM_BUDGET // per_channel))
-    blocks = n * -(-p // dp) * -(-q // dq) * -(-k // dk)
+    blocks = n * cdiv(p, dp) * cdiv(q, dq) * cdiv(k, dk)
     if blocks > _MAX_GRID:
         raise ValueError(f"{blocks} blocks exceed one launch; split the batch")
     kern = _cuda.kernel("direct_tiled_kernel", _TILED_ARGS, y.device)

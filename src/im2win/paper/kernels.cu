@@ -1,5 +1,5 @@
 // The im2win paper's FP32 NCHW kernels, re-derived from the paper's description (see
-// docs and _nvrtc.py), with the bounds and reduction-tail masking the released code lacked.
+// docs and _cuda.py), with the bounds and reduction-tail masking the released code lacked.
 // Compiled at run time by NVRTC, one template instantiation per ablation variant.
 //
 // Letters (cuDNN): input X [N][C][H][W], filter F [K][C][R][S], output Y [N][K][P][Q].
