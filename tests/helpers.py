@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from im2win import kernels
 from im2win.baselines import reference_fp64
 from im2win.bench.measure import relative_error as rel_err
-from im2win.bench.tiers import TIERS
-from im2win.params import is_channels_last
+from im2win.params import conv_params, is_channels_last
+from im2win.problem import ConvProblem, MathMode
+from im2win.variants import Target, target_of
 
 # The non-gpu tests run on the GPU when there is one, else on CPU through Triton's interpreter.
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -17,13 +19,12 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # output to 16 bits: the interpreter's bf16 conversion is coarse (truncates), not round-to-nearest.
 TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
 
-# GPU precision tiers (tests/test_gpu.py), keyed by precision: the benchmark's tier bounds
+# GPU precision tiers (tests/test_gpu.py), keyed by math mode: the benchmark's tier bounds
 # ('ieee' and 'tf32x3' are both fp32-accurate). On CPU TF32 is not emulated: exact fp32.
-GPU_TIER_TOL = {
-    "ieee": TIERS["fp32"].max_rel_err,
-    "tf32x3": TIERS["fp32"].max_rel_err,
-    **{name: TIERS[name].max_rel_err for name in ("tf32", "fp16", "bf16")},
-}
+GPU_TIER_TOL = {mode.value: mode.max_rel_err for mode in MathMode}
+
+# A Hopper GPU as the heuristics see it (132 SMs: the H100 SXM and the H200).
+HOPPER = Target("sm90", sms=132, tma=True)
 
 
 def tolerance(dtype: torch.dtype, precision: str | None = None, device=DEVICE) -> float:
@@ -54,3 +55,27 @@ def assert_close(y: torch.Tensor, ref: torch.Tensor, bound: float) -> None:
     assert y.shape == ref.shape
     err = rel_err(y, ref)
     assert err <= bound, f"relative error {err:.3g} > {bound:.3g}"
+
+
+def current_target() -> Target:
+    """The target this session's kernels run on: the GPU, or the interpreter."""
+    return target_of(torch.device(DEVICE), kernels.interpreted())
+
+
+def problem_of(xshape, wshape, dtype=torch.float32, precision=None, channels_last=False,
+               **conv_kwargs) -> ConvProblem:  # fmt: skip
+    """The ConvProblem of a call on tensors of these shapes (no data: meta tensors)."""
+    x = torch.empty(xshape, dtype=dtype, device="meta")
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    w = torch.empty(wshape, dtype=dtype, device="meta")
+    params = conv_params(**conv_kwargs, kernel_size=tuple(wshape[2:]))
+    return ConvProblem.of(x, w, params, MathMode.of(dtype, precision))
+
+
+def stage_everything(monkeypatch, chunk_bytes: int) -> None:
+    """Make the staging rule take every NCHW input with Cg >= 16, `chunk_bytes` a chunk."""
+    rule = current_target().table["staged-nchw"]
+    for key, value in dict(chunk_bytes=chunk_bytes, min_batch=1, min_flop_per_byte=1,
+                           max_widening=100).items():  # fmt: skip
+        monkeypatch.setitem(rule, key, value)

@@ -1,8 +1,6 @@
 """im2win.conv2d against float64 torch.nn.functional.conv2d: the FlagGems-style matrix."""
 
-import functools
 import importlib
-import inspect
 import itertools
 import math
 
@@ -10,11 +8,25 @@ import pytest
 import torch
 
 import im2win
-from helpers import DEVICE, TOL, assert_close, expected_format, randn, reference, tolerance
-from im2win import kernels, ops, plan
+from helpers import (
+    DEVICE,
+    HOPPER,
+    TOL,
+    assert_close,
+    current_target,
+    expected_format,
+    problem_of,
+    randn,
+    reference,
+    stage_everything,
+    tolerance,
+)
+from im2win import plan
 from im2win.kernels.conv2d_fwd import needs_wide_index, split_tf32
-from im2win.kernels.conv2d_grouped import grouped_tiles
 from im2win.params import conv_params
+from im2win.variants.grouped import PACKED_GROUPS
+from im2win.variants.splits import split_count
+from im2win.variants.staged import STAGED_NCHW
 
 # (input shape, weight shape, groups): odd and prime sizes, C = 1 and 3, 1x1 filters,
 # reductions Cg*R*S that are not multiples of 16/32/64, batch 1, depthwise and grouped.
@@ -111,14 +123,6 @@ def test_bf16(case, geometry, layout):
     check_conv(case, geometry, layout, True, torch.bfloat16)
 
 
-# The window source option is newer than the rest of the API.
-needs_windows = pytest.mark.skipif(
-    "windows" not in inspect.signature(im2win.conv2d).parameters,
-    reason="this im2win.conv2d has no `windows` option",
-)
-
-
-@needs_windows
 @pytest.mark.parametrize("windows", ["materialized", "streamed"])
 @pytest.mark.parametrize("case, geometry, layout", matrix(CASES, GEOMETRIES, LAYOUTS))
 def test_window_sources(case, geometry, layout, windows):
@@ -126,7 +130,6 @@ def test_window_sources(case, geometry, layout, windows):
     check_conv(case, geometry, layout, True, torch.float32, windows=windows)
 
 
-@needs_windows
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 @pytest.mark.parametrize(
     "case, geometry, layout",
@@ -187,7 +190,6 @@ def test_non_contiguous_input(view):
     check_view(view)
 
 
-@needs_windows
 @pytest.mark.parametrize("view", VIEWS)
 def test_non_contiguous_input_streamed(view):
     check_view(view, windows="streamed")
@@ -396,15 +398,15 @@ def poison_split_workspace(monkeypatch) -> list:
 
 
 def test_split_count_rule():
-    from im2win.kernels.split_k import MAX_SPLITS, WORKSPACE_BYTES, split_count
-
-    assert split_count(100, 64, 1000, sms=132) == 1  # the grid fills most SMs already
-    assert split_count(20, 64, 1000, sms=132) == 1  # 7 slices would fill them: too few
-    assert split_count(4, 28, 1000, sms=132) == 1  # too short a reduction for 8 slices
-    assert split_count(4, 36, 1000, sms=132) == 9  # 4 steps a slice at least
-    assert split_count(2, 400, 1000, sms=132) == MAX_SPLITS
-    assert split_count(8, 64, WORKSPACE_BYTES // 40, sms=132) == 10  # the workspace's cap
-    assert split_count(8, 64, WORKSPACE_BYTES // 12, sms=132) == 1
+    t = HOPPER.table["split-k"]
+    assert split_count(100, 64, 1000, HOPPER) == 1  # the grid fills most SMs already
+    assert split_count(20, 64, 1000, HOPPER) == 1  # 7 slices would fill them: too few
+    assert split_count(4, 28, 1000, HOPPER) == 1  # too short a reduction for 8 slices
+    assert split_count(4, 36, 1000, HOPPER) == 9  # 4 steps a slice at least
+    assert split_count(2, 400, 1000, HOPPER) == t["max_splits"]
+    assert split_count(8, 64, t["workspace_bytes"] // 40, HOPPER) == 10  # the workspace's cap
+    assert split_count(8, 64, t["workspace_bytes"] // 12, HOPPER) == 1
+    assert split_count(2, 400, 1000, current_target()) == (1 if DEVICE == "cpu" else 16)
 
 
 def test_wide_index_rule():
@@ -532,21 +534,16 @@ def test_grouped(case, layout, tier, tiles):
     dtype, precision = (torch.float16, None) if tier == "fp16" else (torch.float32, "tf32")
     x = randn(*xshape, dtype=dtype, channels_last=layout == "channels_last")
     w, b = randn(*wshape, dtype=dtype), randn(wshape[0], dtype=dtype)
-    params = conv_params(**kw)
-    cg, kg = wshape[1], wshape[0] // params.groups
-    if tiles is None:
-        y = im2win.conv2d(x, w, b, **kw, precision=precision)
-        assert y.is_contiguous(memory_format=expected_format(x))
-    else:
-        p, q = params.output_size(*xshape[2:], *wshape[2:])
-        y = torch.empty(xshape[0], wshape[0], p, q, dtype=dtype, device=DEVICE)  # NaN-poisoned
+    config = None
+    if tiles is not None:  # pinned: the packed-groups variant whatever the library prefers
+        problem = problem_of(xshape, wshape, dtype, precision, layout == "channels_last", **kw)
+        config = dict(PACKED_GROUPS.candidates(problem, current_target())[0], **tiles,
+                      VARIANT="packed-groups")  # fmt: skip
         if "BLOCK_G" in tiles:
-            tiles = dict(tiles, BLOCK_G=tiles["BLOCK_G"] * grouped_tiles(cg, kg)["BLOCK_G"])
-        kernels.conv2d_fwd_grouped(
-            x, w, b, y, groups=params.groups, stride=params.stride, dilation=params.dilation,
-            pad_top_left=(params.padding[0], params.padding[2]), precision=precision or "ieee",
-            interpreted=kernels.interpreted(), config=tiles,
-        )  # fmt: skip
+            default = PACKED_GROUPS.candidates(problem, current_target())[0]["BLOCK_G"]
+            config["BLOCK_G"] = tiles["BLOCK_G"] * default
+    y = im2win.conv2d(x, w, b, **kw, precision=precision, config=config)
+    assert y.is_contiguous(memory_format=expected_format(x))
     assert_close(y, reference(x, w, b, **kw), tolerance(dtype, precision))
 
 
@@ -558,26 +555,43 @@ def test_grouped_reads_any_strides(tier):
     x = randn(2, 12, 11, 14, dtype=dtype)[:, :, 1:, ::2]  # [2, 12, 10, 7], W stride 2
     w = randn(18, 4, 3, 3, dtype=dtype).to(memory_format=torch.channels_last)
     kw = dict(padding=1, groups=3)
+    assert im2win.explain(x, w, **kw, precision=precision).choice.variant is PACKED_GROUPS
     y = im2win.conv2d(x, w, **kw, precision=precision)
     assert_close(y, reference(x, w, **kw), tolerance(dtype, precision))
+
+
+def packs(c, k, groups, hw, dtype=torch.float16, channels_last=True):
+    """Whether the heuristic packs a 3x3 layer's groups (HOPPER's table)."""
+    problem = problem_of((8, c, hw, hw), (k, c // groups, 3, 3), dtype,
+                         "tf32" if dtype == torch.float32 else None, channels_last,
+                         padding=1, groups=groups)  # fmt: skip
+    return PACKED_GROUPS.supports(problem, HOPPER) and bool(
+        PACKED_GROUPS.heuristic(problem, HOPPER)
+    )
 
 
 def test_grouped_rule():
     """Tensor-core tiers, groups of at most 16 channels either way; depthwise in NCHW on
     outputs up to 56x56; tiles fill a tensor-core step."""
-    rule = functools.partial(kernels.grouped_supported, tensor_cores=True, channels_last=True)
-    assert rule(32, 8, 8, 28 * 28)
-    assert rule(32, 16, 16, 112 * 112, channels_last=False)
-    assert not rule(32, 8, 8, 28 * 28, tensor_cores=False)  # fp32-accurate: FMA kernels
-    assert not rule(1, 3, 16, 28 * 28)  # not grouped
-    assert not rule(8, 16, 32, 28 * 28)  # 32 outputs a group
-    assert not rule(4, 32, 8, 28 * 28)  # 32 inputs a group
-    assert rule(96, 1, 1, 56 * 56, channels_last=False)  # depthwise, NCHW
-    assert not rule(96, 1, 1, 56 * 57, channels_last=False)  # past 56x56: the FMA kernel
-    assert not rule(96, 1, 1, 14 * 14)  # depthwise NHWC: the FMA kernel
-    assert grouped_tiles(1, 1)["BLOCK_G"] == 16
-    assert grouped_tiles(8, 8)["BLOCK_G"] == 2
-    assert grouped_tiles(3, 16)["BLOCK_G"] == 4  # Cg padded to 4: 16 reduction lanes
+    assert packs(256, 256, 32, 28)  # 8 channels a group
+    assert packs(512, 512, 32, 112, channels_last=False)
+    assert packs(256, 256, 32, 28, torch.float32)  # tf32
+    assert not packs(3, 16, 1, 28)  # not grouped
+    assert not packs(128, 256, 8, 28)  # 32 outputs a group
+    assert not packs(128, 32, 4, 28)  # 32 inputs a group
+    assert packs(96, 96, 96, 56, channels_last=False)  # depthwise, NCHW
+    assert not packs(96, 96, 96, 57, channels_last=False)  # past 56x56: the FMA kernel
+    assert not packs(96, 96, 96, 14)  # depthwise NHWC: the FMA kernel
+    fp32 = problem_of((8, 256, 28, 28), (256, 8, 3, 3), padding=1, groups=32)
+    assert not PACKED_GROUPS.supports(fp32, HOPPER)  # fp32-accurate: FMA kernels
+
+    def block_g(cg, kg):
+        problem = problem_of((1, 4 * cg, 5, 5), (4 * kg, cg, 3, 3), torch.float16, groups=4)
+        return PACKED_GROUPS.candidates(problem, HOPPER)[0]["BLOCK_G"]
+
+    assert block_g(1, 1) == 16
+    assert block_g(8, 8) == 2
+    assert block_g(3, 16) == 4  # Cg padded to 4: 16 reduction lanes
 
 
 @pytest.mark.parametrize("geometry", ["s1p0", "s21_p20_d12", "same"])
@@ -634,17 +648,14 @@ STAGED = {
 def test_nchw_staged_in_chunks(case, images, monkeypatch):
     """One or two images a chunk (last chunk short), outputs written in place in NCHW."""
     xshape, wshape, groups, stride, padding, dtype = STAGED[case]
-    image_bytes = xshape[1] * xshape[2] * xshape[3] * dtype.itemsize
-    monkeypatch.setattr(ops, "CHUNK_BYTES", images * image_bytes)
-    monkeypatch.setattr(ops, "STAGE_MIN_BATCH", 1)
-    monkeypatch.setattr(ops, "STAGE_MIN_FLOP_PER_BYTE", 1)
-    monkeypatch.setattr(ops, "STAGE_MAX_WIDENING", 100)
+    stage_everything(monkeypatch, images * xshape[1] * xshape[2] * xshape[3] * dtype.itemsize)
     monkeypatch.setattr(plan, "_PLANS", {})
     torch.manual_seed(12)
     x = randn(*xshape, dtype=dtype)
     kwargs = dict(stride=stride, padding=padding, groups=groups)
-    params = conv_params(**kwargs, kernel_size=wshape[2:])
-    assert ops.staged_images(x, wshape, params, False) == images
+    choice = im2win.explain(x, randn(*wshape, dtype=dtype), **kwargs).choice
+    assert choice.variant is STAGED_NCHW and choice.config["IMAGES"] == images
+    assert len(choice.inner) == 1 + (xshape[0] % images > 0)  # the last chunk its own
     clone = x.clone()
     for _ in range(2):  # the second call runs the kept plan
         w, b = randn(*wshape, dtype=dtype), randn(wshape[0], dtype=dtype)
@@ -654,25 +665,33 @@ def test_nchw_staged_in_chunks(case, images, monkeypatch):
     assert torch.equal(x, clone)
 
 
+def staged_images(xshape, wshape, dtype=torch.float32, channels_last=False, **kw) -> int:
+    """Images a chunk where the heuristic stages this problem (HOPPER's table), else 0."""
+    problem = problem_of(xshape, wshape, dtype, channels_last=channels_last, **kw)
+    if not STAGED_NCHW.supports(problem, HOPPER):
+        return 0
+    config = STAGED_NCHW.heuristic(problem, HOPPER)
+    return 0 if config is None else STAGED_NCHW.finalize(problem, config, HOPPER)["IMAGES"]
+
+
 def test_staging_rule():
-    x = torch.empty(64, 256, 5, 5, device="meta")  # fp32, shapes only
-    p1, p2, p3 = conv_params(padding=1), conv_params(stride=2), conv_params()
+    x, half = (64, 256, 5, 5), torch.float16
     # Flops per input byte copied, 2*K*R*S*P*Q / (H*W*itemsize), at least 512; K <= 3C.
-    assert ops.staged_images(x, (256, 256, 3, 3), p1, False) == 64  # 2*256*9 / 4 = 1152
-    assert ops.staged_images(x, (100, 256, 3, 3), p1, False) == 0  # 450
-    assert ops.staged_images(x.half(), (48, 256, 3, 3), p1, False) == 0  # 432 in 16-bit
-    assert ops.staged_images(x.half(), (64, 256, 4, 4), p1, False) == 64  # 4x4 outputs: 655
-    assert ops.staged_images(x, (256, 256, 3, 3), p2, False) == 0  # 2x2 outputs of 5x5: 184
-    assert ops.staged_images(x, (768, 256, 3, 3), p2, False) == 64  # 553
-    assert ops.staged_images(x, (96, 256, 1, 1), p3, False) == 0  # 48
-    assert ops.staged_images(x.half(), (768, 256, 1, 1), p3, False) == 64  # 768, K = 3C
-    assert ops.staged_images(x.half(), (1024, 256, 1, 1), p3, False) == 0  # K = 4C
-    assert ops.staged_images(x[:31], (256, 256, 3, 3), p1, False) == 0  # small batch
-    assert ops.staged_images(x[:32], (256, 256, 3, 3), p1, False) == 32
-    assert ops.staged_images(x, (256, 256, 3, 3), p1, True) == 0  # already channels-last
-    assert ops.staged_images(x, (256, 8, 3, 3), conv_params(groups=32), False) == 0  # Cg < 16
-    assert ops.staged_images(x, (256, 1, 3, 3), conv_params(groups=256), False) == 0  # depthwise
-    empty = torch.empty(64, 256, 0, 0, device="meta")  # no pixels, padding makes the output
-    assert ops.staged_images(empty, (256, 256, 3, 3), conv_params(padding=2), False) == 0
-    tiny = torch.empty(70000, 16, 1, 1, device="meta", dtype=torch.half)  # 65535 images a copy
-    assert ops.staged_images(tiny, (48, 16, 5, 5), conv_params(padding=2), False) == 65535
+    assert staged_images(x, (256, 256, 3, 3), padding=1) == 64  # 2*256*9 / 4 = 1152
+    assert staged_images(x, (100, 256, 3, 3), padding=1) == 0  # 450
+    assert staged_images(x, (48, 256, 3, 3), half, padding=1) == 0  # 432 in 16-bit
+    assert staged_images(x, (64, 256, 4, 4), half, padding=1) == 64  # 4x4 outputs: 655
+    assert staged_images(x, (256, 256, 3, 3), stride=2) == 0  # 2x2 outputs of 5x5: 184
+    assert staged_images(x, (768, 256, 3, 3), stride=2) == 64  # 553
+    assert staged_images(x, (96, 256, 1, 1)) == 0  # 48
+    assert staged_images(x, (768, 256, 1, 1), half) == 64  # 768, K = 3C
+    assert staged_images(x, (1024, 256, 1, 1), half) == 0  # K = 4C
+    assert staged_images((31, 256, 5, 5), (256, 256, 3, 3), padding=1) == 0  # small batch
+    assert staged_images((32, 256, 5, 5), (256, 256, 3, 3), padding=1) == 32
+    assert staged_images(x, (256, 256, 3, 3), channels_last=True, padding=1) == 0  # NHWC
+    assert staged_images(x, (256, 8, 3, 3), groups=32) == 0  # Cg < 16
+    assert staged_images(x, (256, 1, 3, 3), groups=256) == 0  # depthwise
+    # no pixels, padding makes the output
+    assert staged_images((64, 256, 0, 0), (256, 256, 3, 3), padding=2) == 0
+    tiny = (70000, 16, 1, 1)  # 65535 images a copy at most
+    assert staged_images(tiny, (48, 16, 5, 5), half, padding=2) == 65535

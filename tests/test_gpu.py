@@ -1,4 +1,4 @@
-"""GPU checks (H100): the paper's 12 layers at batch 128 in every precision tier and layout,
+"""GPU checks (Hopper): the paper's 12 layers at batch 128 in every precision tier and layout,
 plus small odd shapes; compared with float64 torch.nn.functional.conv2d on the GPU.
 
 With IM2WIN_GPU_REPORT set, the paper-layer results are written as JSON lines (a header
@@ -19,9 +19,18 @@ import torch.nn.functional as F
 import triton
 
 import im2win
-from helpers import GPU_TIER_TOL, assert_close, expected_format, reference, rel_err
+from helpers import (
+    GPU_TIER_TOL,
+    assert_close,
+    current_target,
+    expected_format,
+    problem_of,
+    reference,
+    rel_err,
+)
 from im2win.bench.env import git_commit
 from im2win.bench.layers import PAPER_BATCH, PAPER_LAYERS
+from im2win.variants.tma import TMA_RASTER, TMA_WINDOW
 
 pytestmark = pytest.mark.gpu
 
@@ -200,9 +209,11 @@ def test_tma_candidates(case, tier):
     w = torch.randn(wshape, device="cuda").to(dtype)
     b = torch.randn(wshape[0], device="cuda").to(dtype)
     ref = reference(x, w, b, **kw)
-    block_k = im2win.kernels.tma_block_k(wshape[1], dtype)
+    problem = problem_of(xshape, wshape, dtype, precision, channels_last=True, **kw)
     raster = not kw.get("padding") and kw.get("stride", 1) == 1
-    for config in im2win.kernels.tma_candidate_configs(block_k, raster):
+    assert TMA_RASTER.supports(problem, current_target()) == raster
+    eligible = (TMA_RASTER, TMA_WINDOW) if raster else (TMA_WINDOW,)
+    for config in [c for v in eligible for c in v.candidates(problem, current_target())]:
         y = im2win.conv2d(x, w, b, **kw, precision=precision, config=config)
         assert_close(y, ref, GPU_TIER_TOL[tier])
         # A pipeline race drops whole channel blocks from a few outputs: the norm barely
@@ -214,12 +225,12 @@ def test_tma_candidates(case, tier):
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("case", ODD_CASES)
 def test_wide_pointer_tiles_on_odd_shapes(case, layout):
-    """The tf32 rule's pointer tiles (`tuning.wide_pointer_tiles`), pinned: the heuristic
+    """The tf32 rule's pointer tiles (`variants/pointer_wide.py`), pinned: the heuristic
     gives them only to grids of 1.5 waves of the SMs, which no odd case reaches."""
     torch.manual_seed(0)
     xshape, wshape, kw = ODD_CASES[case]
     x, w, b = case_tensors(xshape, wshape, layout)
-    config = im2win.kernels.tuning.WIDE_POINTER_TILES
+    config = current_target().table["pointer-wide"]["tile"]
     y = im2win.conv2d(x, w, b, **kw, precision="tf32", config=config)
     assert_close(y, reference(x, w, b, **kw), GPU_TIER_TOL["tf32"])
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import im2win
-from helpers import GPU_TIER_TOL, TOL, assert_close, randn, reference
-from im2win import ops, plan
+from helpers import GPU_TIER_TOL, TOL, assert_close, randn, reference, stage_everything
+from im2win import plan
 
 
 @pytest.fixture(autouse=True)
@@ -37,14 +37,16 @@ def test_a_signature_is_planned_once(monkeypatch):
 
 def test_a_planned_tma_launch_reads_each_calls_tensors(monkeypatch):
     """The TMA path plans its tiles and descriptor geometry once; every call still builds its
-    descriptors from its own input, filter and output (new values, same signature)."""
+    descriptors from its own input, filter and output (new values, same signature). 64
+    channels over 16x16 pixels: window tiles on a GPU (full channel blocks that waste
+    nothing), as in the interpreter."""
     module = importlib.import_module("im2win.kernels.conv2d_fwd_tma")
     counting = CountingKernel(module._conv2d_fwd_tma_kernel)
     monkeypatch.setattr(module, "_conv2d_fwd_tma_kernel", counting)
     torch.manual_seed(5)
     for _ in range(3):
-        x = randn(2, 16, 9, 7, dtype=torch.float16, channels_last=True)
-        w, b = randn(24, 16, 3, 3, dtype=torch.float16), randn(24, dtype=torch.float16)
+        x = randn(2, 64, 16, 16, dtype=torch.float16, channels_last=True)
+        w, b = randn(24, 64, 3, 3, dtype=torch.float16), randn(24, dtype=torch.float16)
         y = im2win.conv2d(x, w, b, padding=1)
         assert_close(y, reference(x, w, b, padding=1), TOL[torch.float16])
     assert len(plan._PLANS) == 1
@@ -160,10 +162,7 @@ def test_a_plan_skips_triton_dispatch_after_its_first_call(case, monkeypatch):
 def test_staged_chunks_relaunch_each_at_its_own_offset(monkeypatch):
     """Three one-image chunks, output slices 45000 bytes apart (every other one off a
     16-byte boundary): each chunk's plan and copy dispatch once, later calls relaunch."""
-    monkeypatch.setattr(ops, "CHUNK_BYTES", 64 * 15 * 15 * 2)
-    monkeypatch.setattr(ops, "STAGE_MIN_BATCH", 1)
-    monkeypatch.setattr(ops, "STAGE_MIN_FLOP_PER_BYTE", 1)
-    monkeypatch.setattr(ops, "STAGE_MAX_WIDENING", 100)
+    stage_everything(monkeypatch, chunk_bytes=64 * 15 * 15 * 2)
     counted = []
     for module_name, kernel_name in (("conv2d_fwd_tma", "_conv2d_fwd_tma_kernel"),
                                      ("relayout", "_to_channels_last_kernel")):  # fmt: skip

@@ -1,4 +1,5 @@
-"""Autotuning: every candidate config is correct on odd shapes; the cache picks and keeps."""
+"""Tuning: the heuristics' picks on Hopper's table, the tables themselves, and autotuning
+(every candidate correct on odd shapes; the search picks, keeps and reuses)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,19 @@ import pytest
 import torch
 
 import im2win
-from helpers import TOL, assert_close, randn, reference, tolerance
-from im2win.kernels import tuning
+from helpers import (
+    HOPPER,
+    TOL,
+    assert_close,
+    current_target,
+    problem_of,
+    randn,
+    reference,
+    tolerance,
+)
+from im2win import tuning, variants
+from im2win.variants import pointer, tma
+from im2win.variants.pointer_wide import POINTER_WIDE
 
 # (input shape, weight shape, conv kwargs): odd sizes, C = 3 (flat loop) and C = 17
 # (channels loop, a channel block with a tail), padding (masked windows), batch 1.
@@ -22,15 +34,16 @@ CASES = {
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
-def test_every_candidate_is_correct(dtype, case, channels_last):
+def test_every_pointer_candidate_is_correct(dtype, case, channels_last):
     torch.manual_seed(3)
     xshape, wshape, kw = CASES[case]
     x = randn(*xshape, dtype=dtype, channels_last=channels_last)
     w, b = randn(*wshape, dtype=dtype), randn(wshape[0], dtype=dtype)
     ref = reference(x, w, b, **kw)
-    for config in tuning.candidate_configs(dtype):
-        for windows in ("streamed", "materialized"):
-            y = im2win.conv2d(x, w, b, **kw, windows=windows, config=config)
+    problem = problem_of(xshape, wshape, dtype, channels_last=channels_last, **kw)
+    for variant in (pointer.POINTER, pointer.POINTER_MATERIALIZED):
+        for config in variant.candidates(problem, current_target()):
+            y = im2win.conv2d(x, w, b, **kw, windows=variant.windows, config=config)
             assert_close(y, ref, TOL[dtype])
 
 
@@ -43,45 +56,50 @@ def test_every_tma_candidate_is_correct(dtype, padding):
     x = randn(2, 64, 9, 11, dtype=dtype, channels_last=True)
     w, b = randn(20, 64, 3, 3, dtype=dtype), randn(20, dtype=dtype)
     ref = reference(x, w, b, padding=padding)
-    block_k = im2win.kernels.tma_block_k(64, dtype)
-    configs = tuning.tma_candidate_configs(block_k, raster=padding == 0)
-    assert any(c["LOOP"] == "tma_raster" for c in configs) == (padding == 0)
-    for config in configs:
-        y = im2win.conv2d(x, w, b, padding=padding, config=config)
-        assert_close(y, ref, TOL[dtype])
+    problem = problem_of(x.shape, w.shape, dtype, channels_last=True, padding=padding)
+    eligible = [v for v in (tma.TMA_RASTER, tma.TMA_WINDOW) if v.supports(problem, HOPPER)]
+    assert (tma.TMA_RASTER in eligible) == (padding == 0)
+    for variant in eligible:
+        for config in variant.candidates(problem, HOPPER):
+            y = im2win.conv2d(x, w, b, padding=padding, config=config)
+            assert_close(y, ref, TOL[dtype])
+
+
+def stem(c, k, rs, stride, dtype=torch.float32, precision=None, layout="NCHW", hw=227):
+    return problem_of((128, c, hw, hw), (k, c, rs, rs), dtype, precision,
+                      channels_last=layout == "NHWC", stride=stride)  # fmt: skip
 
 
 @pytest.mark.parametrize(
-    "kg, reduction, dtype, precision, layout, tile",
+    "problem, is_stem, tile",
     [
-        (96, 363, torch.bfloat16, "ieee", "NHWC", (256, 128, 32, 8)),  # conv1
-        (96, 363, torch.float32, "tf32", "NCHW", (256, 128, 32, 8)),
-        (96, 363, torch.float32, "ieee", "NHWC", (128, 128, 32, 4)),  # FMA
-        (96, 363, torch.float32, "tf32x3", "NCHW", (128, 128, 16, 8)),
-        (96, 363, torch.float32, "tf32x3", "NHWC", (128, 64, 16, 4)),
-        (64, 147, torch.float32, "tf32x3", "NHWC", (64, 64, 16, 4)),  # conv3
-        (64, 147, torch.float32, "ieee", "NCHW", (128, 64, 32, 4)),  # the default kept
-        (64, 147, torch.float32, "ieee", "NHWC", (128, 64, 16, 4)),
-        (32, 147, torch.float32, "tf32x3", "NHWC", (128, 32, 32, 4)),  # KG 32: not measured
-        (96, 363, torch.bfloat16, "ieee", None, (64, 128, 32, 4)),  # not a stem
-        (64, 27, torch.float32, "tf32", "NCHW", (128, 64, 16, 4)),  # conv7
-        (64, 147, torch.bfloat16, "ieee", "NHWC", (128, 64, 16, 4)),  # conv3
-        (64, 147, torch.bfloat16, "ieee", "NCHW", (128, 64, 32, 4)),
-        (64, 600, torch.bfloat16, "ieee", "NHWC", (128, 64, 64, 4)),  # a long reduction
+        (stem(3, 96, 11, 4, torch.bfloat16, layout="NHWC"), True, (256, 128, 32, 8)),  # conv1
+        (stem(3, 96, 11, 4, precision="tf32"), True, (256, 128, 32, 8)),
+        (stem(3, 96, 11, 4, layout="NHWC"), True, (128, 128, 32, 4)),  # IEEE FMA
+        (stem(3, 96, 11, 4, precision="tf32x3"), True, (128, 128, 16, 8)),
+        (stem(3, 96, 11, 4, precision="tf32x3", layout="NHWC"), True, (128, 64, 16, 4)),
+        (stem(3, 64, 7, 2, precision="tf32x3", layout="NHWC"), True, (64, 64, 16, 4)),  # conv3
+        (stem(3, 64, 7, 2), True, (128, 64, 32, 4)),  # IEEE NCHW: the default kept
+        (stem(3, 64, 7, 2, layout="NHWC"), True, (128, 64, 16, 4)),
+        (stem(3, 32, 7, 2, precision="tf32x3", layout="NHWC"), True, (128, 32, 32, 4)),  # KG 32
+        (stem(3, 96, 11, 4, torch.bfloat16), False, (64, 128, 32, 4)),  # not a stem
+        (stem(3, 64, 3, 1, precision="tf32", hw=224), True, (128, 64, 16, 4)),  # conv7
+        (stem(3, 64, 7, 2, torch.bfloat16, layout="NHWC"), True, (128, 64, 16, 4)),  # conv3
+        (stem(3, 64, 7, 2, torch.bfloat16), True, (128, 64, 32, 4)),
+        (stem(24, 64, 5, 1, torch.bfloat16, layout="NHWC"), True, (128, 64, 64, 4)),  # 600 long
     ],
 )
-def test_stem_tiles(kg, reduction, dtype, precision, layout, tile):
-    config = tuning.conv2d_fwd_config(128 * 55 * 55, kg, reduction, dtype, False, precision,
-                                      stem_layout=layout)  # fmt: skip
+def test_pointer_tiles(problem, is_stem, tile):
+    config = pointer.default_tiles(problem, HOPPER, stem=is_stem)
     assert (config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"], config["num_warps"]) == tile
 
 
-def test_candidates_are_valid_configs():
-    for dtype in (torch.float32, torch.bfloat16):
-        for config in tuning.candidate_configs(dtype):
-            assert tuning.check_config(config) == config
-    for config in tuning.tma_candidate_configs(64, raster=True):
-        assert tuning.check_config(config) == config
+def window_pick(p, q, kg, dtype=torch.bfloat16, cg=64, rs=3, **kw):
+    """The TMA variants' pick for a channels-last problem with a P x Q output."""
+    precision = "tf32" if dtype == torch.float32 else None
+    xshape, wshape = (128, cg, p + rs - 1, q + rs - 1), (kg, cg, rs, rs)
+    problem = problem_of(xshape, wshape, dtype, precision, channels_last=True, **kw)
+    return problem, tma.tma_pick(problem, HOPPER)
 
 
 @pytest.mark.parametrize(
@@ -98,7 +116,10 @@ def test_candidates_are_valid_configs():
     ],
 )
 def test_many_output_channels_take_64_by_256_tiles(p, q, kg, tile):
-    config = tuning.tma_config(p, q, kg, 64, torch.bfloat16, "ieee", True, 9, interpreted=False)
+    # Padded 3x3 (the input P x Q too): window tiles, whose patch the efficiency picks.
+    problem = problem_of((128, 64, p, q), (kg, 64, 3, 3), torch.bfloat16, channels_last=True,
+                         padding=1)  # fmt: skip
+    config = tma.TMA_WINDOW.heuristic(problem, HOPPER)
     got = None if config is None else (config["BLOCK_M"] // config["BLOCK_Q"],
                                        config["BLOCK_Q"], config["BLOCK_N"])  # fmt: skip
     assert got == tile
@@ -119,11 +140,7 @@ def test_many_output_channels_take_64_by_256_tiles(p, q, kg, tile):
     ],
 )
 def test_unpadded_layers_take_raster_tiles(p, q, kg, rs, dtype, tile):
-    h, w = p + rs - 1, q + rs - 1
-    block_k = 64 if dtype.itemsize == 2 else 32
-    precision = "tf32" if dtype == torch.float32 else "ieee"
-    config = tuning.tma_config(p, q, kg, block_k, dtype, precision, False, rs * rs,
-                               interpreted=False, raster_hw=(h, w))  # fmt: skip
+    _, config = window_pick(p, q, kg, dtype, cg=64 if dtype.itemsize == 2 else 32, rs=rs)
     if tile is None or tile == "tma":
         assert (config and config["LOOP"]) == tile
     else:
@@ -132,7 +149,7 @@ def test_unpadded_layers_take_raster_tiles(p, q, kg, rs, dtype, tile):
 
 
 @pytest.mark.parametrize(
-    "p, q, kg, block_k, tile",
+    "p, q, kg, cg, tile",
     [
         (109, 109, 64, 32, (16, 16, 64)),  # conv4: 32-channel blocks, 256 x 64 tiles
         (28, 28, 512, 64, (4, 16, 256)),  # ResNet-50 l2-down-s2
@@ -141,39 +158,41 @@ def test_unpadded_layers_take_raster_tiles(p, q, kg, rs, dtype, tile):
         (7, 7, 512, 64, None),  # l4-3x3-s2
     ],
 )
-def test_strided_layers_take_window_tiles_on_wide_outputs(p, q, kg, block_k, tile):
-    config = tuning.tma_config(p, q, kg, block_k, torch.bfloat16, "ieee", False, 9,
-                               interpreted=False, strided=True)  # fmt: skip
+def test_strided_layers_take_window_tiles_on_wide_outputs(p, q, kg, cg, tile):
+    problem = problem_of((8, cg, 2 * p, 2 * q), (kg, cg, 3, 3), torch.bfloat16,
+                         channels_last=True, stride=2, padding=1)  # fmt: skip
+    assert (problem.p, problem.q) == (p, q)
+    config = tma.tma_pick(problem, HOPPER)
     got = config and (config["BLOCK_M"] // config["BLOCK_Q"], config["BLOCK_Q"],
                       config["BLOCK_N"])  # fmt: skip
     assert got == tile and (config is None or config["LOOP"] == "tma")
 
 
 @pytest.mark.parametrize(
-    "pixels, kg, efficiency, dtype, precision, wide",
+    "xshape, wshape, precision, wide",
     [
-        (128 * 20 * 20, 256, 400 / 576, torch.float32, "tf32", True),  # conv5: raster tiles
-        (128 * 10 * 10, 512, 100 / 144, torch.float32, "tf32", True),  # conv6: 200 tiles
-        (128 * 7 * 7, 2048, 49 / 64, torch.float32, "tf32", True),  # l4-1x1-2048
-        (128 * 12 * 12, 256, 144 / 196, torch.float32, "tf32", False),  # conv11: 144 tiles
-        (128 * 14 * 14, 256, 196 / 256, torch.float32, "tf32", False),  # 196 tiles lost too
-        (128 * 28 * 28, 256, 784 / 896, torch.float32, "tf32", False),  # wastes an eighth
-        (128 * 20 * 20, 128, 400 / 576, torch.float32, "tf32", False),  # half a tile idle
-        (128 * 20 * 20, 256, 400 / 576, torch.bfloat16, "ieee", False),  # lost in 16-bit
-        (128 * 20 * 20, 256, 400 / 576, torch.float32, "tf32x3", False),  # not measured
+        ((128, 96, 24, 24), (256, 96, 5, 5), "tf32", True),  # conv5: raster tiles waste 31%
+        ((128, 256, 12, 12), (512, 256, 3, 3), "tf32", True),  # conv6
+        ((128, 512, 7, 7), (2048, 512, 1, 1), "tf32", True),  # l4-1x1-2048: 8x8 windows
+        ((128, 256, 14, 14), (256, 256, 3, 3), "tf32", False),  # conv11: 144 tiles too few
+        ((128, 512, 28, 28), (256, 512, 1, 1), "tf32", False),  # wastes an eighth
+        ((128, 96, 24, 24), (128, 96, 5, 5), "tf32", False),  # half a 256 tile idle
+        ((128, 96, 24, 24), (256, 96, 5, 5), "tf32x3", False),  # not measured
     ],
 )
-def test_wide_pointer_tiles_replace_wasteful_tma_tiles(pixels, kg, efficiency, dtype,
-                                                       precision, wide):  # fmt: skip
-    config = tuning.wide_pointer_tiles(pixels, kg, efficiency, dtype, precision, sms=132)
-    assert config == (tuning.WIDE_POINTER_TILES if wide else None)
+def test_wide_pointer_tiles_replace_wasteful_tma_tiles(xshape, wshape, precision, wide):
+    problem = problem_of(xshape, wshape, torch.float32, precision, channels_last=True)
+    config = POINTER_WIDE.heuristic(problem, HOPPER)
+    assert config == (HOPPER.table["pointer-wide"]["tile"] if wide else None)
+    bf16 = problem_of(xshape, wshape, torch.bfloat16, channels_last=True)
+    assert POINTER_WIDE.heuristic(bf16, HOPPER) is None  # lost in 16-bit
 
 
 def test_tma_efficiency_counts_what_each_tile_kind_computes():
-    raster = dict(LOOP="tma_raster", BLOCK_M=128)
-    assert tuning.tma_efficiency(raster, 20, 20, (24, 24)) == 400 / 576
+    problem = problem_of((2, 64, 24, 24), (64, 64, 5, 5), torch.bfloat16, channels_last=True)
+    assert tma.efficiency(dict(LOOP="tma_raster", BLOCK_M=128), problem) == 400 / 576
     window = dict(LOOP="tma", BLOCK_M=64, BLOCK_Q=16)
-    assert tuning.tma_efficiency(window, 12, 12, None) == 144 / (12 * 16)
+    assert tma.efficiency(window, problem) == 400 / (20 * 32)  # 4 x 16 patches over 20 x 20
 
 
 def test_wide_pointer_tiles_are_correct():
@@ -181,15 +200,36 @@ def test_wide_pointer_tiles_are_correct():
     torch.manual_seed(5)
     x = randn(2, 40, 9, 7, channels_last=True)
     w, b = randn(260, 40, 3, 3), randn(260)
-    y = im2win.conv2d(x, w, b, precision="tf32", config=tuning.WIDE_POINTER_TILES)
+    config = HOPPER.table["pointer-wide"]["tile"]
+    y = im2win.conv2d(x, w, b, precision="tf32", config=config)
     assert_close(y, reference(x, w, b), tolerance(torch.float32, "tf32"))
 
 
-def test_shape_class_rounds_sizes_to_powers_of_two():
-    assert tuning.shape_class(387200, 96, 363, "bf16") == "524288|128|512|bf16"
-    assert tuning.shape_class(300000, 65, 300, "bf16") == tuning.shape_class(
-        387200, 96, 363, "bf16"
-    )
+def test_tables_name_where_they_were_measured():
+    sm90, interpreter = tuning.table("sm90"), tuning.table("interpreter")
+    for name, section in sm90.items():
+        assert name == "about" or section["measured"].startswith("notes/tuning.md#"), name
+    assert tuning.table("sm100") == sm90  # no table of its own: Hopper's
+    assert interpreter["staged-nchw"] == sm90["staged-nchw"]  # sections it does not name
+    assert interpreter["pointer"]["num_stages"] == 1 and sm90["pointer"]["block_k"] == 32
+
+
+def test_tuning_key_classes_shapes_and_names_the_variants():
+    a = problem_of((128, 3, 227, 227), (96, 3, 11, 11), torch.bfloat16, stride=4)
+    b = problem_of((100, 3, 220, 230), (70, 3, 11, 11), torch.bfloat16, stride=4)
+    nhwc = problem_of((128, 3, 227, 227), (96, 3, 11, 11), torch.bfloat16, channels_last=True,
+                      stride=4)  # fmt: skip
+    hopper = variants.Target("sm90", sms=132, tma=True, device=torch.device("cpu"))
+    key = lambda p, names: variants.tuning_key(p, names, hopper)  # noqa: E731
+    monkey = {"device_key": lambda device: "GPU|triton 3.6|keys v5"}
+    with pytest.MonkeyPatch.context() as mp:
+        for name, fn in monkey.items():
+            mp.setattr(tuning, name, fn)
+        eligible = [pointer.POINTER]
+        assert key(a, eligible) == key(b, eligible)  # sizes rounded up to powers of two
+        assert key(a, eligible) != key(nhwc, eligible)
+        assert key(a, eligible) != key(a, [pointer.POINTER, tma.TMA_WINDOW])
+        assert key(a, eligible).endswith("|pointer|GPU|triton 3.6|keys v5")
 
 
 def test_tuned_config_measures_once_then_reads_the_cache(tmp_path):
@@ -235,12 +275,40 @@ def test_unreadable_cache_warns_and_starts_empty(tmp_path):
         assert tuning.TuningCache(path).get("k") is None
 
 
+def test_autotuning_times_every_variants_candidates_and_keeps_the_fastest(tmp_path, monkeypatch):
+    """The search over every eligible variant, with a stand-in timer that runs each candidate
+    once (so each must run) and calls the last one fastest: that one is chosen and cached,
+    and a second search reads the cache."""
+    monkeypatch.setattr(tuning.autotune, "CACHE", tuning.TuningCache(tmp_path / "tuning.json"))
+    monkeypatch.setattr(tuning, "device_key", lambda device: "test-device")
+    runs = []
+
+    def timer(fn):
+        fn()
+        runs.append(1)
+        return 1.0 / len(runs)
+
+    monkeypatch.setattr(tuning, "median_ms", timer)
+    problem = problem_of((1, 16, 5, 6), (8, 16, 3, 3), torch.float16, channels_last=True)
+    target = current_target()
+    choice = variants.choose(problem, target, autotune=True)
+    eligible = [v for v in variants.VARIANTS if v.windows != "materialized"
+                and v.supports(problem, target)]  # fmt: skip
+    every = [(v, c) for v in eligible for c in v.candidates(problem, target)]
+    assert len(runs) == len(every) > 1
+    last_variant, last_config = every[-1]
+    assert choice.how == "autotuned" and choice.variant is last_variant
+    assert {k: choice.config[k] for k in last_config} == last_config
+    again = variants.choose(problem, target, autotune=True)
+    assert len(runs) == len(every) and again == choice
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 def test_autotune_on_gpu_is_correct_and_cached(tmp_path, monkeypatch, channels_last):
     """IM2WIN_AUTOTUNE=1: the first call searches, stores its choice, and is still correct."""
     monkeypatch.setenv("IM2WIN_AUTOTUNE", "1")
-    monkeypatch.setattr(tuning, "CACHE", tuning.TuningCache(tmp_path / "tuning.json"))
+    monkeypatch.setattr(tuning.autotune, "CACHE", tuning.TuningCache(tmp_path / "tuning.json"))
     torch.manual_seed(4)
     x = randn(8, 32, 15, 17, dtype=torch.bfloat16, channels_last=channels_last)
     w = randn(48, 32, 3, 3, dtype=torch.bfloat16)
@@ -249,6 +317,11 @@ def test_autotune_on_gpu_is_correct_and_cached(tmp_path, monkeypatch, channels_l
         assert_close(y, reference(x, w, padding=1), 5e-3)
     entries = json.loads((tmp_path / "tuning.json").read_text())
     assert len(entries) == 1
-    allowed = [dict(c, LOOP="channels") for c in tuning.candidate_configs(torch.bfloat16)]
-    allowed += tuning.tma_candidate_configs(32) if channels_last else []  # padded: no raster
+    problem = problem_of(x.shape, w.shape, torch.bfloat16, channels_last=channels_last, padding=1)
+    allowed = [
+        dict(c, VARIANT=v.name)
+        for v in variants.VARIANTS
+        if v.windows != "materialized" and v.supports(problem, current_target())
+        for c in v.candidates(problem, current_target())
+    ]
     assert next(iter(entries.values())) in allowed

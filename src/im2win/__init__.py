@@ -1,8 +1,8 @@
 """im2win: 2D convolution on NVIDIA GPUs through the image-to-window layout, in Triton."""
 
 from . import nn
-from .functional import conv2d, transform, transform_filter
+from .functional import conv2d, explain, transform, transform_filter
 from .nn import convert
 
 __version__ = "0.1.0"
-__all__ = ["conv2d", "convert", "nn", "transform", "transform_filter", "__version__"]
+__all__ = ["conv2d", "convert", "explain", "nn", "transform", "transform_filter", "__version__"]

@@ -10,15 +10,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .problem import MathMode
+
 
 class Conv2dFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, plan):
-        """`plan` (plan.Conv2dPlan) holds the geometry, the precision and the launch."""
+        """`plan` (plan.Conv2dPlan) holds the problem (geometry, math mode) and the launch."""
         ctx.save_for_backward(x, weight)
-        ctx.params = plan.params
+        ctx.params = plan.problem.params
         ctx.has_bias = bias is not None
-        ctx.precision = plan.precision
+        ctx.tf32 = plan.problem.math is MathMode.TF32
         return plan.launch(x, weight, bias)
 
     @staticmethod
@@ -32,7 +34,7 @@ class Conv2dFunction(torch.autograd.Function):
         # The backward keeps the forward's precision: cuDNN's TF32 default would not.
         flags = cudnn.flags(
             enabled=cudnn.enabled, benchmark=cudnn.benchmark,
-            deterministic=cudnn.deterministic, allow_tf32=ctx.precision == "tf32",
+            deterministic=cudnn.deterministic, allow_tf32=ctx.tf32,
         )  # fmt: skip
         with flags:
             grad_x, grad_w, grad_b = _convolution_backward(grad_y, x, weight, ctx, pads or (0, 0))

@@ -1,5 +1,5 @@
-"""The public functions: `conv2d` (the `torch.nn.functional.conv2d` contract), `transform`
-and `transform_filter` (the im2win layouts themselves)."""
+"""The public functions: `conv2d` (the `torch.nn.functional.conv2d` contract), `explain` (the
+plan a call runs), `transform` and `transform_filter` (the im2win layouts themselves)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 
 from .ops import resolve_backend, window_transform
 from .params import SUPPORTED_DTYPES, as_pair, check_tensor, conv_params, is_channels_last
-from .plan import conv2d_plan
+from .plan import Conv2dPlan, conv2d_plan
 from .reference import filter_reference
 
 
@@ -30,29 +30,68 @@ def conv2d(
     Same contract as `torch.nn.functional.conv2d`: input [N, C, H, W] or unbatched
     [C, H, W], weight [K, C/groups, R, S], bias [K]; stride, padding, dilation as an int or
     a pair, padding also 'same' or 'valid'. The output [N, K, P, Q] has the input's dtype and
-    memory format (NCHW or channels_last).
+    memory format (NCHW or channels_last). Gradients flow (backward is PyTorch's own for now).
 
-    Precision: float16 and bfloat16 multiply in their own type and accumulate in float32.
-    float32 is IEEE fp32 (FMA) unless `precision` asks otherwise: 'tf32x3' (tensor cores,
-    fp32-accurate), 'tf32' (tensor cores, ~1e-3 relative error). PyTorch's
-    `torch.backends.cudnn.allow_tf32` is not followed, so precision never changes silently.
+    `precision`: float16 and bfloat16 multiply in their own type and accumulate in float32.
+    float32 is IEEE fp32 (FMA) unless asked otherwise: 'tf32x3' (tensor cores, fp32-accurate),
+    'tf32' (tensor cores, ~1e-3 relative error). `torch.backends.cudnn.allow_tf32` is not
+    followed, so precision never changes silently.
 
     `backend`: 'auto' (Triton where it can run: CUDA, or CPU under TRITON_INTERPRET=1; the
-    plain-PyTorch reference elsewhere), 'triton', 'reference' or 'paper' (the paper's CUDA
-    kernel, `im2win.paper`: fp32 IEEE, groups 1, CUDA).
+    plain-PyTorch reference elsewhere), 'triton', 'reference' (also float64) or 'paper' (the
+    paper's CUDA kernel, `im2win.paper`: fp32 IEEE, groups 1, CUDA).
 
-    `windows`: where the Triton kernel reads windows: 'materialized' (the im2win tensor
-    written by the transform: the paper's scheme), 'streamed' (straight from the input, no
-    buffer) or None (the library's choice). `config` pins the kernel's tiles (keys BLOCK_M,
-    BLOCK_N, BLOCK_K, num_warps, num_stages; optionally LOOP, and BLOCK_Q for LOOP 'tma'),
-    for tests and tuning; without it tiles come from a heuristic, or from autotuning with
-    IM2WIN_AUTOTUNE=1.
+    The Triton backend runs one of the kernel variants of `im2win.variants.VARIANTS`: the
+    first, in priority order, that supports the call and expects to win (packed narrow
+    groups, NCHW inputs staged through channels-last chunks, depthwise FMA, TMA window or
+    raster tiles on Hopper, the pointer kernel for everything else), with tiles from the
+    tuning table of the GPU's architecture. With IM2WIN_AUTOTUNE=1 the first call of each
+    shape class on a GPU times every candidate instead and keeps the fastest in an on-disk
+    cache (IM2WIN_TUNING_CACHE, default ~/.cache/im2win/tuning.json). Choices are made once
+    per call signature (shapes, strides, dtypes, alignment, arguments); `im2win.explain`
+    shows them. Two options override them (Triton backend only):
+
+    `windows`: where the im2win kernels read windows: 'streamed' (straight from the input, no
+    buffer; the pointer and TMA kernels) or 'materialized' (the im2win tensor written by the
+    transform: the paper's scheme, the pointer kernel).
+
+    `config` pins a variant and its config, for tests and tuning: VARIANT (a name of
+    `im2win.variants.BY_NAME`) or, without it, LOOP picks the kernel: 'flat' or 'channels'
+    (the pointer kernel's reduction loops), 'tma' (window tiles of BLOCK_M pixels, BLOCK_Q
+    wide) or 'tma_raster' (runs of BLOCK_M input pixels; unpadded unit-stride only). The
+    pointer and TMA kernels take BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages and
+    optionally SPLIT_K (reduction slices, 1-64); `print(im2win.explain(...))` shows the
+    config of any choice, which passed back with its VARIANT reproduces it.
     """
     plan = conv2d_plan(
         input, weight, bias, stride, padding, dilation, groups,
         precision=precision, backend=backend, windows=windows, config=config,
     )  # fmt: skip
     return plan(input, weight, bias)
+
+
+def explain(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups: int = 1,
+    *,
+    precision: str | None = None,
+    backend: str = "auto",
+    windows: str | None = None,
+    config: dict | None = None,
+) -> Conv2dPlan:
+    """The plan `conv2d` runs for these arguments, made and kept as a call would make it (no
+    convolution runs; autotuning, when on, times its candidates as a first call would): the
+    problem as the library sees it, the backend, and the kernel variant and config chosen.
+    `print(im2win.explain(x, w, padding=1))` shows them."""
+    return conv2d_plan(
+        input, weight, bias, stride, padding, dilation, groups,
+        precision=precision, backend=backend, windows=windows, config=config,
+    )  # fmt: skip
 
 
 def transform(x: torch.Tensor, kernel_size, stride=1, padding=0, dilation=1) -> torch.Tensor:

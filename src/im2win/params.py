@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import torch
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-PRECISIONS = ("ieee", "tf32x3", "tf32")
 
 
 @dataclass(frozen=True)
@@ -133,26 +132,6 @@ def check_conv_args(input, weight, bias, params: ConvParams, *, dtypes=SUPPORTED
             f"{w + left + right} is smaller than the dilated kernel "
             f"{params.dilation[0] * (r - 1) + 1}x{params.dilation[1] * (s - 1) + 1}"
         )
-
-
-def resolve_precision(precision: str | None, dtype: torch.dtype) -> str:
-    """The arithmetic of the reduction: exact fp32 FMA by default, TF32 only when asked.
-
-    `torch.backends.cudnn.allow_tf32` is deliberately not followed: it defaults to True,
-    so following it would turn fp32 into TF32 without the caller asking.
-    """
-    if dtype != torch.float32:
-        if precision not in (None, "ieee"):
-            raise ValueError(
-                f"precision={precision!r} applies to float32 only; {dtype} always multiplies "
-                f"in its own type and accumulates in float32 (leave precision=None)"
-            )
-        return "ieee"
-    if precision is None:
-        return "ieee"
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS} or None, got {precision!r}")
-    return precision
 
 
 def is_channels_last(x: torch.Tensor) -> bool:

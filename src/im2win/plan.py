@@ -3,42 +3,41 @@
 A signature is everything the checks and choices read: each tensor's shape, strides,
 dtype, device and 16-byte alignment, the geometric and keyword arguments, whether
 autotuning is on, and the current CUDA device. The first call of a signature validates,
-picks the kernel and its tiles (autotuning, when on) and keeps the plan; a later call looks
-it up and only allocates the output and launches, past Triton's dispatch
-(`kernels/launch.py`): 46-82 us of host time a call on an H100 host, from 100-223 us
-(notes/performance.md, v4).
+chooses the kernel variant and its config (autotuning, when on) and keeps the plan; a later
+call looks it up and only allocates the output and launches, past Triton's dispatch
+(`kernels/launch.py`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import textwrap
+from dataclasses import dataclass, field
 
 import torch
 
-from . import kernels
+from . import tuning
 from .autograd import Conv2dFunction
 from .ops import WINDOWS, Launch, plan_forward, resolve_backend
-from .params import (
-    SUPPORTED_DTYPES,
-    ConvParams,
-    check_conv_args,
-    check_tensor,
-    conv_params,
-    is_channels_last,
-    resolve_precision,
-)
+from .params import SUPPORTED_DTYPES, check_conv_args, check_tensor, conv_params
+from .problem import ConvProblem, MathMode
+from .variants import Choice
 
 MAX_PLANS = 512
 
 
 @dataclass(frozen=True)
 class Conv2dPlan:
-    """What a call of one signature runs: `plan(input, weight, bias)` -> output."""
+    """What a call of one signature runs: `plan(input, weight, bias)` -> output.
 
-    params: ConvParams
-    precision: str
+    `choice` is the kernel variant and config the Triton backend chose (None for the other
+    backends and for an empty batch); `print(plan)` shows it.
+    """
+
+    problem: ConvProblem
+    backend: str
+    choice: Choice | None
     unbatched: bool
-    launch: Launch  # batched (4-D) tensors in, output out; no autograd
+    launch: Launch = field(repr=False)  # batched (4-D) tensors in, output out; no autograd
 
     def __call__(self, input, weight, bias):
         x = input.unsqueeze(0) if self.unbatched else input
@@ -48,6 +47,29 @@ class Conv2dPlan:
         else:  # no graph to record: skip autograd's bookkeeping (microseconds a call)
             y = self.launch(x, weight, bias)
         return y.squeeze(0) if self.unbatched else y
+
+    @property
+    def workspace_bytes(self) -> int:
+        """Device memory a call takes beyond input, weight and output (staging buffers,
+        split-K partial sums, a materialized window tensor)."""
+        if self.choice is None:
+            return 0
+        return _workspace(self.problem, self.choice)
+
+    def __str__(self) -> str:
+        """The problem, then what runs it."""
+        if self.problem.n == 0:
+            runs = "nothing: an empty batch"
+        else:
+            runs = str(self.choice) if self.choice else f"the {self.backend} backend"
+        return f"{self.problem}\n{textwrap.indent(runs, '  ')}"
+
+
+def _workspace(problem: ConvProblem, choice: Choice) -> int:
+    own = choice.variant.workspace_bytes(problem, choice.config)
+    subs = choice.variant.sub_problems(problem, choice.config)
+    return own + max((_workspace(sub, c) for sub, c in zip(subs, choice.inner, strict=True)),
+                     default=0)  # fmt: skip
 
 
 _PLANS: dict[tuple, Conv2dPlan] = {}
@@ -87,7 +109,7 @@ def signature(input, weight, bias, arguments: tuple) -> tuple | None:
         *((t.shape, t.stride(), t.dtype, t.device, t.data_ptr() % 16) for t in tensors),
         len(tensors),
         *((type(a), a) for a in arguments),
-        kernels.autotune_enabled(),
+        tuning.autotune_enabled(),
         # A relaunched kernel is loaded in the context of the device current at its first
         # launch (Triton launches there), so that device is part of the signature too.
         torch.cuda.current_device() if input.is_cuda else None,
@@ -113,20 +135,14 @@ def make_plan(input, weight, bias, stride, padding, dilation, groups, *, precisi
     backend = resolve_backend(backend, x.device)
     dtypes = SUPPORTED_DTYPES + ((torch.float64,) if backend == "reference" else ())
     check_conv_args(x, weight, bias, params, dtypes=dtypes)
-    precision = resolve_precision(precision, x.dtype)
-    if config is not None:
-        config = kernels.check_config(config)
+    problem = ConvProblem.of(x, weight, params, MathMode.of(x.dtype, precision))
     if windows not in (None, *WINDOWS):
         raise ValueError(f"windows must be one of {WINDOWS} or None, got {windows!r}")
-    channels_last = is_channels_last(x)
-    if x.shape[0] == 0:  # empty batch: an empty output, as in PyTorch
-        p, q = params.output_size(*x.shape[2:], *weight.shape[2:])
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-        out = dict(size=(0, weight.shape[0], p, q), dtype=x.dtype, device=x.device)
-        launch = lambda x, weight, bias: torch.empty(**out, memory_format=fmt)  # noqa: E731
-    else:
-        launch = plan_forward(
-            x, weight, bias, params, channels_last=channels_last, precision=precision,
-            backend=backend, windows=windows, config=config,
-        )  # fmt: skip
-    return Conv2dPlan(params, precision, unbatched, launch)
+    if config is not None and not isinstance(config, dict):
+        raise TypeError(f"config must be a dict, got {type(config).__name__}")
+    if problem.n == 0:  # empty batch: an empty output, as in PyTorch
+        fmt = torch.channels_last if problem.channels_last else torch.contiguous_format
+        out = dict(size=problem.output_shape, dtype=x.dtype, device=x.device, memory_format=fmt)
+        return Conv2dPlan(problem, backend, None, unbatched, lambda *_: torch.empty(**out))
+    launch, choice = plan_forward(x, problem, backend, windows=windows, config=config)
+    return Conv2dPlan(problem, backend, choice, unbatched, launch)

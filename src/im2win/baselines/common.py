@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from im2win.bench.tiers import TIERS
 from im2win.params import (
     ConvParams,
     check_conv_args,
@@ -19,12 +20,7 @@ from im2win.params import (
 
 # Precision tier -> dtype of input, weight and output. 'fp32' means IEEE-fp32-accurate
 # (tensor cores off), 'tf32' means fp32 data multiplied in TF32.
-TIER_DTYPES: dict[str, torch.dtype] = {
-    "fp32": torch.float32,
-    "tf32": torch.float32,
-    "fp16": torch.float16,
-    "bf16": torch.bfloat16,
-}
+TIER_DTYPES: dict[str, torch.dtype] = {name: tier.dtype for name, tier in TIERS.items()}
 
 
 class Unsupported(Exception):

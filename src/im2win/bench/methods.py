@@ -20,13 +20,14 @@ import torch
 import im2win
 from im2win import baselines, kernels, paper
 from im2win.baselines import Prepared, Unsupported
-from im2win.ops import resolve_backend, staged_images
+from im2win.ops import resolve_backend
 from im2win.params import conv_params, is_channels_last
+from im2win.problem import MathMode
 
-from .tiers import Tier
+from .tiers import TIERS, Tier
 
 Builder = Callable[[torch.Tensor, torch.Tensor, dict, Tier], Prepared]
-ALL_TIERS = ("fp32", "tf32", "fp16", "bf16")
+ALL_TIERS = tuple(TIERS)
 
 
 @dataclass(frozen=True)
@@ -64,15 +65,14 @@ def _im2win_backend(device: torch.device) -> str:
     return backend
 
 
-def _im2win(precision_by_tier: dict[str, str | None], windows: str | None = None) -> Builder:
+def _im2win(math: MathMode | None = None, windows: str | None = None) -> Builder:
+    """im2win in `math` (default: the tier's own mode), windows from `windows` (default: the
+    library's choice)."""
+
     def build(x: torch.Tensor, w: torch.Tensor, conv_kwargs: dict, tier: Tier) -> Prepared:
-        options = dict(precision=precision_by_tier[tier.name], windows=windows)
-        if windows == "materialized":
-            extra = window_bytes(x, w, conv_kwargs)
-        else:  # the library's choice may stage an NCHW input through a channels-last buffer
-            params = conv_params(**conv_kwargs, kernel_size=tuple(w.shape[2:]))
-            images = staged_images(x, tuple(w.shape), params, is_channels_last(x))
-            extra = 0 if windows else images * x[0].numel() * x.element_size()
+        options = dict(precision=(math or tier.math).precision, windows=windows)
+        # What the chosen variant allocates: staging buffers, split-K sums, a window tensor.
+        extra = im2win.explain(x, w, None, **conv_kwargs, **options).workspace_bytes
         run = lambda: im2win.conv2d(x, w, None, **conv_kwargs, **options)  # noqa: E731
         return Prepared("im2win", run, extra)
 
@@ -111,21 +111,20 @@ def _cuda_only(label: str) -> Callable[[torch.device], str]:
     return lambda device: label if device.type == "cuda" else "unsupported"
 
 
-IM2WIN_PRECISION = {"fp32": "ieee", "tf32": "tf32", "fp16": None, "bf16": None}
-register(Method("im2win", ALL_TIERS, _im2win(IM2WIN_PRECISION), _im2win_backend))
+register(Method("im2win", ALL_TIERS, _im2win(), _im2win_backend))
 # The two window sources on their own: materialized is the paper's scheme.
 for _windows, _default in (("materialized", True), ("streamed", False)):
     register(
         Method(
             f"im2win-{_windows}",
             ALL_TIERS,
-            _im2win(IM2WIN_PRECISION, windows=_windows),
+            _im2win(windows=_windows),
             _im2win_backend,
             default=_default,
         )
     )
 # Tensor cores at fp32 accuracy, so it competes in the fp32 tier.
-register(Method("im2win-tf32x3", ("fp32",), _im2win({"fp32": "tf32x3"}), _im2win_backend))
+register(Method("im2win-tf32x3", ("fp32",), _im2win(MathMode.TF32X3), _im2win_backend))
 register(Method("im2win-transform", ALL_TIERS, _transform, _im2win_backend, output="windows"))
 for _name in paper.METHODS:
     register(Method(_name, ("fp32",), _paper(_name), _cuda_only("cuda-nvrtc")))

@@ -19,6 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ..problem import ConvProblem
+from .common import channel_bias, inside, output_pixel, window_corner
 from .launch import launch
 from .sizes import cdiv
 
@@ -56,11 +58,9 @@ def _conv2d_fwd_dw_kernel(
     pid_c = tl.program_id(1).to(tl.int64)
     m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # [BLOCK_M] output pixel
     k = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)  # [BLOCK_C] output channel
-    n, pq = m // (P * Q), m % (P * Q)
-    p, q = pq // Q, pq % Q
+    n, p, q = output_pixel(m, P, Q)
     m_ok, k_ok = m < N * P * Q, k < K
-    h0 = p * stride_h - pad_top
-    w0 = q * stride_w - pad_left
+    h0, w0 = window_corner(p, q, stride_h, stride_w, pad_top, pad_left)
     x_pixel0 = n * stride_xn
     x_channel = (k // MULT) * stride_xc
     acc = tl.zeros([BLOCK_M, BLOCK_C] if CHANNELS_LAST else [BLOCK_C, BLOCK_M], tl.float32)
@@ -68,7 +68,7 @@ def _conv2d_fwd_dw_kernel(
         h = h0 + r * dilation_h
         for f in range(0, S):
             w = w0 + f * dilation_w
-            pixel_in = m_ok & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+            pixel_in = m_ok & inside(h, w, H, W)
             x_off = _tile(x_pixel0 + h * stride_xh + w * stride_xw, x_channel, CHANNELS_LAST)
             mask = _tile_mask(pixel_in, k_ok, CHANNELS_LAST)
             x = tl.load(x_ptr + x_off, mask=mask, other=0.0)
@@ -78,7 +78,7 @@ def _conv2d_fwd_dw_kernel(
             else:
                 acc += x.to(tl.float32) * tap.to(tl.float32)[:, None]
     if HAS_BIAS:
-        bias = tl.load(bias_ptr + k * stride_b, mask=k_ok, other=0.0).to(tl.float32)
+        bias = channel_bias(bias_ptr, k, k_ok, stride_b)
         acc += bias[None, :] if CHANNELS_LAST else bias[:, None]
     y_off = _tile(n * stride_yn + p * stride_yp + q * stride_yq, k * stride_yk, CHANNELS_LAST)
     y_ok = _tile_mask(m_ok, k_ok, CHANNELS_LAST)
@@ -90,26 +90,22 @@ def conv2d_fwd_dw(
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     y: torch.Tensor,
+    problem: ConvProblem,
     *,
-    stride: tuple[int, int],
-    dilation: tuple[int, int],
-    pad_top_left: tuple[int, int],
-    channels_last: bool,
+    config: dict,
     slot: dict | None = None,
 ) -> torch.Tensor:
-    """Fill `y` [N, K, P, Q] (any strides) from `x` [N, C, H, W] and weight [K, 1, R, S].
+    """Fill `y` [N, K, P, Q] (any strides) from `x` [N, C, H, W] and weight [K, 1, R, S] of a
+    call of `problem`'s signature.
 
-    `slot`: see `launch.launch`.
+    `config`: BLOCK_M pixels x BLOCK_C channels a program (threads run along the layout's
+    contiguous dimension), num_warps. `slot`: see `launch.launch`.
     """
     n, c, h, w = x.shape
     k, _, r, s = weight.shape
     _, _, p, q = y.shape
-    # Threads run along the layout's contiguous dimension: 64 pixels x 64 channels (NHWC),
-    # 128 pixels x 16 channels (NCHW). NOTE: on the H100, Triton 3.6 failed to compile the
-    # NHWC kernel whenever BLOCK_M != BLOCK_C ("inconsistent return types" from `_tile`'s
-    # constexpr branches, both shapes checked); square NHWC tiles compiled and ran correctly.
-    block_m, block_c = (64, 64) if channels_last else (128, 16)
-    grid = (cdiv(n * p * q, block_m), cdiv(k, block_c))
+    params = problem.params
+    grid = (cdiv(n * p * q, config["BLOCK_M"]), cdiv(k, config["BLOCK_C"]))
     args = (
         x, weight, bias, y,
         n, k, h, w, p, q, r, s, k // c,
@@ -117,8 +113,8 @@ def conv2d_fwd_dw(
         weight.stride(0), weight.stride(2), weight.stride(3),
         0 if bias is None else bias.stride(0),
         *y.stride(),
-        *stride, *pad_top_left, *dilation,
+        *params.stride, *problem.pad_top_left, *params.dilation,
     )  # fmt: skip
-    meta = dict(CHANNELS_LAST=channels_last, BLOCK_M=block_m, BLOCK_C=block_c, num_warps=4)
+    meta = dict(CHANNELS_LAST=problem.channels_last, **config)
     launch(_conv2d_fwd_dw_kernel, grid, args, meta, slot)
     return y

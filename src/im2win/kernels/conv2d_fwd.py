@@ -32,7 +32,9 @@ import torch
 import triton
 import triton.language as tl
 
+from ..problem import ConvProblem
 from . import split_k
+from .common import channel_bias, inside, output_pixel, store_output, window_corner
 from .launch import launch
 from .sizes import cdiv
 
@@ -95,15 +97,13 @@ def _conv2d_fwd_kernel(
     group = pid // num_pid_n // num_pid_m
 
     m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # [BLOCK_M]
-    n, pq = m // (P * Q), m % (P * Q)
-    p, q = pq // Q, pq % Q
+    n, p, q = output_pixel(m, P, Q)
     pixel_off = n * stride_an + group * stride_ag + p * stride_ap + q * stride_aq
     kn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N]
     filt_rows = (group * KG + kn) * stride_fk  # [BLOCK_N]
     m_ok = m < N * P * Q
     kn_ok = kn < KG
-    h0 = p * stride_h - pad_top  # top-left input corner of each window (streamed windows)
-    w0 = q * stride_w - pad_left
+    h0, w0 = window_corner(p, q, stride_h, stride_w, pad_top, pad_left)  # streamed windows
 
     k_red = CG * S * R
     num_c_blocks = tl.cdiv(CG, BLOCK_K)
@@ -127,8 +127,7 @@ def _conv2d_fwd_kernel(
             if MASKED:
                 h = h0 + r * dilation_h
                 w = w0 + f * dilation_w
-                pixel_in = (h >= 0) & (h < H) & (w >= 0) & (w < W)
-                a_mask = a_mask & pixel_in[:, None]
+                a_mask = a_mask & inside(h, w, H, W)[:, None]
         else:
             kk = it * BLOCK_K + tl.arange(0, BLOCK_K)  # [BLOCK_K]
             kk_ok = kk < k_red
@@ -142,7 +141,7 @@ def _conv2d_fwd_kernel(
                 dw = tl.load(red_ptr + 2 * k_red + kk, mask=kk_ok, other=0)
                 h = h0[:, None] + dh[None, :]
                 w = w0[:, None] + dw[None, :]
-                a_mask = a_mask & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+                a_mask = a_mask & inside(h, w, H, W)
         a = tl.load(win_ptr + pixel_off[:, None] + red_off[None, :], mask=a_mask, other=0.0)
         b_off = filt_rows[None, :] + kk[:, None]  # [BLOCK_K, BLOCK_N]
         b_ok = kk_ok[:, None] & kn_ok[None, :]
@@ -155,15 +154,13 @@ def _conv2d_fwd_kernel(
         else:
             acc = tl.dot(a, b, acc, input_precision=PRECISION)
 
+    channel = group * KG + kn  # [BLOCK_N]
     if HAS_BIAS:
-        bias = tl.load(bias_ptr + (group * KG + kn) * stride_b, mask=kn_ok, other=0.0)
-        acc += bias.to(tl.float32)[None, :]
+        acc += channel_bias(bias_ptr, channel, kn_ok, stride_b)[None, :]
     if SPLIT_K > 1:  # the slice's own images of the workspace
         n += tl.program_id(1) * N
-    y_off = (n * stride_yn + p * stride_yp + q * stride_yq)[:, None] + (
-        (group * KG + kn) * stride_yk
-    )[None, :]
-    tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & kn_ok[None, :])
+    store_output(y_ptr, acc, n, p, q, channel, m_ok, kn_ok,
+                 stride_yn, stride_yk, stride_yp, stride_yq)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -271,56 +268,48 @@ def conv2d_fwd(
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     y: torch.Tensor,
+    problem: ConvProblem,
     *,
-    groups: int,
-    stride: tuple[int, int],
-    dilation: tuple[int, int],
-    pad_top_left: tuple[int, int],
-    input_hw: tuple[int, int],
-    channels_last: bool,
     loop: str,
-    precision: str,
     config: dict,
     interpreted: bool,
     slot: dict | None = None,
 ) -> torch.Tensor:
-    """Fill `y` [N, K, P, Q] (any strides) from the windows and the filter [K, Cg, R, S].
+    """Fill `y` [N, K, P, Q] (any strides) from the windows and the filter [K, Cg, R, S] of a
+    call of `problem`'s signature.
 
-    `channels_last` says the flat loop walks each window in (f, r, c) order, as NHWC
-    windows lie, rather than (c, f, r). `config` may pin SPLIT_K (else
-    `split_k.default_splits`). `slot`: see `launch.launch`.
+    The flat loop walks each window in (f, r, c) order where the problem is channels-last,
+    as NHWC windows lie, else (c, f, r). `config`: the tiles, and SPLIT_K slices of the
+    reduction (default 1, none). `slot`: see `launch.launch`.
     """
     if loop not in ("flat", "channels"):
         raise ValueError(f"loop must be 'flat' or 'channels', got {loop!r}")
     n, k, p, q = y.shape
     _, cg, r, s = weight.shape
+    groups, params, channels_last = problem.groups, problem.params, problem.channels_last
     kg = k // groups
     filt = kernel_filter(weight, "rfc" if loop == "channels" else "frc" if channels_last else "cfr")
     filt_lo = filt  # an unused pointer unless the precision is 'tf32x3'
-    if precision == "tf32x3":
+    if problem.math.precision == "tf32x3":
         filt, filt_lo = split_tf32(filt, weight)
     contiguous = False
     table = filt  # an unused pointer for the loops that need no table
     if loop == "flat":
-        table = _cached_table(cg, r, s, src, dilation, channels_last, y.device)
+        table = _cached_table(cg, r, s, src, params.dilation, channels_last, y.device)
         contiguous = is_contiguous_reduction(cg, r, s, src, channels_last)
     config = dict(config)
+    splits = config.pop("SPLIT_K", 1)
     programs = cdiv(n * p * q, config["BLOCK_M"]) * cdiv(kg, config["BLOCK_N"]) * groups
-    block_k = config["BLOCK_K"]
-    steps = s * r * cdiv(cg, block_k) if loop == "channels" else cdiv(cg * s * r, block_k)
-    splits = config.pop("SPLIT_K", None) or split_k.default_splits(
-        programs, steps, y.numel(), y.device, interpreted
-    )
     out, out_bias = (split_k.workspace(splits, y), None) if splits > 1 else (y, bias)
     grid = (programs, splits) if splits > 1 else (programs,)
     args = (
         src.tensor, filt, filt_lo, out_bias, out, table,
-        n, cg, kg, *input_hw, r, s, p, q,
+        n, cg, kg, problem.h, problem.w, r, s, p, q,
         *src.pixel_strides,
         *src.red_strides, src.origin,
         filt.stride(0), 0 if out_bias is None else out_bias.stride(0),
         *out.stride(),
-        *stride, *pad_top_left, *dilation,
+        *params.stride, *problem.pad_top_left, *params.dilation,
     )  # fmt: skip
     meta = dict(
         LOOP=loop,
@@ -329,7 +318,7 @@ def conv2d_fwd(
         WIDE_INDEX=needs_wide_index(
             (src.tensor, filt, out), n * p * q + config["BLOCK_M"], src.origin
         ),
-        PRECISION=precision,
+        PRECISION=problem.math.precision,
         UPCAST=interpreted and src.tensor.dtype != torch.float32,
         SPLIT_K=splits,
         **config,

@@ -37,7 +37,6 @@ that are not a multiple of 16, strides that do not divide the input).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 import torch
@@ -45,11 +44,12 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
+from ..problem import ConvProblem
 from . import split_k
+from .common import channel_bias, store_output
 from .conv2d_fwd import kernel_filter
 from .launch import launch
 from .sizes import cdiv
-from .tuning import tile_efficiency
 
 
 @triton.heuristics({"HAS_BIAS": lambda args: args["bias_ptr"] is not None})
@@ -120,9 +120,9 @@ def _conv2d_fwd_tma_kernel(
 
     kn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N] channel inside the group
     kn_ok = kn < KG
+    channel = (group * KG + kn).to(tl.int64)
     if HAS_BIAS:
-        bias = tl.load(bias_ptr + (group * KG + kn) * stride_b, mask=kn_ok, other=0.0)
-        acc += bias.to(tl.float32)[None, :]
+        acc += channel_bias(bias_ptr, channel, kn_ok, stride_b)[None, :]
     m = tl.arange(0, BLOCK_M)
     if RASTER:  # pixels of the input grid whose windows would leave the image are not outputs
         n = (m0 + m) // (H * W)
@@ -131,30 +131,25 @@ def _conv2d_fwd_tma_kernel(
     else:
         p = p0 + m // BLOCK_Q
         q = q0 + m % BLOCK_Q
-    y_ok = ((n < N) & (p < P) & (q < Q))[:, None] & kn_ok[None, :]
+    pixel_ok = (n < N) & (p < P) & (q < Q)
     if SPLIT_K > 1:  # the slice's own images of the workspace
         n += tl.program_id(1) * N
-    pixel = n.to(tl.int64) * stride_yn + p.to(tl.int64) * stride_yp + q.to(tl.int64) * stride_yq
-    y_off = pixel[:, None] + ((group * KG + kn).to(tl.int64) * stride_yk)[None, :]
-    tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=y_ok)
+    store_output(y_ptr, acc, n.to(tl.int64), p.to(tl.int64), q.to(tl.int64), channel, pixel_ok,
+                 kn_ok, stride_yn, stride_yk, stride_yp, stride_yq)  # fmt: skip
 
 
-def tma_block_k(cg: int, dtype: torch.dtype) -> int | None:
-    """The channel block this kernel would use for Cg channels, or None if none divides Cg."""
-    largest = 64 if dtype.itemsize == 2 else 32
-    for block_k in (largest, 32, 16):
-        if block_k <= largest and cg % block_k == 0:
+def tma_block_k(cg: int, itemsize: int) -> int | None:
+    """The channel block for Cg channels: the widest that divides Cg, from a 128-byte row of
+    channels (TMA's widest swizzle) down to 16; None if none does."""
+    block_k = 128 // itemsize
+    while block_k >= 16:
+        if cg % block_k == 0:
             return block_k
+        block_k //= 2
     return None
 
 
-@functools.cache
-def has_tma(device: torch.device) -> bool:
-    """Hopper (compute capability 9.0) or newer: where the tiles were measured to pay."""
-    return torch.cuda.get_device_capability(device)[0] >= 9
-
-
-def tma_supported(x: torch.Tensor, cg: int, stride: tuple[int, int]) -> bool:
+def tma_supported(problem: ConvProblem) -> bool:
     """True when the input and the re-laid filter meet TMA's rules for this kernel.
 
     Cg a multiple of 16; channels innermost (stride 1); the other strides of the view the
@@ -164,17 +159,16 @@ def tma_supported(x: torch.Tensor, cg: int, stride: tuple[int, int]) -> bool:
     (The filter matrix [K, R*S*Cg] is a fresh or channels_last tensor: aligned whenever Cg
     is.)
     """
-    if tma_block_k(cg, x.dtype) is None:
+    if tma_block_k(problem.cg, problem.itemsize) is None:
         return False
-    _, c, h, w = x.shape
-    sn, sc, s_h, s_w = x.stride()
-    sh, sw = stride
-    exact = h % sh == 0 and w % sw == 0 and (sw == 1 or s_w == c)
-    aligned = all(s * x.element_size() % 16 == 0 for s in (sn, sh * s_h, s_h, sw * s_w))
-    return sc == 1 and exact and aligned and x.data_ptr() % 16 == 0
+    sn, sc, s_h, s_w = problem.x_strides
+    sh, sw = problem.params.stride
+    exact = problem.h % sh == 0 and problem.w % sw == 0 and (sw == 1 or s_w == problem.c)
+    aligned = all(s * problem.itemsize % 16 == 0 for s in (sn, sh * s_h, s_h, sw * s_w))
+    return sc == 1 and exact and aligned and problem.aligned
 
 
-def raster_supported(x: torch.Tensor, filter_hw, output_hw, stride, dilation) -> bool:
+def raster_supported(problem: ConvProblem) -> bool:
     """True when raster tiles can serve the convolution: unit stride, unpadded (its windows
     never leave the image, so any run of the input grid is read whole), over an input
     whose N, H and W fold into one dimension of pixels, as a dense channels-last tensor's
@@ -184,98 +178,68 @@ def raster_supported(x: torch.Tensor, filter_hw, output_hw, stride, dilation) ->
     [N*H*W, C] matrix; tap (r, f) shifts it by r*dh*W + f*dw rows. Outputs live at the grid
     points (p < P, q < Q); the others are computed and dropped (1 - P*Q/(H*W) of the work).
     """
-    n, _, h, w = x.shape
-    sn, _, sh, sw = x.stride()
-    (r, s), (p, q), (dh, dw) = filter_hw, output_hw, dilation
-    unpadded = (p, q) == (h - dh * (r - 1), w - dw * (s - 1))
+    n, h, w = problem.n, problem.h, problem.w
+    sn, _, sh, sw = problem.x_strides
+    dh, dw = problem.params.dilation
+    unpadded = (problem.p, problem.q) == (h - dh * (problem.r - 1), w - dw * (problem.s - 1))
     dense = sh == w * sw and (sn == h * sh or n == 1)
     # TMA coordinates are 32-bit; a tap's run reaches at most one image past the last one
-    return tuple(stride) == (1, 1) and unpadded and dense and (n + 1) * h * w < 2**31
+    return not problem.strided and unpadded and dense and (n + 1) * h * w < 2**31
+
+
+def tma_programs(problem: ConvProblem, block_m: int, block_n: int, block_q: int | None) -> int:
+    """The grid over `problem` of raster tiles (`block_q` None) or window tiles of BLOCK_M
+    pixels, `block_q` wide, each of BLOCK_N output channels."""
+    n, h, w = problem.n, problem.h, problem.w
+    if block_q is None:  # runs up to the last output pixel of the last image
+        tiles = cdiv((n - 1) * h * w + (problem.p - 1) * w + problem.q, block_m) if n else 0
+    else:
+        tiles = n * cdiv(problem.p, block_m // block_q) * cdiv(problem.q, block_q)
+    return problem.groups * tiles * cdiv(problem.kg, block_n)
 
 
 def tma_launcher(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    output_hw: tuple[int, int],
-    *,
-    groups: int,
-    dilation: tuple[int, int],
-    pad_top_left: tuple[int, int],
-    precision: str,
-    config: dict,
-    interpreted: bool,
-    stride: tuple[int, int] = (1, 1),
-    raster: bool = False,
+    problem: ConvProblem, config: dict, *, raster: bool, interpreted: bool,
     slot: dict | None = None,
-) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor], torch.Tensor]:
+) -> Callable[..., torch.Tensor]:  # fmt: skip
     """`launch(x, weight, bias, y)` filling `y` [N, K, P, Q] (any strides) from channels-last
-    inputs shaped and strided as `x` and filters shaped as `weight` [K, Cg, R, S].
+    inputs of `problem`'s signature (`tma_supported`, and `raster_supported` for `raster`).
 
     Tiles, grid and descriptor geometry are worked out here once, so that a call builds only
     what depends on its tensors (the re-laid filter, two descriptors; with split-K the
     workspace and the sum after, split_k.py) and launches.
-    `config` holds BLOCK_M pixels as a BLOCK_P x BLOCK_Q patch (BLOCK_Q given, or the width
-    that wastes least), BLOCK_N, BLOCK_K (a divisor of Cg), num_warps, num_stages, and
-    optionally SPLIT_K (else `split_k.default_splits`).
-    `stride`: the convolution's (sh, sw); above 1, window tiles read the strided view of
-    the module docstring (`tma_supported` must hold). `raster`: tiles of BLOCK_M
-    consecutive pixels of the input grid instead (see `raster_supported`). `slot`: see
-    `launch.launch`.
+    `config` holds BLOCK_M pixels (a BLOCK_P x BLOCK_Q patch of window tiles, BLOCK_Q given;
+    or a run of the input grid with `raster`), BLOCK_N, BLOCK_K (a divisor of Cg),
+    num_warps, num_stages and SPLIT_K. `slot`: see `launch.launch`.
     """
-    n, c, h, w = x.shape
-    k, cg, r, s = weight.shape
-    p, q = output_hw
-    kg = k // groups
-    sn, sc, s_h, s_w = x.stride()
-    strided = tuple(stride) != (1, 1)
-    if strided and not tma_supported(x, cg, stride):
-        raise ValueError(
-            f"the 'tma' loop at stride {tuple(stride)} needs the stride to divide the input's "
-            f"H x W and, with a column stride, pixels C apart; got input {tuple(x.shape)} "
-            f"strided {x.stride()}"
-        )
+    n, c, h, w = problem.n, problem.c, problem.h, problem.w
+    sn, sc, s_h, s_w = problem.x_strides
     config = dict(config)
+    config.pop("LOOP", None)
+    splits = config.pop("SPLIT_K", 1)
     block_m, block_k = config.pop("BLOCK_M"), config["BLOCK_K"]
-    if cg % block_k:
-        raise ValueError(f"the 'tma' loop needs BLOCK_K to divide Cg={cg}, got BLOCK_K={block_k}")
+    programs = tma_programs(problem, block_m, config["BLOCK_N"],
+                            None if raster else config["BLOCK_Q"])  # fmt: skip
     if raster:
-        if not raster_supported(x, (r, s), output_hw, stride, dilation):
-            raise ValueError(
-                f"raster tiles need an unpadded unit-stride convolution over a dense "
-                f"channels-last input, got input {tuple(x.shape)} strided {x.stride()}, "
-                f"stride {tuple(stride)}, filter {r}x{s}, output {p}x{q}"
-            )
         config["BLOCK_Q"] = block_m
-    elif "BLOCK_Q" not in config:  # the tested widths (8 and up) that waste least
-        widths = [bq for bq in (8, 16, 32, 64, 128, 256) if bq <= block_m <= 256 * bq]
-        config["BLOCK_Q"] = max(
-            (tile_efficiency(p, q, block_m // bq, bq), bq) for bq in widths or [block_m]
-        )[1]
-    config["BLOCK_P"] = block_m // config["BLOCK_Q"]
-    box = {key: config[key] for key in ("BLOCK_P", "BLOCK_Q", "BLOCK_N", "BLOCK_K")}
-    if max(box.values()) > 256:  # a TMA box spans at most 256 elements a dimension
-        raise ValueError(f"the 'tma' loop needs tiles of at most 256 a side, got {box}")
-    filt_box = [config["BLOCK_N"], block_k]
-    if raster:  # runs up to the last output pixel of the last image
         x_geometry = ([n * h * w, c], [s_w, sc], [block_m, block_k])
-        tiles = cdiv((n - 1) * h * w + (p - 1) * w + q, block_m) if n else 0
     else:
-        tile = [config["BLOCK_P"], config["BLOCK_Q"], block_k]
-        if strided:  # [N, H/sh, sh, W/sw, sw*C]: parities as coordinates (module docstring)
-            (sh, sw), x_box = stride, [1, tile[0], 1, *tile[1:]]
+        tile = [block_m // config["BLOCK_Q"], config["BLOCK_Q"], block_k]
+        if problem.strided:  # [N, H/sh, sh, W/sw, sw*C]: parities as coordinates (docstring)
+            (sh, sw), x_box = problem.params.stride, [1, tile[0], 1, *tile[1:]]
             x_geometry = ([n, h // sh, sh, w // sw, sw * c], [sn, sh * s_h, s_h, sw * s_w, sc],
                           x_box)  # fmt: skip
         else:
             x_geometry = ([n, h, w, c], [sn, s_h, s_w, sc], [1, *tile])
-        tiles = n * cdiv(p, config["BLOCK_P"]) * cdiv(q, config["BLOCK_Q"])
-    programs = groups * tiles * cdiv(kg, config["BLOCK_N"])
-    splits = config.pop("SPLIT_K", None) or split_k.default_splits(
-        programs, r * s * (cg // block_k), n * k * p * q, x.device, interpreted
-    )
+    config["BLOCK_P"] = block_m // config["BLOCK_Q"]
+    filt_box = [config["BLOCK_N"], block_k]
     grid = (programs, splits) if splits > 1 else (programs,)
-    sizes, geometry = (n, c, cg, kg, r, s, p, q, h, w), (*pad_top_left, *dilation, *stride)
-    meta = dict(PRECISION=precision, RASTER=raster, STRIDED=strided, SPLIT_K=splits,
-                UPCAST=interpreted and x.dtype != torch.float32, **config)  # fmt: skip
+    sizes = (n, c, problem.cg, problem.kg, problem.r, problem.s, problem.p, problem.q, h, w)
+    params = problem.params
+    geometry = (*problem.pad_top_left, *params.dilation, *params.stride)
+    meta = dict(PRECISION=problem.math.precision, RASTER=raster, STRIDED=problem.strided,
+                SPLIT_K=splits, UPCAST=interpreted and problem.dtype != torch.float32,
+                **config)  # fmt: skip
 
     def launch_into(x, weight, bias, y):
         filt = kernel_filter(weight, "rfc")  # [K, R*S*Cg]
@@ -292,15 +256,3 @@ def tma_launcher(
         return split_k.finish(out, splits, bias, y) if splits > 1 else y
 
     return launch_into
-
-
-def conv2d_fwd_tma(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    y: torch.Tensor,
-    **kwargs,
-) -> torch.Tensor:
-    """One call: fill `y` [N, K, P, Q] from channels-last `x` and the filter [K, Cg, R, S]
-    (keyword arguments as for `tma_launcher`)."""
-    return tma_launcher(x, weight, tuple(y.shape[2:]), **kwargs)(x, weight, bias, y)

@@ -23,11 +23,10 @@ import torch
 import triton
 import triton.language as tl
 
+from ..problem import ConvProblem
+from .common import channel_bias, inside, output_pixel, store_output, window_corner
 from .launch import launch
-from .sizes import cdiv, next_power_of_2
-
-MAX_GROUP_CHANNELS = 16  # Cg and KG up to this pack; wider groups fill GEMM tiles themselves
-DEPTHWISE_MAX_PIXELS = 56 * 56  # output pixels an image up to which depthwise packs (NCHW)
+from .sizes import cdiv
 
 
 @triton.heuristics({"HAS_BIAS": lambda args: args["bias_ptr"] is not None})
@@ -50,11 +49,9 @@ def _conv2d_fwd_grouped_kernel(
 ):  # fmt: skip
     m = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)  # [BLOCK_M] pixel
     g0 = tl.program_id(1) * BLOCK_G
-    n, pq = m // (P * Q), m % (P * Q)
-    p, q = pq // Q, pq % Q
+    n, p, q = output_pixel(m, P, Q)
     m_ok = m < N * P * Q
-    h0 = p * stride_h - pad_top
-    w0 = q * stride_w - pad_left
+    h0, w0 = window_corner(p, q, stride_h, stride_w, pad_top, pad_left)
     x_pixel0 = n * stride_xn + h0 * stride_xh + w0 * stride_xw
     # Reduction lanes i = (group, input channel), output lanes o = (group, output channel).
     i = tl.arange(0, BLOCK_G * BLOCK_CG)
@@ -76,7 +73,7 @@ def _conv2d_fwd_grouped_kernel(
         r, f = t // S, t % S
         h = h0 + r * dilation_h
         w = w0 + f * dilation_w
-        pixel_in = m_ok & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+        pixel_in = m_ok & inside(h, w, H, W)
         x_pixel = x_pixel0 + (r * dilation_h * stride_xh + f * dilation_w * stride_xw)
         a = tl.load(x_ptr + x_pixel[:, None] + x_channel[None, :],
                     mask=pixel_in[:, None] & i_ok[None, :], other=0.0)  # fmt: skip
@@ -85,47 +82,9 @@ def _conv2d_fwd_grouped_kernel(
             a, b = a.to(tl.float32), b.to(tl.float32)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
     if HAS_BIAS:
-        acc += tl.load(bias_ptr + k * stride_b, mask=o_ok, other=0.0).to(tl.float32)[None, :]
-    y_pixel = n * stride_yn + p * stride_yp + q * stride_yq
-    y_off = y_pixel[:, None] + (k.to(tl.int64) * stride_yk)[None, :]
-    tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & o_ok[None, :])
-
-
-def grouped_supported(
-    groups: int,
-    channels_per_group: int,
-    outputs_per_group: int,
-    output_pixels: int,
-    *,
-    tensor_cores: bool,
-    channels_last: bool,
-) -> bool:
-    """Where the library packs groups: a tensor-core tier, groups of at most 16 input and 16
-    output channels; depthwise (one input channel a group) only in NCHW on outputs of at
-    most 56x56 pixels an image.
-
-    NOTE: measured on H100 (2026-11-27 session 9, results/h100-issue4/exploration/grouped,
-    batch 128, kernel time, against the path each layer took before): groups of 4, 8 and 16
-    channels 1.25-8.4x in bf16 and tf32, both layouts (grouped32 NCHW bf16 6.4 -> 17.8
-    TFLOPS, cuDNN 18.3); depthwise NCHW 1.8-3.2x on outputs of 14x14 to 56x56 (dw7x7-56
-    bf16 0.98 -> 3.15, cuDNN 2.86) but 0.71x (bf16) and 0.19x (tf32) on 112x112, and in
-    NHWC 0.79-1.40x in bf16 (1.02-1.18x in tf32): there the FMA kernel (conv2d_dw.py) stays.
-    """
-    few = max(channels_per_group, outputs_per_group) <= MAX_GROUP_CHANNELS
-    if not (tensor_cores and groups > 1 and few):
-        return False
-    if channels_per_group == 1:
-        return not channels_last and output_pixels <= DEPTHWISE_MAX_PIXELS
-    return True
-
-
-def grouped_tiles(channels_per_group: int, outputs_per_group: int) -> dict:
-    """The fewest groups to a tile whose input and output channels both fill the 16 a
-    tensor-core step needs (the tile computes BLOCK_G times the useful products)."""
-    block_cg, block_kg = next_power_of_2(channels_per_group), next_power_of_2(outputs_per_group)
-    block_g = max(16 // block_cg, 16 // block_kg, 1)
-    return dict(BLOCK_M=128, BLOCK_G=block_g, BLOCK_CG=block_cg, BLOCK_KG=block_kg,
-                num_warps=4, num_stages=3)  # fmt: skip
+        acc += channel_bias(bias_ptr, k, o_ok, stride_b)[None, :]
+    store_output(y_ptr, acc, n, p, q, k.to(tl.int64), m_ok, o_ok,
+                 stride_yn, stride_yk, stride_yp, stride_yq)  # fmt: skip
 
 
 def conv2d_fwd_grouped(
@@ -133,35 +92,32 @@ def conv2d_fwd_grouped(
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     y: torch.Tensor,
+    problem: ConvProblem,
     *,
-    groups: int,
-    stride: tuple[int, int],
-    dilation: tuple[int, int],
-    pad_top_left: tuple[int, int],
-    precision: str,
+    config: dict,
     interpreted: bool,
-    config: dict | None = None,
     slot: dict | None = None,
 ) -> torch.Tensor:
     """Fill `y` [N, K, P, Q] (any strides) from `x` [N, C, H, W] (any strides) and weight
-    [K, C/groups, R, S]. `config`: BLOCK_M, BLOCK_G, num_warps, num_stages (defaults:
-    `grouped_tiles`). `slot`: see `launch.launch`."""
+    [K, C/groups, R, S] of a call of `problem`'s signature. `config`: BLOCK_M pixels, BLOCK_G
+    groups a tile, BLOCK_CG and BLOCK_KG (Cg and KG rounded up to powers of two), num_warps,
+    num_stages. `slot`: see `launch.launch`."""
     n, c, h, w = x.shape
     k, cg, r, s = weight.shape
     _, _, p, q = y.shape
+    groups, params = problem.groups, problem.params
     kg = k // groups
-    tiles = grouped_tiles(cg, kg) | (config or {})
-    dense = tiles["BLOCK_CG"] == cg and tiles["BLOCK_KG"] == kg
-    grid = (cdiv(n * p * q, tiles["BLOCK_M"]), cdiv(groups, tiles["BLOCK_G"]))
+    dense = config["BLOCK_CG"] == cg and config["BLOCK_KG"] == kg
+    grid = (cdiv(n * p * q, config["BLOCK_M"]), cdiv(groups, config["BLOCK_G"]))
     args = (
         x, weight, bias, y,
         n, groups, cg, kg, h, w, p, q, r, s,
         *x.stride(), *weight.stride(),
         0 if bias is None else bias.stride(0),
         *y.stride(),
-        *stride, *pad_top_left, *dilation,
+        *params.stride, *problem.pad_top_left, *params.dilation,
     )  # fmt: skip
-    meta = dict(PRECISION=precision, UPCAST=interpreted and x.dtype != torch.float32,
-                DENSE=dense, **tiles)  # fmt: skip
+    meta = dict(PRECISION=problem.math.precision, DENSE=dense,
+                UPCAST=interpreted and x.dtype != torch.float32, **config)  # fmt: skip
     launch(_conv2d_fwd_grouped_kernel, grid, args, meta, slot)
     return y

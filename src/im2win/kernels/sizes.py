@@ -1,8 +1,7 @@
 """Host-side size arithmetic in plain Python.
 
-`triton.cdiv` and `triton.next_power_of_2` dispatch through Triton's JIT machinery (a few
-microseconds a call on the H100 host: results/h100-issue4/exploration/host_profile.log); a
-launch needed a dozen of them, so the launchers use these instead.
+`triton.cdiv` and `triton.next_power_of_2` dispatch through Triton's JIT machinery, a few
+microseconds a call, and a launch needed a dozen of them (notes/tuning.md, host time).
 """
 
 

@@ -13,6 +13,7 @@ import triton
 import triton.language as tl
 
 from ..params import ConvParams
+from .common import inside
 from .sizes import cdiv, next_power_of_2
 
 
@@ -49,10 +50,10 @@ def _im2win_transform_kernel(
         col_off = tl.zeros([BLOCK_COLS], dtype=tl.int64)
     h = (p * stride_h - pad_top)[:, None] + (r * dilation_h)[None, :]  # [BLOCK_ROWS, BLOCK_COLS]
     w = w - pad_left  # [BLOCK_COLS]
-    inside = (h >= 0) & (h < H) & ((w >= 0) & (w < W))[None, :]
+    in_image = inside(h, w[None, :], H, W)
     in_tile = (rows < num_rows)[:, None] & (cols < strip_len)[None, :]
     src = row_off[:, None] + h * stride_xh + (col_off + w.to(tl.int64) * stride_xw)[None, :]
-    values = tl.load(x_ptr + src, mask=in_tile & inside, other=0.0)
+    values = tl.load(x_ptr + src, mask=in_tile & in_image, other=0.0)
     dst = rows[:, None] * strip_len + cols[None, :]
     tl.store(win_ptr + dst, values, mask=in_tile)
 

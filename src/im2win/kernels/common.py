@@ -1,0 +1,48 @@
+"""Pieces every convolution kernel shares, written once as `@triton.jit` helpers.
+
+Output pixels are numbered m = (n*P + p)*Q + q; the window of output (p, q) starts at input
+pixel (p*sh - pad_top, q*sw - pad_left) and reaches tap (r, f) at (+ r*dh, + f*dw). Index
+arithmetic runs in whatever integer width the caller's values have (32-bit where the
+kernel proved it fits, 64-bit otherwise).
+"""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def output_pixel(m, P, Q):
+    """Image, row and column (n, p, q) of output pixels `m`."""
+    n = m // (P * Q)
+    pq = m % (P * Q)
+    return n, pq // Q, pq % Q
+
+
+@triton.jit
+def window_corner(p, q, stride_h, stride_w, pad_top, pad_left):
+    """Input row and column of each window's top-left tap (negative inside the padding)."""
+    return p * stride_h - pad_top, q * stride_w - pad_left
+
+
+@triton.jit
+def inside(h, w, H, W):
+    """True where input pixel (h, w) lies in the image, False in the padding."""
+    return (h >= 0) & (h < H) & (w >= 0) & (w < W)
+
+
+@triton.jit
+def channel_bias(bias_ptr, channel, channel_ok, stride_b):
+    """fp32 bias of each output channel in `channel` (0 where not `channel_ok`)."""
+    return tl.load(bias_ptr + channel * stride_b, mask=channel_ok, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def store_output(
+    y_ptr, acc, n, p, q, channel, pixel_ok, channel_ok,
+    stride_yn, stride_yk, stride_yp, stride_yq,
+):  # fmt: skip
+    """acc [BLOCK_M, BLOCK_N] (pixels (n, p, q) x output channels), cast to y's dtype, stored."""
+    pixel = n * stride_yn + p * stride_yp + q * stride_yq  # [BLOCK_M]
+    offset = pixel[:, None] + (channel * stride_yk)[None, :]  # [BLOCK_M, BLOCK_N]
+    mask = pixel_ok[:, None] & channel_ok[None, :]
+    tl.store(y_ptr + offset, acc.to(y_ptr.dtype.element_ty), mask=mask)

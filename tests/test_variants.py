@@ -1,0 +1,218 @@
+"""The registry of kernel variants: its order, the choices it makes, every variant pinned on
+odd shapes against float64, and what `explain` shows."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+import im2win
+from helpers import (
+    HOPPER,
+    assert_close,
+    current_target,
+    expected_format,
+    problem_of,
+    randn,
+    reference,
+    tolerance,
+)
+from im2win import variants
+from im2win.bench.layers import PAPER_BATCH, PAPER_LAYERS
+from im2win.problem import MathMode
+from im2win.variants import BY_NAME, VARIANTS, Variant
+
+
+def test_the_registry_lists_each_variant_once_in_priority_order():
+    names = [v.name for v in VARIANTS]
+    assert len(set(names)) == len(names) and all(isinstance(v, Variant) for v in VARIANTS)
+    assert names == [
+        "packed-groups", "staged-nchw", "depthwise", "pointer-wide", "tma-raster", "tma",
+        "pointer", "pointer-materialized",
+    ]  # fmt: skip
+    assert set(variants.BY_LOOP.values()) <= set(VARIANTS)
+
+
+LAYER = {layer.name: layer for layer in PAPER_LAYERS}
+MODES = {
+    "fp32": (torch.float32, None),
+    "tf32": (torch.float32, "tf32"),
+    "bf16": (torch.bfloat16, None),
+}
+
+
+@pytest.mark.parametrize(
+    "layer, mode, layout, picked",
+    [
+        ("conv1", "bf16", "NCHW", "pointer"),  # a 3-channel stem: the flat loop
+        ("conv4", "bf16", "NHWC", "tma"),  # stride 2, 109 wide: strided window tiles
+        ("conv4", "bf16", "NCHW", "staged-nchw > tma"),
+        ("conv5", "tf32", "NHWC", "pointer-wide"),  # raster tiles would waste 31%
+        ("conv8", "bf16", "NHWC", "tma-raster"),
+        ("conv8", "fp32", "NCHW", "staged-nchw > pointer"),
+        ("conv9", "tf32", "NCHW", "pointer"),  # 64 channels: too little work to stage
+        ("conv12", "bf16", "NHWC", "pointer"),  # 5x5 outputs: every TMA tile wastes half
+    ],
+)
+def test_the_heuristic_picks_on_hopper(layer, mode, layout, picked):
+    xshape, wshape = LAYER[layer].shapes(PAPER_BATCH)
+    dtype, precision = MODES[mode]
+    kw = LAYER[layer].conv_kwargs()
+    problem = problem_of(xshape, wshape, dtype, precision, layout == "NHWC", **kw)
+    choice = variants.choose(problem, HOPPER)
+    chunks = [c.variant.name for c in choice.inner[:1]]  # a last, shorter chunk chooses alike
+    assert " > ".join([choice.variant.name, *chunks]) == picked
+    assert choice.how == "heuristic"
+
+
+@pytest.mark.parametrize("windows", ["streamed", "materialized"])
+def test_windows_restrict_the_choice_to_kernels_reading_them(windows):
+    # A depthwise layer takes the FMA kernel unless windows are asked for.
+    problem = problem_of((2, 8, 9, 9), (8, 1, 3, 3), padding=1, groups=8)
+    assert variants.choose(problem, HOPPER).variant.name == "depthwise"
+    choice = variants.choose(problem, HOPPER, windows=windows)
+    assert choice.variant.windows == windows
+    assert (
+        choice.variant.name
+        == {"streamed": "pointer", "materialized": "pointer-materialized"}[windows]
+    )
+
+
+# Odd shapes for every variant that serves them: C = 1 and 3, ragged sizes, Cg = 16 and 64
+# (TMA), narrow groups and depthwise, stride/padding/dilation, batch 1, K past 256.
+ODD = {
+    "c1_13x11_k5_3x3_p1": ((3, 1, 13, 11), (5, 1, 3, 3), dict(padding=1)),
+    "c3_17x15_k7_5x5_s2": ((1, 3, 17, 15), (7, 3, 5, 5), dict(stride=2, padding=2)),
+    "c16_9x11_k24_3x3": ((2, 16, 9, 11), (24, 16, 3, 3), dict()),
+    "c64_10x12_k20_3x3_s2_p1": ((2, 64, 10, 12), (20, 64, 3, 3), dict(stride=2, padding=1)),
+    "g4_c32_7x9_k32_d2": ((1, 32, 7, 9), (32, 8, 3, 3), dict(dilation=2, padding=2, groups=4)),
+    "dw_c6_9x7_m2_3x2": ((3, 6, 9, 7), (12, 1, 3, 2), dict(padding=1, groups=6)),
+    "c40_9x7_k260_3x3": ((1, 40, 9, 7), (260, 40, 3, 3), dict()),  # 256-channel tiles
+}
+PINNED_MODES = {
+    "fp32": (torch.float32, None),
+    "tf32": (torch.float32, "tf32"),
+    "fp16": (torch.float16, None),
+}
+
+
+def pinned_config(variant: Variant, problem) -> dict:
+    """A config to pin `variant` with: its heuristic's, else its first candidate's; a
+    staged input one image a chunk."""
+    if variant.name == "staged-nchw":
+        return dict(IMAGES=1, VARIANT=variant.name)
+    config = variant.heuristic(problem, current_target())
+    config = config if config is not None else variant.candidates(problem, current_target())[0]
+    return dict(config, VARIANT=variant.name)
+
+
+def pinned_cases():
+    cases = []
+    for variant in VARIANTS:
+        for case, (xshape, wshape, kw) in ODD.items():
+            for mode, (dtype, precision) in PINNED_MODES.items():
+                for layout in ("nchw", "nhwc"):
+                    problem = problem_of(xshape, wshape, dtype, precision, layout == "nhwc", **kw)
+                    pins = variant.supports(problem, current_target()) and (
+                        variant.heuristic(problem, current_target()) is not None
+                        or variant.candidates(problem, current_target())
+                        or variant.name == "staged-nchw"
+                    )
+                    if pins:
+                        cases.append(
+                            pytest.param(
+                                variant.name,
+                                case,
+                                mode,
+                                layout,
+                                id=f"{variant.name}-{case}-{mode}-{layout}",
+                            )  # fmt: skip
+                        )
+    return cases
+
+
+@pytest.mark.parametrize("name, case, mode, layout", pinned_cases())
+def test_every_variant_pinned_on_odd_shapes(name, case, mode, layout):
+    torch.manual_seed(20)
+    xshape, wshape, kw = ODD[case]
+    dtype, precision = PINNED_MODES[mode]
+    x = randn(*xshape, dtype=dtype, channels_last=layout == "nhwc")
+    w, b = randn(*wshape, dtype=dtype), randn(wshape[0], dtype=dtype)
+    problem = problem_of(xshape, wshape, dtype, precision, layout == "nhwc", **kw)
+    config = pinned_config(BY_NAME[name], problem)
+    plan = im2win.explain(x, w, b, **kw, precision=precision, config=config)
+    assert plan.choice.variant.name == name and plan.choice.how == "pinned"
+    y = im2win.conv2d(x, w, b, **kw, precision=precision, config=config)
+    assert y.is_contiguous(memory_format=expected_format(x))
+    assert_close(y, reference(x, w, b, **kw), tolerance(dtype, precision))
+
+
+def test_every_variant_is_pinned_somewhere():
+    assert {param.values[0] for param in pinned_cases()} == set(BY_NAME)
+
+
+def test_a_shown_config_pins_the_same_choice():
+    x = randn(2, 16, 9, 11, dtype=torch.float16, channels_last=True)
+    w = randn(24, 16, 3, 3, dtype=torch.float16)
+    chosen = im2win.explain(x, w, padding=1).choice
+    config = dict(chosen.config, VARIANT=chosen.variant.name)
+    pinned = im2win.explain(x, w, padding=1, config=config).choice
+    assert (pinned.variant, pinned.config, pinned.how) == (chosen.variant, chosen.config, "pinned")
+
+
+def test_explain_shows_the_problem_and_the_choice():
+    x, w = randn(2, 3, 9, 8), randn(4, 3, 3, 3)
+    text = str(im2win.explain(x, w, padding=1))
+    assert text.startswith("3x3 conv 3 -> 4 channels, 9x8 -> 9x8, batch 2, NCHW, ieee")
+    assert "pointer (heuristic)" in text and "LOOP=flat" in text and "SPLIT_K=1" in text
+    assert "reference" in str(im2win.explain(x, w, backend="reference"))
+    assert "empty batch" in str(im2win.explain(randn(0, 3, 9, 8), w))
+
+
+def test_staged_choices_show_their_chunks():
+    problem = problem_of((40, 64, 28, 28), (128, 64, 3, 3), torch.bfloat16, padding=1)
+    choice = variants.choose(problem, HOPPER)
+    assert choice.variant.name == "staged-nchw" and choice.config["IMAGES"] == 40
+    assert str(choice).splitlines()[1].startswith("  tma")  # the chunks' own choice
+    staged = variants.choose(problem, HOPPER, config=dict(VARIANT="staged-nchw", IMAGES=16))
+    assert [c.variant.name for c in staged.inner] == ["tma", "tma"]  # 16 images, then 8
+
+
+@pytest.mark.parametrize(
+    "config, fragments",
+    [
+        (dict(VARIANT="winograd"), ["config['VARIANT']", "packed-groups", "'winograd'"]),
+        (dict(VARIANT="packed-groups", BLOCK_M=64, BLOCK_G=1, num_warps=4, num_stages=1),
+         ["'packed-groups'", "cannot serve", "ieee"]),
+        (dict(VARIANT="staged-nchw", IMAGES=0), ["IMAGES", "int >= 1"]),
+        (dict(VARIANT="depthwise", BLOCK_M=64, BLOCK_C=16, num_warps=4), ["square", "BLOCK_C"]),
+    ],
+)  # fmt: skip
+def test_bad_pinned_variants(config, fragments):
+    x = randn(2, 4, 8, 8, channels_last=True)
+    w = randn(4, 1, 3, 3)
+    with pytest.raises(ValueError, match=".*".join(map(re.escape, fragments))):
+        im2win.conv2d(x, w, groups=4, config=config)
+
+
+def test_math_modes():
+    assert MathMode.of(torch.float32) is MathMode.IEEE
+    assert MathMode.of(torch.float32, "tf32x3").tier == "fp32"
+    assert MathMode.of(torch.bfloat16).precision == "ieee"
+    assert [m.tile_class for m in (MathMode.FP16, MathMode.BF16, MathMode.TF32)] == [
+        "16bit", "16bit", "tf32",
+    ]  # fmt: skip
+    assert {m for m in MathMode if m.tensor_cores} == {MathMode.TF32, MathMode.FP16, MathMode.BF16}
+    assert MathMode.TF32.max_rel_err == 2e-3 and MathMode.TF32X3.max_rel_err == 1e-5
+
+
+def test_workspace_of_each_choice():
+    x = torch.empty(40, 64, 28, 28, dtype=torch.bfloat16, device="meta")
+    problem = problem_of(x.shape, (128, 64, 3, 3), torch.bfloat16, padding=1)
+    staged = variants.choose(problem, HOPPER)
+    assert staged.variant.workspace_bytes(problem, staged.config) == 40 * 64 * 28 * 28 * 2
+    windows = variants.choose(problem, HOPPER, windows="materialized")
+    window_tensor = 40 * 64 * 28 * 30 * 3 * 2  # N*C*P*Wp*R elements of 2 bytes
+    assert windows.variant.workspace_bytes(problem, windows.config) == window_tensor
