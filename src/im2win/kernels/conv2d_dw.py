@@ -71,8 +71,9 @@ def _conv2d_fwd_dw_kernel(
             pixel_in = m_ok & inside(h, w, H, W)
             x_off = _tile(x_pixel0 + h * stride_xh + w * stride_xw, x_channel, CHANNELS_LAST)
             mask = _tile_mask(pixel_in, k_ok, CHANNELS_LAST)
-            x = tl.load(x_ptr + x_off, mask=mask, other=0.0)
-            tap = tl.load(w_ptr + k * stride_wk + r * stride_wr + f * stride_ws, mask=k_ok)
+            x = tl.load(x_ptr + x_off, mask=mask, other=0.0)  # shaped as acc
+            w_tap = w_ptr + k * stride_wk + r * stride_wr + f * stride_ws  # [BLOCK_C]
+            tap = tl.load(w_tap, mask=k_ok)
             if CHANNELS_LAST:
                 acc += x.to(tl.float32) * tap.to(tl.float32)[None, :]
             else:

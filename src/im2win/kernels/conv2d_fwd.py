@@ -112,7 +112,7 @@ def _conv2d_fwd_kernel(
     if SPLIT_K > 1:  # this program's slice of the reduction (split_k.py)
         it_begin = tl.program_id(1) * tl.cdiv(num_iters, SPLIT_K)
         it_end = tl.minimum(it_begin + tl.cdiv(num_iters, SPLIT_K), num_iters)
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)  # [BLOCK_M, BLOCK_N]
     for it in range(it_begin, it_end):
         if LOOP == "channels":
             # One filter tap (r, f) at a time, BLOCK_K channels of it: kk = (r*S + f)*CG + c.
@@ -143,9 +143,10 @@ def _conv2d_fwd_kernel(
                 w = w0[:, None] + dw[None, :]
                 a_mask = a_mask & inside(h, w, H, W)
         a = tl.load(win_ptr + pixel_off[:, None] + red_off[None, :], mask=a_mask, other=0.0)
+        # a: [BLOCK_M, BLOCK_K]
         b_off = filt_rows[None, :] + kk[:, None]  # [BLOCK_K, BLOCK_N]
         b_ok = kk_ok[:, None] & kn_ok[None, :]
-        b = tl.load(filt_ptr + b_off, mask=b_ok, other=0.0)
+        b = tl.load(filt_ptr + b_off, mask=b_ok, other=0.0)  # [BLOCK_K, BLOCK_N]
         if UPCAST:  # the interpreter computes 16-bit dots wrongly; fp32 is exact there
             a, b = a.to(tl.float32), b.to(tl.float32)
         if PRECISION == "tf32x3":  # b holds the filter's tf32 part (`split_tf32`)

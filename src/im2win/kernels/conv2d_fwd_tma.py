@@ -94,11 +94,12 @@ def _conv2d_fwd_tma_kernel(
     if SPLIT_K > 1:  # this program's slice of the reduction (split_k.py)
         it_begin = tl.program_id(1) * tl.cdiv(it_end, SPLIT_K)
         it_end = tl.minimum(it_begin + tl.cdiv(it_end, SPLIT_K), it_end)
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)  # [BLOCK_M, BLOCK_N]
     for it in range(it_begin, it_end):
         rf = it // num_c_blocks  # tap (r, f), reduction index kk = (r*S + f)*CG + c
         r, f = rf // S, rf % S
         c = (it % num_c_blocks) * BLOCK_K
+        # a: [BLOCK_M, BLOCK_K], the tap's window tile
         if RASTER:  # the tap shifts the whole run by r rows and f columns
             a = x_desc.load([m0 + r * dilation_h * W + f * dilation_w, group * CG + c])
         elif STRIDED:  # the tap's offsets split into whole strides and a parity class

@@ -68,7 +68,7 @@ def _conv2d_fwd_grouped_kernel(
         k = go * KG + jo  # [BLOCK_G*BLOCK_KG] output channel
     block_diagonal = (gi[:, None] == go[None, :]) & i_ok[:, None] & o_ok[None, :]
     w_tile = w_ptr + ci[:, None] * stride_wc + k[None, :] * stride_wk
-    acc = tl.zeros([BLOCK_M, BLOCK_G * BLOCK_KG], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_G * BLOCK_KG], dtype=tl.float32)  # [BLOCK_M, BLOCK_G*BLOCK_KG]
     for t in range(0, R * S):  # one loop over the taps, so Triton pipelines its loads
         r, f = t // S, t % S
         h = h0 + r * dilation_h
@@ -78,6 +78,7 @@ def _conv2d_fwd_grouped_kernel(
         a = tl.load(x_ptr + x_pixel[:, None] + x_channel[None, :],
                     mask=pixel_in[:, None] & i_ok[None, :], other=0.0)  # fmt: skip
         b = tl.load(w_tile + r * stride_wr + f * stride_ws, mask=block_diagonal, other=0.0)
+        # a: [BLOCK_M, BLOCK_G*BLOCK_CG], b: [BLOCK_G*BLOCK_CG, BLOCK_G*BLOCK_KG]
         if UPCAST:  # the interpreter computes 16-bit dots wrongly; fp32 is exact there
             a, b = a.to(tl.float32), b.to(tl.float32)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
