@@ -276,9 +276,9 @@ def test_unreadable_cache_warns_and_starts_empty(tmp_path):
 
 
 def test_autotuning_times_every_variants_candidates_and_keeps_the_fastest(tmp_path, monkeypatch):
-    """The search over every eligible variant, with a stand-in timer that runs each candidate
-    once (so each must run) and calls the last one fastest: that one is chosen and cached,
-    and a second search reads the cache."""
+    """The search over every eligible variant (PyTorch's own convolution among them), with a
+    stand-in timer that runs each candidate once (so each must run) and calls the last one
+    fastest: that one is chosen and cached, and a second search reads the cache."""
     monkeypatch.setattr(tuning.autotune, "CACHE", tuning.TuningCache(tmp_path / "tuning.json"))
     monkeypatch.setattr(tuning, "device_key", lambda device: "test-device")
     runs = []
@@ -291,15 +291,15 @@ def test_autotuning_times_every_variants_candidates_and_keeps_the_fastest(tmp_pa
     monkeypatch.setattr(tuning, "median_ms", timer)
     problem = problem_of((1, 16, 5, 6), (8, 16, 3, 3), torch.float16, channels_last=True)
     target = current_target()
-    choice = variants.choose(problem, target, autotune=True)
+    choice = variants.choose(problem, target, autotune=True, aten=True)
     eligible = [v for v in variants.VARIANTS if v.windows != "materialized"
                 and v.supports(problem, target)]  # fmt: skip
     every = [(v, c) for v in eligible for c in v.candidates(problem, target)]
-    assert len(runs) == len(every) > 1
+    assert len(runs) == len(every) > 1 and every[0][0].name == "aten"
     last_variant, last_config = every[-1]
     assert choice.how == "autotuned" and choice.variant is last_variant
     assert {k: choice.config[k] for k in last_config} == last_config
-    again = variants.choose(problem, target, autotune=True)
+    again = variants.choose(problem, target, autotune=True, aten=True)
     assert len(runs) == len(every) and again == choice
 
 

@@ -13,11 +13,11 @@ from helpers import (
     HOPPER,
     assert_close,
     current_target,
-    expected_format,
     problem_of,
     randn,
     reference,
     tolerance,
+    torch_output_format,
 )
 from im2win import variants
 from im2win.bench.layers import PAPER_BATCH, PAPER_LAYERS
@@ -29,7 +29,7 @@ def test_the_registry_lists_each_variant_once_in_priority_order():
     names = [v.name for v in VARIANTS]
     assert len(set(names)) == len(names) and all(isinstance(v, Variant) for v in VARIANTS)
     assert names == [
-        "packed-groups", "staged-nchw", "depthwise", "pointer-wide", "tma-raster", "tma",
+        "aten", "packed-groups", "staged-nchw", "depthwise", "pointer-wide", "tma-raster", "tma",
         "pointer", "pointer-materialized",
     ]  # fmt: skip
     assert set(variants.BY_LOOP.values()) <= set(VARIANTS)
@@ -145,7 +145,7 @@ def test_every_variant_pinned_on_odd_shapes(name, case, mode, layout):
     plan = im2win.explain(x, w, b, **kw, precision=precision, config=config)
     assert plan.choice.variant.name == name and plan.choice.how == "pinned"
     y = im2win.conv2d(x, w, b, **kw, precision=precision, config=config)
-    assert y.is_contiguous(memory_format=expected_format(x))
+    assert y.is_contiguous(memory_format=torch_output_format(x, w))
     assert_close(y, reference(x, w, b, **kw), tolerance(dtype, precision))
 
 

@@ -59,7 +59,7 @@ def window_bytes(x: torch.Tensor, w: torch.Tensor, conv_kwargs: dict) -> int:
 
 
 def _im2win_backend(device: torch.device) -> str:
-    backend = resolve_backend("auto", device)
+    backend = resolve_backend("auto", device, torch.float32)
     if backend == "triton" and device.type == "cpu" and kernels.interpreted():
         return "triton-interpreter"
     return backend
@@ -70,7 +70,9 @@ def _im2win(math: MathMode | None = None, windows: str | None = None) -> Builder
     library's choice)."""
 
     def build(x: torch.Tensor, w: torch.Tensor, conv_kwargs: dict, tier: Tier) -> Prepared:
-        options = dict(precision=(math or tier.math).precision, windows=windows)
+        # backend 'triton': the im2win kernels alone, never PyTorch's own convolution.
+        backend = "triton" if resolve_backend("auto", x.device, x.dtype) == "triton" else "auto"
+        options = dict(precision=(math or tier.math).precision, windows=windows, backend=backend)
         # What the chosen variant allocates: staging buffers, split-K sums, a window tensor.
         extra = im2win.explain(x, w, None, **conv_kwargs, **options).workspace_bytes
         run = lambda: im2win.conv2d(x, w, None, **conv_kwargs, **options)  # noqa: E731

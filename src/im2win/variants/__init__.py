@@ -13,7 +13,8 @@ from .. import tuning
 from ..kernels import tma_block_k
 from ..kernels.sizes import next_power_of_2
 from ..problem import ConvProblem
-from .base import INTERPRETER, Choice, Into, Target, Variant, target_of
+from .aten import ATEN
+from .base import INTERPRETER, Choice, Into, Launch, Target, Variant, target_of
 from .depthwise import DEPTHWISE
 from .grouped import PACKED_GROUPS
 from .pointer import LOOPS, POINTER, POINTER_MATERIALIZED
@@ -22,6 +23,7 @@ from .staged import STAGED_NCHW
 from .tma import TMA_RASTER, TMA_WINDOW
 
 VARIANTS: tuple[Variant, ...] = (
+    ATEN,  # PyTorch's own convolution, where no im2win kernel is expected to win
     PACKED_GROUPS,  # groups of <= 16 channels, several to a tensor-core tile
     STAGED_NCHW,  # NCHW inputs worth a channels-last copy, a chunk of images at a time
     DEPTHWISE,  # no channel reduction: direct FMA
@@ -43,18 +45,22 @@ def choose(
     windows: str | None = None,
     config: dict | None = None,
     autotune: bool = False,
+    aten: bool = False,
 ) -> Choice:
     """The variant and config to run `problem` on `target`: `config` pinned by the caller, or
     the heuristic's pick, or (`autotune`) the fastest candidate, measured once per shape
     class and cached on disk. `windows` restricts the choice to variants reading im2win
-    windows from that source."""
+    windows from that source; `aten` lets PyTorch's own convolution compete."""
     if config is not None:
         variant = pinned_variant(config, windows)
         config = variant.check_config(config)
         if not variant.supports(problem, target) or windows not in (None, variant.windows):
             raise ValueError(variant.unsupported(problem, target, windows))
         return _complete(variant, config, problem, target, "pinned", autotune)
-    eligible = [v for v in VARIANTS if _reads(v, windows) and v.supports(problem, target)]
+    eligible = [
+        v for v in VARIANTS
+        if (aten or v is not ATEN) and _reads(v, windows) and v.supports(problem, target)
+    ]  # fmt: skip
     if autotune:
         variant, config = _autotuned(problem, target, eligible)
         return _complete(variant, config, problem, target, "autotuned", autotune)
@@ -102,14 +108,14 @@ def _autotuned(problem: ConvProblem, target: Target, eligible: list[Variant]):
     problem's shapes, strides and dtype, and kept in the tuning cache."""
     candidates = [dict(c, VARIANT=v.name) for v in eligible for c in v.candidates(problem, target)]
     x, weight, bias = example_tensors(problem, target.device)
-    y = torch.empty(problem.output_shape, dtype=problem.dtype, device=target.device)
+    out = dict(size=problem.output_shape, dtype=problem.dtype, device=target.device)
 
     def measure(config: dict) -> float:
         tiles = dict(config)
         variant = BY_NAME[tiles.pop("VARIANT")]
         choice = _complete(variant, tiles, problem, target, "autotuned", autotune=True)
-        into = variant.build(problem, choice, target)
-        return tuning.median_ms(lambda: into(x, weight, bias, y))
+        launch = variant.launch(problem, choice, target, out)
+        return tuning.median_ms(lambda: launch(x, weight, bias))
 
     best = tuning.tuned_config(tuning_key(problem, eligible, target), candidates, measure)
     return BY_NAME[best.pop("VARIANT")], best
@@ -142,6 +148,7 @@ __all__ = [
     "VARIANTS",
     "Choice",
     "Into",
+    "Launch",
     "Target",
     "Variant",
     "choose",

@@ -21,6 +21,8 @@ from ..problem import ConvProblem
 
 # into(x, weight, bias, y): fills y [N, K, P, Q] (any strides) and returns it.
 Into = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", torch.Tensor], torch.Tensor]
+# launch(x, weight, bias) -> a new output.
+Launch = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,11 @@ class Variant:
     def build(self, problem: ConvProblem, choice: Choice, target: Target) -> Into:
         """The call that runs `choice` on tensors of `problem`'s signature."""
         raise NotImplementedError
+
+    def launch(self, problem: ConvProblem, choice: Choice, target: Target, out: dict) -> Launch:
+        """`build`'s call on a new output, `torch.empty(**out)`."""
+        into = self.build(problem, choice, target)
+        return lambda x, weight, bias: into(x, weight, bias, torch.empty(**out))
 
     def __repr__(self) -> str:
         return f"<variant {self.name}>"

@@ -1,0 +1,73 @@
+"""PyTorch's own convolution (cuDNN on a GPU) as one more choice, as Inductor lists `aten`
+among its conv choices: where no im2win kernel is expected to win, a converted layer runs
+exactly what the stock one would, so converting a model never makes it slower.
+
+The heuristic keeps im2win where the measured standings show it ahead of cuDNN on Hopper
+(`results/README.md`): small-channel first layers (C <= 4: 2-4x in 16-bit, 1.2-2.5x in tf32)
+and fp32-accurate channels-last layers (1.6x on the paper's layers); everything else runs
+here. Autotuning times this choice beside every im2win candidate instead.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..cudnn_mode import get_conv_precision, set_conv_precision
+from ..problem import ConvProblem, MathMode
+from .base import Choice, Into, Launch, Target, Variant
+
+FP32_ACCURATE = (MathMode.IEEE, MathMode.TF32X3)
+STEM_CHANNELS = 4  # at most this many input channels: a first layer, im2win's strength
+
+
+class Aten(Variant):
+    name = "aten"
+
+    def supports(self, problem: ConvProblem, target: Target) -> bool:
+        # aten takes one pad per axis; 'same' with an even kernel pads one side more.
+        return problem.params.symmetric_padding is not None
+
+    def heuristic(self, problem: ConvProblem, target: Target) -> dict | None:
+        if target.interpreted:  # on the CPU the point is to exercise the im2win kernels
+            return None
+        stem = problem.groups == 1 and problem.c <= STEM_CHANNELS
+        fp32_nhwc = problem.math in FP32_ACCURATE and problem.channels_last
+        return None if stem or fp32_nhwc else {}
+
+    def candidates(self, problem: ConvProblem, target: Target) -> list[dict]:
+        return [{}]
+
+    def check_config(self, config: dict) -> dict:
+        settings = {key: value for key, value in config.items() if key != "VARIANT"}
+        if settings:
+            raise ValueError(f"config: variant 'aten' takes no settings, got {settings}")
+        return {}
+
+    def launch(self, problem: ConvProblem, choice: Choice, target: Target, out: dict) -> Launch:
+        params = problem.params
+        geometry = (params.stride, params.symmetric_padding, params.dilation, False, (0, 0),
+                    params.groups)  # fmt: skip
+        if problem.dtype != torch.float32:
+            return lambda x, weight, bias: torch.convolution(x, weight, bias, *geometry)
+        # cuDNN's fp32 mode is a process-wide flag (TF32 by default): set it to the call's
+        # math mode for the call, and back. 3xTF32 has no cuDNN counterpart: IEEE is as exact.
+        wanted = "tf32" if problem.math is MathMode.TF32 else "ieee"
+
+        def fp32_launch(x, weight, bias):  # conv_precision's work, inline: host time
+            was = get_conv_precision()
+            if was == wanted:
+                return torch.convolution(x, weight, bias, *geometry)
+            set_conv_precision(wanted)
+            try:
+                return torch.convolution(x, weight, bias, *geometry)
+            finally:
+                set_conv_precision(was)
+
+        return fp32_launch
+
+    def build(self, problem: ConvProblem, choice: Choice, target: Target) -> Into:
+        launch = self.launch(problem, choice, target, {})
+        return lambda x, weight, bias, y: y.copy_(launch(x, weight, bias))
+
+
+ATEN = Aten()
