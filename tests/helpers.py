@@ -45,8 +45,23 @@ def reference(x, weight, bias=None, **kwargs) -> torch.Tensor:
 
 
 def expected_format(x: torch.Tensor) -> torch.memory_format:
-    """The output's memory format by the contract: channels_last only if not also NCHW."""
+    """The im2win tensor's layout for `x`: channels_last only if not also NCHW."""
     return torch.channels_last if is_channels_last(x) else torch.contiguous_format
+
+
+def torch_output_format(x: torch.Tensor, weight: torch.Tensor) -> torch.memory_format:
+    """The memory format PyTorch's own conv2d gives an output for tensors strided as these
+    (asked of CPU float32 stand-ins, so any dtype and device can be checked)."""
+
+    def stand_in(t):
+        return torch.empty_strided(t.shape, t.stride(), dtype=torch.float32).zero_()
+
+    y = torch.nn.functional.conv2d(
+        stand_in(x), stand_in(weight), padding=tuple(weight.shape[2:]),
+        groups=x.shape[-3] // weight.shape[1],
+    )  # fmt: skip
+    channels_last = y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 def assert_close(y: torch.Tensor, ref: torch.Tensor, bound: float) -> None:

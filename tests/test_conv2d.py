@@ -14,12 +14,12 @@ from helpers import (
     TOL,
     assert_close,
     current_target,
-    expected_format,
     problem_of,
     randn,
     reference,
     stage_everything,
     tolerance,
+    torch_output_format,
 )
 from im2win import plan
 from im2win.kernels.conv2d_fwd import needs_wide_index, split_tf32
@@ -86,7 +86,7 @@ def check_conv(case, geometry, layout, bias, dtype, **options):
     ref = reference(x, w, b, **kw)
     y = im2win.conv2d(x, w, b, **kw, **options)
     assert y.dtype == dtype
-    assert y.is_contiguous(memory_format=expected_format(x))
+    assert y.is_contiguous(memory_format=torch_output_format(x, w))
     assert_close(y, ref, tolerance(dtype, options.get("precision")))
 
 
@@ -353,7 +353,7 @@ def test_split_k(monkeypatch, splits, layout, dtype):
     config = dict(BLOCK_M=32, BLOCK_N=16, BLOCK_K=16, num_warps=4, num_stages=1, SPLIT_K=splits)
     y = im2win.conv2d(x, w, b, **kw, config=dict(config, LOOP="channels"))
     assert [a[0] for a in seen] == [splits]
-    assert y.is_contiguous(memory_format=expected_format(x))
+    assert y.is_contiguous(memory_format=torch_output_format(x, w))
     assert_close(y, reference(x, w, b, **kw), TOL[dtype])
 
 
@@ -491,7 +491,7 @@ def test_depthwise(case, layout, dtype):
     x = randn(*xshape, dtype=dtype, channels_last=layout == "channels_last")
     w, b = randn(*wshape, dtype=dtype), randn(wshape[0], dtype=dtype)
     y = im2win.conv2d(x, w, b, **kw)
-    assert y.is_contiguous(memory_format=expected_format(x))
+    assert y.is_contiguous(memory_format=torch_output_format(x, w))
     assert_close(y, reference(x, w, b, **kw), TOL[dtype])
     # The im2win path (a pinned config) agrees.
     pinned = dict(BLOCK_M=32, BLOCK_N=16, BLOCK_K=16, num_warps=4, num_stages=1)
@@ -543,7 +543,7 @@ def test_grouped(case, layout, tier, tiles):
             default = PACKED_GROUPS.candidates(problem, current_target())[0]["BLOCK_G"]
             config["BLOCK_G"] = tiles["BLOCK_G"] * default
     y = im2win.conv2d(x, w, b, **kw, precision=precision, config=config)
-    assert y.is_contiguous(memory_format=expected_format(x))
+    assert y.is_contiguous(memory_format=torch_output_format(x, w))
     assert_close(y, reference(x, w, b, **kw), tolerance(dtype, precision))
 
 
@@ -605,7 +605,7 @@ def test_reference_backend_agrees(geometry, layout, dtype):
     y_ref = im2win.conv2d(x, w, b, **kw, backend="reference")
     y_tri = im2win.conv2d(x, w, b, **kw, backend="triton")
     assert y_ref.dtype == y_tri.dtype == dtype
-    assert y_ref.is_contiguous(memory_format=expected_format(x))
+    assert y_ref.is_contiguous(memory_format=torch_output_format(x, w))
     assert_close(y_ref, reference(x, w, b, **kw), TOL[dtype])
     assert_close(y_tri, y_ref.double(), 2 * TOL[dtype])
 

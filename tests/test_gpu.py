@@ -23,10 +23,10 @@ from helpers import (
     GPU_TIER_TOL,
     assert_close,
     current_target,
-    expected_format,
     problem_of,
     reference,
     rel_err,
+    torch_output_format,
 )
 from im2win.bench.env import git_commit
 from im2win.bench.layers import PAPER_BATCH, PAPER_LAYERS
@@ -121,7 +121,7 @@ def test_paper_layer(index, tier, layout, windows, report):
     row["rel_err"] = rel_err(y, ref) if finite else None
     row["passed"] = finite and row["rel_err"] <= bound
     dtype_ok, shape_ok = y.dtype == dtype, y.shape == ref.shape
-    format_ok = y.is_contiguous(memory_format=expected_format(x))
+    format_ok = y.is_contiguous(memory_format=torch_output_format(x, w))
     del x, y
     torch.cuda.empty_cache()
     assert dtype_ok and shape_ok and format_ok
@@ -271,7 +271,7 @@ def test_paper_backend(case, layout):
         x = x.to(memory_format=torch.channels_last)
     w, b = torch.randn(wshape, device="cuda"), torch.randn(wshape[0], device="cuda")
     y = im2win.conv2d(x, w, b, **kw, backend="paper")
-    assert y.is_contiguous(memory_format=expected_format(x))
+    assert y.is_contiguous(memory_format=torch_output_format(x, w))
     assert_close(y, reference(x, w, b, **kw), GPU_TIER_TOL["ieee"])
 
 

@@ -1,8 +1,9 @@
-"""The thin autograd layer between the ops and the public functions.
+"""The backward of every im2win convolution, and the autograd.Function of eager calls.
 
 Forward runs im2win. Backward is, for now, PyTorch's own convolution backward (exact, and
 the same on every device); im2win backward kernels, whose weight gradient can reuse the
-forward's window tensor, are on the roadmap.
+forward's window tensor, are on the roadmap. The registered operator (`op.py`) uses the same
+backward through `torch.library`'s autograd registration.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .cudnn_mode import conv_precision
+from .params import ConvParams
 from .problem import MathMode
 
 
@@ -26,30 +29,27 @@ class Conv2dFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         x, weight = ctx.saved_tensors
-        top, bottom, left, right = ctx.params.padding
-        pads = ctx.params.symmetric_padding
-        if pads is None:  # aten's backward takes one pad per axis: pad explicitly instead
-            x = F.pad(x, (left, right, top, bottom))
-        cudnn = torch.backends.cudnn
-        # The backward keeps the forward's precision: cuDNN's TF32 default would not.
-        flags = cudnn.flags(
-            enabled=cudnn.enabled, benchmark=cudnn.benchmark,
-            deterministic=cudnn.deterministic, allow_tf32=ctx.tf32,
+        needs = (*ctx.needs_input_grad[:2], ctx.has_bias)
+        grads = conv2d_backward(grad_y, x, weight, ctx.params, ctx.tf32, needs)
+        return *grads, None
+
+
+def conv2d_backward(grad_y, x, weight, params: ConvParams, tf32: bool,
+                    needs: tuple[bool, bool, bool]):  # fmt: skip
+    """(grad_x, grad_weight, grad_bias) of a batched convolution, each None where `needs`
+    (input, weight, bias) says so; TF32 only if the forward used it."""
+    top, bottom, left, right = params.padding
+    pads = params.symmetric_padding
+    if pads is None:  # aten's backward takes one pad per axis: pad explicitly instead
+        x = F.pad(x, (left, right, top, bottom))
+    # The backward keeps the forward's precision: cuDNN's TF32 default would not.
+    with conv_precision("tf32" if tf32 else "ieee"):
+        grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
+            grad_y, x, weight,
+            [weight.shape[0]] if needs[2] else None,
+            list(params.stride), list(pads or (0, 0)), list(params.dilation),
+            False, [0, 0], params.groups, list(needs),
         )  # fmt: skip
-        with flags:
-            grad_x, grad_w, grad_b = _convolution_backward(grad_y, x, weight, ctx, pads or (0, 0))
-        if grad_x is not None and pads is None:
-            grad_x = grad_x[:, :, top : x.shape[2] - bottom, left : x.shape[3] - right]
-        return grad_x, grad_w, grad_b if ctx.has_bias else None, None
-
-
-def _convolution_backward(grad_y, x, weight, ctx, pads: tuple[int, int]):
-    return torch.ops.aten.convolution_backward(
-        grad_y, x, weight,
-        [weight.shape[0]] if ctx.has_bias else None,
-        list(ctx.params.stride),
-        list(pads),
-        list(ctx.params.dilation),
-        False, [0, 0], ctx.params.groups,
-        [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias],
-    )  # fmt: skip
+    if grad_x is not None and pads is None:
+        grad_x = grad_x[:, :, top : x.shape[2] - bottom, left : x.shape[3] - right]
+    return grad_x, grad_w, grad_b if needs[2] else None

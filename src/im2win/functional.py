@@ -4,7 +4,9 @@ plan a call runs), `transform` and `transform_filter` (the im2win layouts themse
 from __future__ import annotations
 
 import torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
+from .op import conv2d_op
 from .ops import resolve_backend, window_transform
 from .params import SUPPORTED_DTYPES, as_pair, check_tensor, conv_params, is_channels_last
 from .plan import Conv2dPlan, conv2d_plan
@@ -29,20 +31,28 @@ def conv2d(
 
     Same contract as `torch.nn.functional.conv2d`: input [N, C, H, W] or unbatched
     [C, H, W], weight [K, C/groups, R, S], bias [K]; stride, padding, dilation as an int or
-    a pair, padding also 'same' or 'valid'. The output [N, K, P, Q] has the input's dtype and
-    memory format (NCHW or channels_last). Gradients flow (backward is PyTorch's own for now).
+    a pair (numpy integers too), padding also 'same' or 'valid'. The output [N, K, P, Q] is
+    dense, has the input's dtype and PyTorch's memory format: channels_last when the input's
+    or the weight's strides are channels-last, else contiguous. C = 0 gives the bias (or
+    zeros). It is the operator `torch.ops.im2win.conv2d`: `torch.compile` (fullgraph),
+    `torch.export`, CUDA graphs and `torch.autocast` (cast as for `F.conv2d`) all see it.
+    Gradients flow (backward is PyTorch's own for now).
 
     `precision`: float16 and bfloat16 multiply in their own type and accumulate in float32.
-    float32 is IEEE fp32 (FMA) unless asked otherwise: 'tf32x3' (tensor cores, fp32-accurate),
-    'tf32' (tensor cores, ~1e-3 relative error). `torch.backends.cudnn.allow_tf32` is not
-    followed, so precision never changes silently.
+    float32 follows `torch.get_float32_matmul_precision()` unless `precision` is given:
+    'highest' (PyTorch's default) is 'ieee' (fp32 FMA), 'high' is 'tf32x3' (tensor cores,
+    fp32-accurate), 'medium' is 'tf32' (tensor cores, ~1e-3 relative error). cuDNN's
+    `allow_tf32` (True by default) is not followed, so fp32 never turns TF32 unasked.
 
-    `backend`: 'auto' (Triton where it can run: CUDA, or CPU under TRITON_INTERPRET=1; the
-    plain-PyTorch reference elsewhere), 'triton', 'reference' (also float64) or 'paper' (the
-    paper's CUDA kernel, `im2win.paper`: fp32 IEEE, groups 1, CUDA).
+    `backend`: 'auto' (on a GPU, per call signature the faster of the im2win kernels and
+    PyTorch's own convolution, so a converted layer is never slower than the stock one; CPU
+    tensors run the kernels under TRITON_INTERPRET=1, else the plain-PyTorch reference;
+    float64 always the reference), 'triton' (the im2win kernels only), 'reference' or
+    'paper' (the paper's CUDA kernel, `im2win.paper`: fp32 IEEE, groups 1, CUDA).
 
     The Triton backend runs one of the kernel variants of `im2win.variants.VARIANTS`: the
-    first, in priority order, that supports the call and expects to win (packed narrow
+    first, in priority order, that supports the call and expects to win (PyTorch's own
+    convolution under 'auto' where the measured standings put it ahead, packed narrow
     groups, NCHW inputs staged through channels-last chunks, depthwise FMA, TMA window or
     raster tiles on Hopper, the pointer kernel for everything else), with tiles from the
     tuning table of the GPU's architecture. With IM2WIN_AUTOTUNE=1 the first call of each
@@ -55,19 +65,39 @@ def conv2d(
     buffer; the pointer and TMA kernels) or 'materialized' (the im2win tensor written by the
     transform: the paper's scheme, the pointer kernel).
 
-    `config` pins a variant and its config, for tests and tuning: VARIANT (a name of
-    `im2win.variants.BY_NAME`) or, without it, LOOP picks the kernel: 'flat' or 'channels'
-    (the pointer kernel's reduction loops), 'tma' (window tiles of BLOCK_M pixels, BLOCK_Q
-    wide) or 'tma_raster' (runs of BLOCK_M input pixels; unpadded unit-stride only). The
-    pointer and TMA kernels take BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages and
+    `config` pins a variant and its config, for tests and tuning (eager calls only): VARIANT
+    (a name of `im2win.variants.BY_NAME`) or, without it, LOOP picks the kernel: 'flat' or
+    'channels' (the pointer kernel's reduction loops), 'tma' (window tiles of BLOCK_M pixels,
+    BLOCK_Q wide) or 'tma_raster' (runs of BLOCK_M input pixels; unpadded unit-stride only).
+    The pointer and TMA kernels take BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages and
     optionally SPLIT_K (reduction slices, 1-64); `print(im2win.explain(...))` shows the
     config of any choice, which passed back with its VARIANT reproduces it.
     """
-    plan = conv2d_plan(
-        input, weight, bias, stride, padding, dilation, groups,
-        precision=precision, backend=backend, windows=windows, config=config,
-    )  # fmt: skip
-    return plan(input, weight, bias)
+    if config is not None or _direct(input):
+        plan = conv2d_plan(
+            input, weight, bias, stride, padding, dilation, groups,
+            precision=precision, backend=backend, windows=windows, config=config,
+        )  # fmt: skip
+        return plan(input, weight, bias)
+    check_tensor("input", input, dims=(3, 4))
+    check_tensor("weight", weight, dims=(4,))
+    params = conv_params(stride, padding, dilation, groups, kernel_size=tuple(weight.shape[2:]))
+    x = input.unsqueeze(0) if input.dim() == 3 else input
+    y = conv2d_op(x, weight, bias, list(params.stride), list(params.padding),
+                  list(params.dilation), params.groups, precision, backend, windows)  # fmt: skip
+    return y.squeeze(0) if input.dim() == 3 else y
+
+
+def _direct(input) -> bool:
+    """Whether a call may run its plan straight, outside the dispatcher: a plain tensor, and
+    nothing that must see the operator (tracing, autocast, functorch, dispatch modes)."""
+    return (
+        type(input) is torch.Tensor
+        and not torch.compiler.is_compiling()
+        and not torch._C._is_any_autocast_enabled()
+        and not torch._C._are_functorch_transforms_active()
+        and _get_current_dispatch_mode() is None
+    )
 
 
 def explain(
@@ -113,9 +143,7 @@ def transform(x: torch.Tensor, kernel_size, stride=1, padding=0, dilation=1) -> 
             f"output would be empty: input {tuple(x.shape[2:])} with padding {params.padding} "
             f"is smaller than the dilated kernel {kernel_size}"
         )
-    backend = resolve_backend("auto", x.device)
-    if x.dtype == torch.float64:
-        backend = "reference"
+    backend = resolve_backend("auto", x.device, x.dtype)
     return window_transform(x, r, params, is_channels_last(x), backend)
 
 

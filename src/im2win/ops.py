@@ -5,13 +5,12 @@ Backends:
               one variant chosen per call signature (`variants/`)
   "reference" the plain-PyTorch definition in `reference.py` (any device; fp32 accumulation)
   "paper"     the paper's CUDA kernel (`im2win.paper`): fp32 IEEE, groups 1, CUDA only
-  "auto"      "triton" where it can run, else "reference"
+  "auto"      "triton" where it can run, else "reference"; float64 always "reference"
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 
 import torch
 
@@ -19,21 +18,18 @@ from . import kernels, paper, tuning
 from .params import ConvParams
 from .problem import ConvProblem, MathMode
 from .reference import conv2d_reference, transform_reference
-from .variants import Choice, choose, target_of
+from .variants import Choice, Launch, choose, target_of
 
 BACKENDS = ("auto", "triton", "reference", "paper")
 WINDOWS = ("materialized", "streamed")
 
-# launch(x, weight, bias) -> output, for batched (4-D) tensors of one call signature.
-Launch = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 
-
-def resolve_backend(backend: str, device: torch.device) -> str:
+def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     triton_ok = device.type == "cuda" or (device.type == "cpu" and kernels.interpreted())
     if backend == "auto":
-        return "triton" if triton_ok else "reference"
+        return "triton" if triton_ok and dtype != torch.float64 else "reference"
     if backend == "triton" and not triton_ok:
         raise ValueError(
             f"backend='triton' needs a CUDA tensor, or TRITON_INTERPRET=1 set before import "
@@ -53,11 +49,12 @@ def window_transform(x, r: int, params: ConvParams, channels_last: bool, backend
 
 def plan_forward(
     x: torch.Tensor, problem: ConvProblem, backend: str, *, windows: str | None,
-    config: dict | None,
+    config: dict | None, aten: bool = False,
 ) -> tuple[Launch, Choice | None]:  # fmt: skip
     """Every choice for tensors of `problem`'s signature, made once (autotuning included):
-    the returned launch only allocates the output and runs the kernels; with the Triton
-    backend, the choice it runs."""
+    the returned launch only allocates the output (in the input's layout) and runs the
+    kernels; with the Triton backend, the choice it runs (`aten`: PyTorch's own convolution
+    may be it)."""
     memory_format = torch.channels_last if problem.channels_last else torch.contiguous_format
     params = problem.params
     if backend == "reference":
@@ -72,15 +69,16 @@ def plan_forward(
         ), None  # fmt: skip
     target = target_of(x.device, kernels.interpreted())
     autotune = tuning.autotune_enabled() and x.is_cuda
-    choice = choose(problem, target, windows=windows, config=config, autotune=autotune)
-    into = choice.variant.build(problem, choice, target)
-    return lambda x, weight, bias: into(x, weight, bias, torch.empty(**out)), choice
+    choice = choose(problem, target, windows=windows, config=config, autotune=autotune,
+                    aten=aten)  # fmt: skip
+    return choice.variant.launch(problem, choice, target, out), choice
 
 
 def _reference_forward(x, weight, bias, *, params: ConvParams, memory_format):
     compute = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
     up = [t if t is None else t.to(compute) for t in (x, weight, bias)]
-    return conv2d_reference(*up, params).to(dtype=x.dtype, memory_format=memory_format)
+    y = conv2d_reference(*up, params).to(x.dtype)
+    return y.contiguous(memory_format=memory_format)
 
 
 def check_paper_args(problem: ConvProblem) -> None:

@@ -6,9 +6,11 @@ Everything here mirrors `torch.nn.functional.conv2d`'s contract, but bad input r
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 import torch
+from torch._prims_common import suggest_memory_format
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -43,14 +45,25 @@ class ConvParams:
         return (top, left) if (top, left) == (bottom, right) else None
 
 
+def as_int(value) -> int | None:
+    """`value` as a Python int if it is an integer (numpy's and torch.SymInt included, bool
+    not), else None."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        return None
+    if isinstance(value, torch.Tensor):  # one-element tensors have __index__: not an int
+        return None
+    return operator.index(value)
+
+
 def as_pair(name: str, value, *, minimum: int) -> tuple[int, int]:
     """An int or a sequence of one or two ints, each at least `minimum`, as a pair."""
     items = tuple(value) if isinstance(value, (tuple, list)) else (value,)
     if len(items) == 1:
         items = items * 2
-    ok = len(items) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in items)
-    if not ok:
+    ints = tuple(as_int(v) for v in items)
+    if len(ints) != 2 or None in ints:
         raise TypeError(f"{name} must be an int or a tuple of two ints, got {value!r}")
+    items = ints
     if any(v < minimum for v in items):
         raise ValueError(f"{name} must be >= {minimum} in every dimension, got {value!r}")
     return items
@@ -79,8 +92,9 @@ def conv_params(stride=1, padding=0, dilation=1, groups: int = 1, kernel_size=(1
     """Validate and normalise the geometric arguments of a convolution."""
     stride = as_pair("stride", stride, minimum=1)
     dilation = as_pair("dilation", dilation, minimum=1)
-    if not isinstance(groups, int) or isinstance(groups, bool):
+    if as_int(groups) is None:
         raise TypeError(f"groups must be an int, got {groups!r}")
+    groups = as_int(groups)
     if groups < 1:
         raise ValueError(f"groups must be >= 1, got {groups}")
     return ConvParams(stride, _padding(padding, stride, dilation, kernel_size), dilation, groups)
@@ -89,6 +103,8 @@ def conv_params(stride=1, padding=0, dilation=1, groups: int = 1, kernel_size=(1
 def check_tensor(name: str, t, *, dims: tuple[int, ...]) -> None:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {t.layout}")
     if t.dim() not in dims:
         want = " or ".join(f"{d}-D" for d in dims)
         raise ValueError(f"{name} must be {want}, got {t.dim()}-D shape {tuple(t.shape)}")
@@ -110,9 +126,9 @@ def check_conv_args(input, weight, bias, params: ConvParams, *, dtypes=SUPPORTED
             raise TypeError(f"{name} dtype {t.dtype} does not match input dtype {input.dtype}")
         if t.device != input.device:
             raise ValueError(f"{name} is on {t.device} but input is on {input.device}")
-    if min(k, cg, r, s) == 0:
+    if min(r, s) == 0:
         shape = tuple(weight.shape)
-        raise ValueError(f"weight must have no zero-size dimension, got shape {shape}")
+        raise ValueError(f"weight must have a kernel of at least 1x1, got shape {shape}")
     g = params.groups
     if k % g:
         raise ValueError(f"groups={g} must divide the output channels of weight ({k})")
@@ -132,6 +148,13 @@ def check_conv_args(input, weight, bias, params: ConvParams, *, dtypes=SUPPORTED
             f"{w + left + right} is smaller than the dilated kernel "
             f"{params.dilation[0] * (r - 1) + 1}x{params.dilation[1] * (s - 1) + 1}"
         )
+
+
+def output_channels_last(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """PyTorch's rule for a convolution's output: channels_last when the input's or the
+    weight's strides suggest channels_last (also when not dense), else contiguous."""
+    cl = torch.channels_last
+    return suggest_memory_format(x) == cl or suggest_memory_format(weight) == cl
 
 
 def is_channels_last(x: torch.Tensor) -> bool:

@@ -10,17 +10,26 @@ call looks it up and only allocates the output and launches, past Triton's dispa
 
 from __future__ import annotations
 
+import contextlib
 import textwrap
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
 
 from . import tuning
 from .autograd import Conv2dFunction
-from .ops import WINDOWS, Launch, plan_forward, resolve_backend
-from .params import SUPPORTED_DTYPES, check_conv_args, check_tensor, conv_params
+from .ops import WINDOWS, plan_forward, resolve_backend
+from .params import (
+    SUPPORTED_DTYPES,
+    ConvParams,
+    check_conv_args,
+    check_tensor,
+    conv_params,
+    output_channels_last,
+)  # fmt: skip
 from .problem import ConvProblem, MathMode
-from .variants import Choice
+from .variants import Choice, Launch
 
 MAX_PLANS = 512
 
@@ -30,7 +39,7 @@ class Conv2dPlan:
     """What a call of one signature runs: `plan(input, weight, bias)` -> output.
 
     `choice` is the kernel variant and config the Triton backend chose (None for the other
-    backends and for an empty batch); `print(plan)` shows it.
+    backends and for an empty problem); `print(plan)` shows it.
     """
 
     problem: ConvProblem
@@ -40,6 +49,7 @@ class Conv2dPlan:
     launch: Launch = field(repr=False)  # batched (4-D) tensors in, output out; no autograd
 
     def __call__(self, input, weight, bias):
+        traced(self)
         x = input.unsqueeze(0) if self.unbatched else input
         tensors = (x, weight) if bias is None else (x, weight, bias)
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
@@ -47,6 +57,12 @@ class Conv2dPlan:
         else:  # no graph to record: skip autograd's bookkeeping (microseconds a call)
             y = self.launch(x, weight, bias)
         return y.squeeze(0) if self.unbatched else y
+
+    @property
+    def uses_im2win(self) -> bool:
+        """Whether an im2win kernel runs the call (not PyTorch's own convolution, not the
+        plain-PyTorch reference)."""
+        return self.choice is not None and self.choice.variant.name != "aten"
 
     @property
     def workspace_bytes(self) -> int:
@@ -60,6 +76,8 @@ class Conv2dPlan:
         """The problem, then what runs it."""
         if self.problem.n == 0:
             runs = "nothing: an empty batch"
+        elif self.problem.outputs == 0 or self.problem.reduction == 0:
+            runs = "nothing to multiply: an output of zeros (plus bias)"
         else:
             runs = str(self.choice) if self.choice else f"the {self.backend} backend"
         return f"{self.problem}\n{textwrap.indent(runs, '  ')}"
@@ -73,35 +91,75 @@ def _workspace(problem: ConvProblem, choice: Choice) -> int:
 
 
 _PLANS: dict[tuple, Conv2dPlan] = {}
+_TRACE: list[Conv2dPlan] | None = None
+
+
+@contextlib.contextmanager
+def trace() -> Iterator[list[Conv2dPlan]]:
+    """`with trace() as plans:` collects the plan of every im2win conv call run inside (eager
+    calls, and the operator's calls from compiled graphs; a CUDA-graph replay runs none)."""
+    global _TRACE
+    outer, _TRACE = _TRACE, []
+    try:
+        yield _TRACE
+    finally:
+        _TRACE = outer
+
+
+def traced(plan: Conv2dPlan) -> None:
+    """Note a call of `plan` for `trace()`."""
+    if _TRACE is not None:
+        _TRACE.append(plan)
 
 
 def conv2d_plan(input, weight, bias, stride, padding, dilation, groups, *, precision, backend,
                 windows, config) -> Conv2dPlan:  # fmt: skip
-    """The kept plan of this call's signature, else a new one (kept unless `config` is set)."""
+    """The kept plan of this call's signature, else a new one (kept unless `config` is set).
+
+    The key holds the geometric arguments as passed: a hit skips even their parsing."""
     key = None if config is not None else signature(
         input, weight, bias, (stride, padding, dilation, groups, precision, backend, windows)
     )  # fmt: skip
     plan = None if key is None else _PLANS.get(key)
     if plan is None:
-        plan = make_plan(
-            input, weight, bias, stride, padding, dilation, groups,
-            precision=precision, backend=backend, windows=windows, config=config,
-        )  # fmt: skip
-        if key is not None:
-            if len(_PLANS) >= MAX_PLANS:
-                _PLANS.clear()
-            _PLANS[key] = plan
+        check_tensor("input", input, dims=(3, 4))
+        check_tensor("weight", weight, dims=(4,))
+        params = conv_params(stride, padding, dilation, groups,
+                             kernel_size=tuple(weight.shape[2:]))  # fmt: skip
+        plan = make_plan(input, weight, bias, params, precision=precision, backend=backend,
+                         windows=windows, config=config)  # fmt: skip
+        _keep(key, plan)
     return plan
+
+
+def params_plan(input, weight, bias, params: ConvParams, *, precision, backend,
+                windows) -> Conv2dPlan:  # fmt: skip
+    """`conv2d_plan` for geometry already parsed (the operator's calls)."""
+    key = signature(input, weight, bias, (params, precision, backend, windows))
+    plan = None if key is None else _PLANS.get(key)
+    if plan is None:
+        plan = make_plan(input, weight, bias, params, precision=precision, backend=backend,
+                         windows=windows, config=None)  # fmt: skip
+        _keep(key, plan)
+    return plan
+
+
+def _keep(key: tuple | None, plan: Conv2dPlan) -> None:
+    if key is not None:
+        if len(_PLANS) >= MAX_PLANS:
+            _PLANS.clear()
+        _PLANS[key] = plan
 
 
 def signature(input, weight, bias, arguments: tuple) -> tuple | None:
     """The plan key of a call, or None where arguments are not plainly typed.
 
-    Plain means int, str, None or a tuple of ints, compared with their types: 1.0 and True
-    equal 1 but must still fail their checks, so they never share a plan with it.
+    Plain means int, str, None, a tuple of ints or parsed ConvParams, compared with their
+    types: 1.0 and True equal 1 but must still fail their checks, so they never share a plan
+    with it. float32's default math mode follows the matmul precision, so that is read too.
     """
     tensors = (input, weight) if bias is None else (input, weight, bias)
-    if not all(isinstance(t, torch.Tensor) and t.layout == torch.strided for t in tensors):
+    if not all(type(t) is torch.Tensor and t.layout == torch.strided for t in tensors):
         return None
     if not all(_plain(a) for a in arguments):
         return None
@@ -110,6 +168,7 @@ def signature(input, weight, bias, arguments: tuple) -> tuple | None:
         len(tensors),
         *((type(a), a) for a in arguments),
         tuning.autotune_enabled(),
+        torch.get_float32_matmul_precision(),
         # A relaunched kernel is loaded in the context of the device current at its first
         # launch (Triton launches there), so that device is part of the signature too.
         torch.cuda.current_device() if input.is_cuda else None,
@@ -119,11 +178,11 @@ def signature(input, weight, bias, arguments: tuple) -> tuple | None:
 def _plain(value) -> bool:
     if type(value) is tuple:
         return all(type(v) is int for v in value)
-    return value is None or type(value) in (int, str)
+    return value is None or type(value) in (int, str, ConvParams)
 
 
-def make_plan(input, weight, bias, stride, padding, dilation, groups, *, precision, backend,
-              windows, config) -> Conv2dPlan:  # fmt: skip
+def make_plan(input, weight, bias, params: ConvParams, *, precision, backend, windows,
+              config) -> Conv2dPlan:  # fmt: skip
     """Validate a call's arguments and make every choice for their signature."""
     check_tensor("input", input, dims=(3, 4))
     check_tensor("weight", weight, dims=(4,))
@@ -131,8 +190,7 @@ def make_plan(input, weight, bias, stride, padding, dilation, groups, *, precisi
         check_tensor("bias", bias, dims=(1,))
     unbatched = input.dim() == 3
     x = input.unsqueeze(0) if unbatched else input
-    params = conv_params(stride, padding, dilation, groups, kernel_size=tuple(weight.shape[2:]))
-    backend = resolve_backend(backend, x.device)
+    requested, backend = backend, resolve_backend(backend, x.device, x.dtype)
     dtypes = SUPPORTED_DTYPES + ((torch.float64,) if backend == "reference" else ())
     check_conv_args(x, weight, bias, params, dtypes=dtypes)
     problem = ConvProblem.of(x, weight, params, MathMode.of(x.dtype, precision))
@@ -140,9 +198,27 @@ def make_plan(input, weight, bias, stride, padding, dilation, groups, *, precisi
         raise ValueError(f"windows must be one of {WINDOWS} or None, got {windows!r}")
     if config is not None and not isinstance(config, dict):
         raise TypeError(f"config must be a dict, got {type(config).__name__}")
-    if problem.n == 0:  # empty batch: an empty output, as in PyTorch
-        fmt = torch.channels_last if problem.channels_last else torch.contiguous_format
-        out = dict(size=problem.output_shape, dtype=x.dtype, device=x.device, memory_format=fmt)
-        return Conv2dPlan(problem, backend, None, unbatched, lambda *_: torch.empty(**out))
-    launch, choice = plan_forward(x, problem, backend, windows=windows, config=config)
+    # PyTorch's output layout: channels_last if the input's or the weight's strides say so.
+    fmt = torch.channels_last if output_channels_last(x, weight) else torch.contiguous_format
+    if problem.outputs == 0 or problem.reduction == 0:  # nothing to compute, as in PyTorch
+        return Conv2dPlan(problem, backend, None, unbatched, _empty_sum(problem, fmt))
+    launch, choice = plan_forward(x, problem, backend, windows=windows, config=config,
+                                  aten=requested == "auto")  # fmt: skip
+    if (fmt == torch.channels_last) != problem.channels_last:
+        launch = _relaid(launch, fmt)
     return Conv2dPlan(problem, backend, choice, unbatched, launch)
+
+
+def _relaid(launch: Launch, fmt: torch.memory_format) -> Launch:
+    """`launch` with its output copied to `fmt` where the kernels wrote another layout."""
+    return lambda x, weight, bias: launch(x, weight, bias).contiguous(memory_format=fmt)
+
+
+def _empty_sum(problem: ConvProblem, fmt: torch.memory_format) -> Launch:
+    """An output with no elements, or with no input channels to sum: zeros, plus bias."""
+
+    def launch(x, weight, bias):
+        y = torch.empty(problem.output_shape, dtype=x.dtype, device=x.device, memory_format=fmt)
+        return y.fill_(0) if bias is None else y.copy_(bias.view(1, -1, 1, 1).expand_as(y))
+
+    return launch

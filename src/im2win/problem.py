@@ -59,10 +59,13 @@ class MathMode(enum.Enum):
 
     @classmethod
     def of(cls, dtype: torch.dtype, precision: str | None = None) -> MathMode:
-        """The mode of a call: float32 is IEEE unless `precision` asks for 'tf32x3' or 'tf32'.
+        """The mode of a call. float32 takes `precision` ('ieee', 'tf32x3', 'tf32'), else
+        follows `torch.get_float32_matmul_precision()`: 'highest' (PyTorch's default) is
+        IEEE, 'high' 3xTF32 (as accurate as fp32, on tensor cores), 'medium' TF32.
 
-        `torch.backends.cudnn.allow_tf32` is deliberately not followed: it defaults to True,
-        so following it would turn fp32 into TF32 without the caller asking.
+        The matmul knob is the one PyTorch documents for trading fp32 accuracy for speed, and
+        its default keeps fp32 exact; `torch.backends.cudnn.allow_tf32` is not followed: it
+        defaults to True, so following it would turn fp32 into TF32 without the caller asking.
         """
         if dtype != torch.float32:
             if precision not in (None, "ieee"):
@@ -72,7 +75,7 @@ class MathMode(enum.Enum):
                 )
             return _BY_DTYPE[dtype]
         if precision is None:
-            return cls.IEEE
+            return _BY_MATMUL_PRECISION[torch.get_float32_matmul_precision()]
         if precision not in FP32_PRECISIONS:
             raise ValueError(
                 f"precision must be one of {FP32_PRECISIONS} or None, got {precision!r}"
@@ -91,6 +94,8 @@ _DTYPES = {
 }
 _BY_DTYPE = {torch.float16: MathMode.FP16, torch.bfloat16: MathMode.BF16,
              torch.float64: MathMode.FP64}  # fmt: skip
+_BY_MATMUL_PRECISION = {"highest": MathMode.IEEE, "high": MathMode.TF32X3,
+                        "medium": MathMode.TF32}  # fmt: skip
 _MAX_REL_ERR = {"fp32": 1e-5, "tf32": 2e-3, "fp16": 2e-3, "bf16": 5e-3, "fp64": 1e-12}
 
 

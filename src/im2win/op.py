@@ -1,0 +1,102 @@
+"""`torch.ops.im2win.conv2d`: im2win's convolution as a registered PyTorch operator.
+
+What PyTorch needs to treat it as one of its own: a fake (meta) implementation for tracing
+(`torch.compile`, `torch.export`, FakeTensor), the autograd formula, and autocast rules that
+cast as `F.conv2d` does. The operator takes parsed geometry (padding per side) and batched
+input; `im2win.conv2d` parses the arguments and calls it whenever PyTorch is tracing,
+autocasting or under a dispatch mode, and otherwise runs the same plan directly (the
+dispatcher's Python round trip costs more host time than a whole cached call).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .autograd import conv2d_backward
+from .ops import resolve_backend
+from .params import SUPPORTED_DTYPES, ConvParams, check_conv_args, output_channels_last
+from .plan import params_plan, traced
+from .problem import MathMode
+
+
+@torch.library.custom_op("im2win::conv2d", mutates_args=())
+def conv2d_op(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    groups: int,
+    precision: str | None,
+    backend: str,
+    windows: str | None,
+) -> torch.Tensor:
+    """input [N, C, H, W], weight [K, C/groups, R, S], bias [K] or None; padding (top,
+    bottom, left, right); the other arguments as `im2win.conv2d` takes them."""
+    params = _params(stride, padding, dilation, groups)
+    plan = params_plan(input, weight, bias, params, precision=precision, backend=backend,
+                       windows=windows)  # fmt: skip
+    traced(plan)
+    return plan.launch(input, weight, bias)
+
+
+@conv2d_op.register_fake
+def _(input, weight, bias, stride, padding, dilation, groups, precision, backend, windows):
+    params = _params(stride, padding, dilation, groups)
+    real = resolve_backend(backend, input.device, input.dtype)
+    dtypes = SUPPORTED_DTYPES + ((torch.float64,) if real == "reference" else ())
+    check_conv_args(input, weight, bias, params, dtypes=dtypes)
+    p, q = params.output_size(*input.shape[2:], *weight.shape[2:])
+    fmt = torch.channels_last if output_channels_last(input, weight) else torch.contiguous_format
+    shape = (input.shape[0], weight.shape[0], p, q)
+    return torch.empty(shape, dtype=input.dtype, device=input.device, memory_format=fmt)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    input, weight, bias, stride, padding, dilation, groups, precision = inputs[:8]
+    ctx.save_for_backward(input, weight)
+    ctx.params = _params(stride, padding, dilation, groups)
+    ctx.has_bias = bias is not None
+    ctx.tf32 = input.dtype == torch.float32 and MathMode.of(input.dtype, precision) is (
+        MathMode.TF32
+    )
+
+
+def _backward(ctx, grad_y):
+    input, weight = ctx.saved_tensors
+    needs = (*ctx.needs_input_grad[:2], ctx.has_bias and ctx.needs_input_grad[2])
+    grads = conv2d_backward(grad_y, input, weight, ctx.params, ctx.tf32, needs)
+    return *grads, None, None, None, None, None, None, None
+
+
+conv2d_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _params(stride, padding, dilation, groups) -> ConvParams:
+    return ConvParams(tuple(stride), tuple(padding), tuple(dilation), groups)
+
+
+def _autocast_kernel(device_type: str):
+    """Autocast's rule for conv2d: floating tensors on `device_type`, float64 excepted, are
+    cast to the autocast dtype (`torch.get_autocast_dtype`) before the operator runs."""
+    key = getattr(torch._C.DispatchKey, "Autocast" + torch._C._dispatch_key_for_device(device_type))
+    outside_autocast = torch._C.DispatchKeySet(key)
+
+    def cast(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+        eligible = t is not None and t.is_floating_point() and t.dtype != torch.float64
+        return t.to(dtype) if eligible and t.device.type == device_type else t
+
+    def kernel(keyset, input, weight, bias, *arguments):
+        dtype = torch.get_autocast_dtype(device_type)
+        with torch._C._ExcludeDispatchKeyGuard(outside_autocast):
+            return conv2d_op(cast(input, dtype), cast(weight, dtype), cast(bias, dtype),
+                             *arguments)  # fmt: skip
+
+    return kernel
+
+
+_LIBRARY = torch.library.Library("im2win", "FRAGMENT")
+for _device_type in ("cuda", "cpu"):
+    _key = "Autocast" + torch._C._dispatch_key_for_device(_device_type)
+    _LIBRARY.impl("conv2d", _autocast_kernel(_device_type), _key, with_keyset=True)
