@@ -2,7 +2,16 @@
 
 from . import nn
 from .functional import conv2d, explain, transform, transform_filter
-from .nn import convert
+from .nn import convert, warmup
 
 __version__ = "0.1.0"
-__all__ = ["conv2d", "convert", "explain", "nn", "transform", "transform_filter", "__version__"]
+__all__ = [
+    "conv2d",
+    "convert",
+    "explain",
+    "nn",
+    "transform",
+    "transform_filter",
+    "warmup",
+    "__version__",
+]
