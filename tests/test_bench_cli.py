@@ -306,7 +306,7 @@ def test_help_describes_what_bench_compares_and_where_it_writes(capsys, monkeypa
     text = capsys.readouterr().out
     assert "every cuDNN forward algorithm" in text and "paper's CUDA kernel" in text
     assert "(default bench-runs/<UTC date-time>/)" in text
-    assert "{paper,resnet50,extra}" in text and "--overwrite" in text
+    assert "{paper,resnet50,extra,models}" in text and "--overwrite" in text
 
 
 def _figures_exit(path: Path) -> str:

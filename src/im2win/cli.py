@@ -8,6 +8,9 @@ Examples:
   im2win bench --suite resnet50 --tiers bf16 --layouts NHWC --out runs/r50-bf16
   im2win bench --layers conv1,conv8 --methods im2win,cudnn-IMPLICIT_GEMM --batch 64
   im2win bench --layers conv1-mini,conv5-mini    the CPU run's miniature layers, on a GPU
+  im2win bench --suite models     whole networks (torchvision, timm), stock against
+                                  im2win.convert, in six modes at batch 1 and 64
+  im2win bench --suite models --models resnet50 --modes eager-bf16-cl --batch 1
   im2win ablate           the paper kernel with each optimisation removed in turn (fp32, NCHW)
   im2win figures DIR      figures and summary tables from a finished run's results.jsonl
 """
@@ -25,6 +28,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from .bench import models as model_suite
 from .bench.env import provenance
 from .bench.methods import METHODS
 from .bench.report import ResultWriter, format_table
@@ -38,6 +42,12 @@ NO_GPU_NOTICE = (
     "No CUDA GPU: running a reduced CPU benchmark ({how}), not representative of GPU speed.\n"
     "Miniature copies of the layers (NAME-mini), batch {batch}; on a GPU `im2win bench` runs "
     "them at full size, batch 128."
+)
+MODEL_BATCHES = model_suite.DEFAULT_BATCHES  # --suite models without --batch
+MODELS_NEED_CUDA = (
+    "im2win bench --suite models: needs a CUDA GPU (torch.cuda.is_available() is False); "
+    "whole networks in Triton's interpreter would take hours. Without a GPU, "
+    "`im2win bench` runs the layer suites' miniatures"
 )
 RUNS_DIR = Path("bench-runs")  # the default --out's parent, relative to the current directory
 
@@ -68,14 +78,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    """The options `bench` and `ablate` share."""
+def _add_run_options(parser: argparse.ArgumentParser, models: bool = False) -> None:
+    """The options `bench` and `ablate` share (`models`: --suite models too)."""
     parser.add_argument(
         "--suite",
-        choices=list(SUITES),
+        choices=[*SUITES, "models"] if models else list(SUITES),
         default="paper",
         help="layer set: the paper's 12, ResNet-50's convolutions, or depthwise/dilated/"
-        "grouped extras (default paper)",
+        "grouped extras (default paper)"
+        + ("; or models: whole networks, stock against im2win.convert" if models else ""),
     )
     layer_names = [*LAYERS_BY_NAME, *(name + MINI for name in LAYERS_BY_NAME)]
     parser.add_argument(
@@ -88,7 +99,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch",
         type=_positive_int,
-        help=f"batch size (default {gpu['batch']} on a GPU, {cpu['batch']} on a CPU)",
+        help=f"batch size (default {gpu['batch']} on a GPU, {cpu['batch']} on a CPU"
+        + (f"; --suite models: {' and '.join(map(str, MODEL_BATCHES))})" if models else ")"),
     )
     parser.add_argument(
         "--repeats",
@@ -131,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"{RUNS_DIR}/<UTC date-time>/). Without a GPU it runs miniature layers on the CPU, "
         "where the CUDA-only methods are recorded as unsupported.",
     )
-    _add_run_options(bench)
+    _add_run_options(bench, models=True)
     bench.add_argument(
         "--quick",
         action="store_true",
@@ -156,6 +168,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults,
         help=f"comma-separated methods to compare, from {', '.join(METHODS)} (default all "
         f"but {', '.join(name for name in METHODS if name not in defaults)})",
+    )
+    bench.add_argument(
+        "--models",
+        type=_names(list(model_suite.MODELS)),
+        help="with --suite models: comma-separated networks, from "
+        f"{', '.join(model_suite.MODELS)} (default all; torchvision and timm, random weights)",
+    )
+    bench.add_argument(
+        "--modes",
+        type=_names(list(model_suite.MODES)),
+        help="with --suite models: comma-separated ways to run them, from "
+        f"{', '.join(model_suite.MODES)} (default all)",
     )
     bench.set_defaults(run=_bench)
 
@@ -206,6 +230,11 @@ def _out_dir(args: argparse.Namespace) -> Path:
 
 
 def _bench(args: argparse.Namespace, command: str) -> int:
+    if args.suite == "models":
+        return _bench_models(args, command)
+    for option in ("models", "modes"):
+        if getattr(args, option, None) is not None:
+            raise SystemExit(f"im2win {args.command}: --{option} needs --suite models")
     gpu = torch.cuda.is_available()
     defaults = GPU_DEFAULTS if gpu else CPU_DEFAULTS
     out = _out_dir(args)
@@ -241,6 +270,44 @@ def _bench(args: argparse.Namespace, command: str) -> int:
     _draw(rows, out, ablation=args.run is _ablate)
     versions = f"torch {info['torch']} | triton {info['triton']} | cuDNN {info['cudnn']}"
     print(f"\nGPU {info['gpu']} | {versions} | commit {info['commit']} | {suite}, batch {batch}")
+    print(table, end="")
+    print(f"results: {writer.jsonl_path} and {writer.csv_path}")
+    return 1 if any(row["error"] for row in rows) else 0
+
+
+def _bench_models(args: argparse.Namespace, command: str) -> int:
+    """--suite models: each network, stock and converted, per mode and batch."""
+    for option in ("layers", "tiers"):
+        if getattr(args, option) is not None:
+            raise SystemExit(
+                f"im2win bench: --{option} does not apply to --suite models (it takes --models, "
+                "--modes, --batch, --repeats)"
+            )
+    device = model_suite.bench_device()
+    if device is None:
+        raise SystemExit(MODELS_NEED_CUDA)
+    out = _out_dir(args)
+    repeats = args.repeats
+    if repeats is None:
+        repeats = GPU_DEFAULTS["quick_repeats" if args.quick else "repeats"]
+    plan = model_suite.ModelsPlan(
+        models=args.models or list(model_suite.MODELS),
+        modes=args.modes or list(model_suite.MODES),
+        batches=list(MODEL_BATCHES) if args.batch is None else [args.batch],
+        repeats=repeats,
+        device=device,
+    )
+    for model, reason in model_suite.missing_packages(plan.models).items():
+        print(f"skipping {model}: {reason}", flush=True)
+    info = provenance(device, command)
+    with model_suite.ModelResultWriter(out) as writer:
+        rows = model_suite.run_models(plan, info, writer)
+    table = model_suite.format_table(rows)
+    (out / "table.txt").write_text(table)
+    (out / "summary.md").write_text(model_suite.summary(rows, info))
+    versions = f"torch {info['torch']} | triton {info['triton']} | cuDNN {info['cudnn']}"
+    batches = ",".join(map(str, plan.batches))
+    print(f"\nGPU {info['gpu']} | {versions} | commit {info['commit']} | models, batch {batches}")
     print(table, end="")
     print(f"results: {writer.jsonl_path} and {writer.csv_path}")
     return 1 if any(row["error"] for row in rows) else 0
@@ -300,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # An explicit TRITON_INTERPRET (even 0) is respected; only an unset one is filled in.
     unset = "TRITON_INTERPRET" not in os.environ
-    if from_command_line and unset and args.command == "bench" and not torch.cuda.is_available():
+    interpret = args.command == "bench" and args.suite != "models"  # models need CUDA
+    if from_command_line and unset and interpret and not torch.cuda.is_available():
         _restart_with_interpreter(argv)
     return args.run(args, shlex.join(["im2win", *argv]))
 
