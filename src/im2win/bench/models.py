@@ -166,19 +166,18 @@ class ModelResultWriter(ResultWriter):
 
 @contextlib.contextmanager
 def stock_settings():
-    """cuDNN's benchmark search on, TF32 off (fp32 is IEEE in both arms); restored after.
-
-    Through the legacy cuDNN flag and the matmul precision: im2win's backward sets cuDNN's
-    flags with the legacy `cudnn.flags`, which raises once the new per-op API is used.
-    """
+    """cuDNN's benchmark search on, TF32 off for convolutions and matmuls (fp32 is IEEE in
+    both arms: im2win's fp32 follows the matmul precision); restored after. Through
+    PyTorch's per-op precision API only, as im2win itself sets it: mixing it with the legacy
+    `allow_tf32` flags raises."""
     cudnn = torch.backends.cudnn
-    saved = cudnn.benchmark, cudnn.allow_tf32, torch.get_float32_matmul_precision()
-    cudnn.benchmark, cudnn.allow_tf32 = True, False
-    torch.set_float32_matmul_precision("highest")  # cuBLAS without TF32; im2win fp32 IEEE
+    saved = cudnn.benchmark, cudnn.conv.fp32_precision, torch.get_float32_matmul_precision()
+    cudnn.benchmark, cudnn.conv.fp32_precision = True, "ieee"
+    torch.set_float32_matmul_precision("highest")
     try:
         yield
     finally:
-        cudnn.benchmark, cudnn.allow_tf32 = saved[:2]
+        cudnn.benchmark, cudnn.conv.fp32_precision = saved[:2]
         torch.set_float32_matmul_precision(saved[2])
 
 
