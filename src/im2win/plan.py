@@ -158,27 +158,35 @@ def signature(input, weight, bias, arguments: tuple) -> tuple | None:
     types: 1.0 and True equal 1 but must still fail their checks, so they never share a plan
     with it. float32's default math mode follows the matmul precision, so that is read too.
     """
-    tensors = (input, weight) if bias is None else (input, weight, bias)
-    if not all(type(t) is torch.Tensor and t.layout == torch.strided for t in tensors):
-        return None
-    if not all(_plain(a) for a in arguments):
-        return None
-    return (
-        *((t.shape, t.stride(), t.dtype, t.device, t.data_ptr() % 16) for t in tensors),
-        len(tensors),
-        *((type(a), a) for a in arguments),
+    # Plain loops, no generators: this runs on every call (host time).
+    key = []
+    for t in (input, weight) if bias is None else (input, weight, bias):
+        if type(t) is not torch.Tensor or t.layout != torch.strided:
+            return None
+        key += (t.shape, t.stride(), t.dtype, t.device, t.data_ptr() % 16)
+    for argument in arguments:
+        if not _plain(argument):
+            return None
+        key += (type(argument), argument)
+    key += (
+        bias is None,
         tuning.autotune_enabled(),
         torch.get_float32_matmul_precision(),
         # A relaunched kernel is loaded in the context of the device current at its first
         # launch (Triton launches there), so that device is part of the signature too.
         torch.cuda.current_device() if input.is_cuda else None,
     )
+    return tuple(key)
 
 
 def _plain(value) -> bool:
-    if type(value) is tuple:
-        return all(type(v) is int for v in value)
-    return value is None or type(value) in (int, str, ConvParams)
+    kind = type(value)
+    if kind is tuple:
+        for v in value:
+            if type(v) is not int:
+                return False
+        return True
+    return value is None or kind is int or kind is str or kind is ConvParams
 
 
 def make_plan(input, weight, bias, params: ConvParams, *, precision, backend, windows,
