@@ -182,7 +182,7 @@ def signature(input, weight, bias, arguments: tuple) -> tuple | None:
 def _plain(value) -> bool:
     kind = type(value)
     if kind is tuple:
-        for v in value:
+        for v in value:  # noqa: SIM110 - a generator costs host time on every call
             if type(v) is not int:
                 return False
         return True
