@@ -183,7 +183,8 @@ def test_from_torch_shares_parameters_and_refuses_computed_weights():
 
 def test_warmup_runs_without_grad_and_later_calls_match():
     torch.manual_seed(17)
-    model = torch.nn.Sequential(_conv(), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), _conv(4, 4))
+    model = torch.nn.Sequential(_conv(), torch.nn.BatchNorm2d(4, device=DEVICE), torch.nn.ReLU(),
+                                _conv(4, 4))  # fmt: skip
     model.eval()
     x = randn(2, 3, 6, 6)
     expected, _ = _reference(model, x)

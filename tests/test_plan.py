@@ -47,7 +47,7 @@ def test_a_planned_tma_launch_reads_each_calls_tensors(monkeypatch):
     for _ in range(3):
         x = randn(2, 64, 16, 16, dtype=torch.float16, channels_last=True)
         w, b = randn(24, 64, 3, 3, dtype=torch.float16), randn(24, dtype=torch.float16)
-        y = im2win.conv2d(x, w, b, padding=1)
+        y = im2win.conv2d(x, w, b, padding=1, backend="triton")
         assert_close(y, reference(x, w, b, padding=1), TOL[torch.float16])
     assert len(plan._PLANS) == 1
     assert counting.dispatches >= 1  # the TMA kernel served the calls
@@ -56,7 +56,7 @@ def test_a_planned_tma_launch_reads_each_calls_tensors(monkeypatch):
 @pytest.mark.parametrize("bad", [1.0, True, (1.0, 1), (True, 1)])
 def test_equal_arguments_of_other_types_still_fail(bad):
     x, w = randn(1, 3, 6, 6), randn(2, 3, 3, 3)
-    im2win.conv2d(x, w, stride=1)
+    im2win.conv2d(x, w, stride=1, backend="triton")
     with pytest.raises(TypeError, match="stride"):
         im2win.conv2d(x, w, stride=bad)
 
@@ -98,7 +98,7 @@ def test_plans_are_bounded(monkeypatch):
 def test_empty_batch_backward():
     x = randn(0, 3, 7, 6).requires_grad_()
     w, b = randn(4, 3, 2, 3).requires_grad_(), randn(4).requires_grad_()
-    y = im2win.conv2d(x, w, b, padding=1)
+    y = im2win.conv2d(x, w, b, padding=1, backend="triton")
     y.sum().backward()
     assert x.grad.shape == x.shape
     assert torch.equal(w.grad, torch.zeros_like(w)) and torch.equal(b.grad, torch.zeros_like(b))
@@ -152,7 +152,7 @@ def test_a_plan_skips_triton_dispatch_after_its_first_call(case, monkeypatch):
     for _ in range(3):
         x = randn(*xshape, dtype=dtype, channels_last=cl)
         w, b = randn(*wshape, dtype=dtype), randn(wshape[0], dtype=dtype)
-        y = im2win.conv2d(x, w, b, padding=padding, groups=groups)
+        y = im2win.conv2d(x, w, b, padding=padding, groups=groups, backend="triton")
         ref = reference(x, w, b, padding=padding, groups=groups)
         assert_close(y, ref, GPU_TIER_TOL[TIER_OF[dtype]])
     assert counting.dispatches == 1
@@ -173,7 +173,7 @@ def test_staged_chunks_relaunch_each_at_its_own_offset(monkeypatch):
     for _ in range(3):
         x = randn(3, 64, 15, 15, dtype=torch.bfloat16)
         w, b = randn(100, 64, 3, 3, dtype=torch.bfloat16), randn(100, dtype=torch.bfloat16)
-        y = im2win.conv2d(x, w, b, padding=1)
+        y = im2win.conv2d(x, w, b, padding=1, backend="triton")
         assert y.is_contiguous()
         assert_close(y, reference(x, w, b, padding=1), GPU_TIER_TOL["bf16"])
     assert [kernel.dispatches for kernel in counted] == [3, 3]
