@@ -91,6 +91,7 @@ def _workspace(problem: ConvProblem, choice: Choice) -> int:
 
 
 _PLANS: dict[tuple, Conv2dPlan] = {}
+_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)  # subclasses may dispatch: not plain
 _TRACE: list[Conv2dPlan] | None = None
 
 
@@ -161,7 +162,7 @@ def signature(input, weight, bias, arguments: tuple) -> tuple | None:
     # Plain loops, no generators: this runs on every call (host time).
     key = []
     for t in (input, weight) if bias is None else (input, weight, bias):
-        if type(t) is not torch.Tensor or t.layout != torch.strided:
+        if type(t) not in _PLAIN_TENSORS or t.layout != torch.strided:
             return None
         key += (t.shape, t.stride(), t.dtype, t.device, t.data_ptr() % 16)
     for argument in arguments:
