@@ -247,3 +247,17 @@ def test_compile_with_inductor_on_the_gpu():
     torch._dynamo.reset()
     compiled = torch.compile(model, fullgraph=True)
     assert_close(compiled(x), reference_model(model, x), TOL[torch.float32])
+
+
+@pytest.mark.gpu
+def test_compiled_16bit_layers_cudnn_wins_are_traced_as_aten():
+    """The stem stays the im2win operator; deeper layers become aten convolutions."""
+    model = im2win.convert(small_model()).to(torch.bfloat16)
+    x = randn(2, 3, 9, 10, dtype=torch.bfloat16)
+    program = torch.export.export(model, (x,))
+    targets = [str(node.target) for node in program.graph.nodes if node.op == "call_function"]
+    assert targets.count("im2win.conv2d.default") == 1
+    assert sum("convolution" in t or "conv2d" in t for t in targets) == 3
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True)
+    assert_close(compiled(x), reference_model(model, x), TOL[torch.bfloat16])

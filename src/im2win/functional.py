@@ -4,6 +4,7 @@ plan a call runs), `transform` and `transform_filter` (the im2win layouts themse
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from .op import conv2d_op
@@ -11,6 +12,7 @@ from .ops import resolve_backend, window_transform
 from .params import SUPPORTED_DTYPES, as_pair, check_tensor, conv_params, is_channels_last
 from .plan import Conv2dPlan, conv2d_plan
 from .reference import filter_reference
+from .variants.aten import prefers_aten
 
 
 def conv2d(
@@ -82,10 +84,29 @@ def conv2d(
     check_tensor("input", input, dims=(3, 4))
     check_tensor("weight", weight, dims=(4,))
     params = conv_params(stride, padding, dilation, groups, kernel_size=tuple(weight.shape[2:]))
+    if _traced_as_aten(input, params, backend, windows):
+        pads = params.symmetric_padding
+        return F.conv2d(input, weight, bias, params.stride, pads, params.dilation, params.groups)
     x = input.unsqueeze(0) if input.dim() == 3 else input
     y = conv2d_op(x, weight, bias, list(params.stride), list(params.padding),
                   list(params.dilation), params.groups, precision, backend, windows)  # fmt: skip
     return y.squeeze(0) if input.dim() == 3 else y
+
+
+def _traced_as_aten(input, params, backend: str, windows: str | None) -> bool:
+    """Under `torch.compile`, a 16-bit GPU layer that `backend='auto'` would hand to PyTorch's
+    convolution is traced as one, so the compiler treats it as in the stock model (fuses
+    around it, picks its algorithm). fp32 keeps the operator: it sets cuDNN's fp32 mode."""
+    return (
+        torch.compiler.is_compiling()
+        and backend == "auto"
+        and windows is None
+        and input.is_cuda
+        and input.dtype in (torch.float16, torch.bfloat16)
+        and not torch._C._is_any_autocast_enabled()
+        and params.symmetric_padding is not None
+        and prefers_aten(input.shape[-3], params.groups)
+    )
 
 
 def _direct(input) -> bool:

@@ -20,6 +20,12 @@ FP32_ACCURATE = (MathMode.IEEE, MathMode.TF32X3)
 STEM_CHANNELS = 4  # at most this many input channels: a first layer, im2win's strength
 
 
+def prefers_aten(channels: int, groups: int) -> bool:
+    """Whether a 16-bit or TF32 layer runs faster on cuDNN than on an im2win kernel: all but
+    first layers (`torch.compile` reads this too, to trace such layers as aten convolutions)."""
+    return not (groups == 1 and channels <= STEM_CHANNELS)
+
+
 class Aten(Variant):
     name = "aten"
 
@@ -30,9 +36,8 @@ class Aten(Variant):
     def heuristic(self, problem: ConvProblem, target: Target) -> dict | None:
         if target.interpreted:  # on the CPU the point is to exercise the im2win kernels
             return None
-        stem = problem.groups == 1 and problem.c <= STEM_CHANNELS
         fp32_nhwc = problem.math in FP32_ACCURATE and problem.channels_last
-        return None if stem or fp32_nhwc else {}
+        return None if fp32_nhwc or not prefers_aten(problem.c, problem.groups) else {}
 
     def candidates(self, problem: ConvProblem, target: Target) -> list[dict]:
         return [{}]
