@@ -300,7 +300,7 @@ def _bench_models(args: argparse.Namespace, command: str) -> int:
     for model, reason in model_suite.missing_packages(plan.models).items():
         print(f"skipping {model}: {reason}", flush=True)
     info = provenance(device, command)
-    with model_suite.ModelResultWriter(out) as writer:
+    with ResultWriter(out, model_suite.FIELDS) as writer:
         rows = model_suite.run_models(plan, info, writer)
     table = model_suite.format_table(rows)
     (out / "table.txt").write_text(table)

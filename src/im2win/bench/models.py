@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import csv
 import gc
 import importlib
 import math
@@ -23,7 +22,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -33,7 +31,6 @@ from im2win.plan import trace
 
 from .arms import autocast_context, make_arm
 from .measure import MIB, relative_error
-from .report import ResultWriter
 from .timing import timer_for
 
 DEFAULT_BATCHES = (1, 64)
@@ -148,20 +145,6 @@ def missing_packages(models: list[str]) -> dict[str, str]:
     """{model: why it is skipped} for the models whose package cannot be used."""
     problems = {pkg: package_problem(pkg) for pkg in {MODELS[m].package for m in models}}
     return {m: problems[MODELS[m].package] for m in models if problems[MODELS[m].package]}
-
-
-class ModelResultWriter(ResultWriter):
-    """`ResultWriter` (rows to results.jsonl and results.csv as they come) with this suite's
-    columns."""
-
-    def __init__(self, out_dir: Path) -> None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        self.jsonl_path = out_dir / "results.jsonl"
-        self.csv_path = out_dir / "results.csv"
-        self._jsonl = self.jsonl_path.open("w")
-        self._csv_file = self.csv_path.open("w", newline="")
-        self._csv = csv.DictWriter(self._csv_file, fieldnames=FIELDS)
-        self._csv.writeheader()
 
 
 @contextlib.contextmanager

@@ -25,13 +25,13 @@ class ResultWriter:
     """Appends each row to `results.jsonl` and `results.csv` in `out_dir` and flushes it,
     so a run that dies half-way still leaves every finished measurement on disk."""
 
-    def __init__(self, out_dir: Path) -> None:
+    def __init__(self, out_dir: Path, fields: tuple[str, ...] = FIELDS) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         self.jsonl_path = out_dir / "results.jsonl"
         self.csv_path = out_dir / "results.csv"
         self._jsonl = self.jsonl_path.open("w")
         self._csv_file = self.csv_path.open("w", newline="")
-        self._csv = csv.DictWriter(self._csv_file, fieldnames=FIELDS)
+        self._csv = csv.DictWriter(self._csv_file, fieldnames=fields)
         self._csv.writeheader()
 
     def write(self, row: dict) -> None:
