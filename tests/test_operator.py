@@ -124,9 +124,20 @@ def test_autocast_casts_as_conv2d_does(dtype):
         ours = im2win.conv2d(x, w, b, padding=1)
         theirs = F.conv2d(x, w, b, padding=1)
         kept = im2win.conv2d(x.double(), w.double(), b.double(), padding=1)  # float64 stays
-    assert ours.dtype == theirs.dtype == dtype and kept.dtype == torch.float64
+        # The operator itself (what compiled graphs call) has the same rule.
+        direct = OP(x, w, b, [1, 1], [1, 1, 1, 1], [1, 1], 1, None, "auto", None)
+    assert ours.dtype == theirs.dtype == direct.dtype == dtype and kept.dtype == torch.float64
     cast = [t.to(dtype) for t in (x, w, b)]
     assert_close(ours, reference(*cast, padding=1), TOL[dtype])
+    assert_close(direct, reference(*cast, padding=1), TOL[dtype])
+
+
+def test_autocast_gradients_reach_the_float32_parameters():
+    conv = im2win.convert(torch.nn.Conv2d(3, 4, 3, padding=1, device=DEVICE))
+    with torch.autocast(torch.device(DEVICE).type, dtype=torch.bfloat16):
+        conv(randn(2, 3, 6, 5)).float().square().sum().backward()
+    assert conv.weight.grad.dtype == torch.float32 and torch.isfinite(conv.weight.grad).all()
+    assert conv.weight.grad.abs().sum() > 0
 
 
 def test_autocast_mixes_with_cast_layers():

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-from .op import conv2d_op
+from .op import autocast_inputs, conv2d_op
 from .ops import resolve_backend, window_transform
 from .params import SUPPORTED_DTYPES, as_pair, check_tensor, conv_params, is_channels_last
 from .plan import Conv2dPlan, conv2d_plan
@@ -76,6 +76,8 @@ def conv2d(
     config of any choice, which passed back with its VARIANT reproduces it.
     """
     if config is not None or _direct(input):
+        if torch._C._is_any_autocast_enabled():  # cast here as the operator's rule would
+            input, weight, bias = autocast_inputs(input, weight, bias)
         plan = conv2d_plan(
             input, weight, bias, stride, padding, dilation, groups,
             precision=precision, backend=backend, windows=windows, config=config,
@@ -110,12 +112,12 @@ def _traced_as_aten(input, params, backend: str, windows: str | None) -> bool:
 
 
 def _direct(input) -> bool:
-    """Whether a call may run its plan straight, outside the dispatcher: a plain tensor, and
-    nothing that must see the operator (tracing, autocast, functorch, dispatch modes)."""
+    """Whether a call may run its plan straight, outside the dispatcher (autocast applied
+    here): a plain tensor, and nothing that must see the operator (tracing, functorch,
+    dispatch modes)."""
     return (
         type(input) is torch.Tensor
         and not torch.compiler.is_compiling()
-        and not torch._C._is_any_autocast_enabled()
         and not torch._C._are_functorch_transforms_active()
         and _get_current_dispatch_mode() is None
     )

@@ -77,21 +77,31 @@ def _params(stride, padding, dilation, groups) -> ConvParams:
     return ConvParams(tuple(stride), tuple(padding), tuple(dilation), groups)
 
 
+def autocast_inputs(input, weight, bias):
+    """The tensors as autocast gives them to conv2d: floating tensors on the input's device
+    type, float64 excepted, in the autocast dtype when autocast is on there."""
+    device_type = input.device.type
+    if not torch.is_autocast_enabled(device_type):
+        return input, weight, bias
+    dtype = torch.get_autocast_dtype(device_type)
+    return tuple(_autocast(t, device_type, dtype) for t in (input, weight, bias))
+
+
+def _autocast(t: torch.Tensor | None, device_type: str, dtype: torch.dtype):
+    eligible = t is not None and t.is_floating_point() and t.dtype != torch.float64
+    return t.to(dtype) if eligible and t.device.type == device_type else t
+
+
 def _autocast_kernel(device_type: str):
-    """Autocast's rule for conv2d: floating tensors on `device_type`, float64 excepted, are
-    cast to the autocast dtype (`torch.get_autocast_dtype`) before the operator runs."""
+    """Autocast's rule for conv2d on `device_type`, as the operator's Autocast kernel."""
     key = getattr(torch._C.DispatchKey, "Autocast" + torch._C._dispatch_key_for_device(device_type))
     outside_autocast = torch._C.DispatchKeySet(key)
 
-    def cast(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
-        eligible = t is not None and t.is_floating_point() and t.dtype != torch.float64
-        return t.to(dtype) if eligible and t.device.type == device_type else t
-
     def kernel(keyset, input, weight, bias, *arguments):
         dtype = torch.get_autocast_dtype(device_type)
+        cast = (_autocast(t, device_type, dtype) for t in (input, weight, bias))
         with torch._C._ExcludeDispatchKeyGuard(outside_autocast):
-            return conv2d_op(cast(input, dtype), cast(weight, dtype), cast(bias, dtype),
-                             *arguments)  # fmt: skip
+            return conv2d_op(*cast, *arguments)
 
     return kernel
 
