@@ -220,6 +220,7 @@ def test_fp32_follows_the_matmul_precision(knob, mode):
     assert_close(y, reference(x, w), 2e-3 if mode == "tf32" else 1e-5)
 
 
+@pytest.mark.aten_choice
 def test_trace_reports_each_call_and_its_engine():
     model = im2win.convert(small_model())
     x = randn(2, 3, 9, 10)
@@ -261,6 +262,7 @@ def test_compile_with_inductor_on_the_gpu():
 
 
 @pytest.mark.gpu
+@pytest.mark.aten_choice
 def test_compiled_16bit_layers_cudnn_wins_are_traced_as_aten():
     """The stem stays the im2win operator; deeper layers become aten convolutions."""
     model = im2win.convert(small_model()).to(torch.bfloat16)

@@ -216,3 +216,20 @@ def test_workspace_of_each_choice():
     windows = variants.choose(problem, HOPPER, windows="materialized")
     window_tensor = 40 * 64 * 28 * 30 * 3 * 2  # N*C*P*Wp*R elements of 2 bytes
     assert windows.variant.workspace_bytes(problem, windows.config) == window_tensor
+
+
+@pytest.mark.aten_choice
+@pytest.mark.parametrize(
+    "xshape, wshape, dtype, channels_last, runs",
+    [
+        ((64, 256, 14, 14), (256, 256, 3, 3), torch.bfloat16, True, "aten"),  # deep: cuDNN
+        ((64, 64, 56, 56), (64, 64, 1, 1), torch.float32, False, "aten"),  # fp32 NCHW
+        ((64, 3, 224, 224), (64, 3, 7, 7), torch.bfloat16, True, "im2win"),  # stem
+        ((64, 64, 56, 56), (64, 64, 3, 3), torch.float32, True, "im2win"),  # fp32 NHWC
+    ],
+)
+def test_auto_hands_the_layers_cudnn_wins_to_aten(xshape, wshape, dtype, channels_last, runs):
+    problem = problem_of(xshape, wshape, dtype, channels_last=channels_last, padding=1)
+    choice = variants.choose(problem, HOPPER, aten=True)
+    assert (choice.variant.name == "aten") == (runs == "aten")
+    assert variants.choose(problem, HOPPER).variant.name != "aten"  # backend='triton'
