@@ -175,7 +175,7 @@ def signature(input, weight, bias, arguments: tuple) -> tuple | None:
         torch.get_float32_matmul_precision(),
         # A relaunched kernel is loaded in the context of the device current at its first
         # launch (Triton launches there), so that device is part of the signature too.
-        torch.cuda.current_device() if input.is_cuda else None,
+        torch._C._cuda_getDevice() if input.is_cuda else None,  # current_device(), unwrapped
     )
     return tuple(key)
 
