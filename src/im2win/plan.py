@@ -2,7 +2,8 @@
 
 A signature is everything the checks and choices read: each tensor's shape, strides,
 dtype, device and 16-byte alignment, the geometric and keyword arguments, whether
-autotuning is on, and the current CUDA device. The first call of a signature validates,
+autotuning is on, the fp32 matmul precision (float32's default math mode follows it) and
+the current CUDA device. The first call of a signature validates,
 chooses the kernel variant and its config (autotuning, when on) and keeps the plan; a later
 call looks it up and only allocates the output and launches, past Triton's dispatch
 (`kernels/launch.py`).
