@@ -5,7 +5,8 @@ Backends:
               one variant chosen per call signature (`variants/`)
   "reference" the plain-PyTorch definition in `reference.py` (any device; fp32 accumulation)
   "paper"     the paper's CUDA kernel (`im2win.paper`): fp32 IEEE, groups 1, CUDA only
-  "auto"      "triton" where it can run, else "reference"; float64 always "reference"
+  "auto"      "triton" where it can run, with PyTorch's own convolution among its choices
+              (`variants/aten.py`), else "reference"; float64 always "reference"
 """
 
 from __future__ import annotations
@@ -49,13 +50,12 @@ def window_transform(x, r: int, params: ConvParams, channels_last: bool, backend
 
 def plan_forward(
     x: torch.Tensor, problem: ConvProblem, backend: str, *, windows: str | None,
-    config: dict | None, aten: bool = False,
+    config: dict | None, memory_format: torch.memory_format, aten: bool = False,
 ) -> tuple[Launch, Choice | None]:  # fmt: skip
     """Every choice for tensors of `problem`'s signature, made once (autotuning included):
-    the returned launch only allocates the output (in the input's layout) and runs the
-    kernels; with the Triton backend, the choice it runs (`aten`: PyTorch's own convolution
-    may be it)."""
-    memory_format = torch.channels_last if problem.channels_last else torch.contiguous_format
+    the returned launch only allocates the output (in `memory_format`: every kernel writes
+    any strides) and runs the kernels; with the Triton backend, the choice it runs (`aten`:
+    PyTorch's own convolution may be it, and gives PyTorch's format itself)."""
     params = problem.params
     if backend == "reference":
         return functools.partial(_reference_forward, params=params,

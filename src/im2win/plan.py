@@ -213,15 +213,8 @@ def make_plan(input, weight, bias, params: ConvParams, *, precision, backend, wi
     if problem.outputs == 0 or problem.reduction == 0:  # nothing to compute, as in PyTorch
         return Conv2dPlan(problem, backend, None, unbatched, _empty_sum(problem, fmt))
     launch, choice = plan_forward(x, problem, backend, windows=windows, config=config,
-                                  aten=requested == "auto")  # fmt: skip
-    if (fmt == torch.channels_last) != problem.channels_last:
-        launch = _relaid(launch, fmt)
+                                  memory_format=fmt, aten=requested == "auto")  # fmt: skip
     return Conv2dPlan(problem, backend, choice, unbatched, launch)
-
-
-def _relaid(launch: Launch, fmt: torch.memory_format) -> Launch:
-    """`launch` with its output copied to `fmt` where the kernels wrote another layout."""
-    return lambda x, weight, bias: launch(x, weight, bias).contiguous(memory_format=fmt)
 
 
 def _empty_sum(problem: ConvProblem, fmt: torch.memory_format) -> Launch:
