@@ -2,10 +2,10 @@
 among its conv choices: where no im2win kernel is expected to win, a converted layer runs
 exactly what the stock one would, so converting a model never makes it slower.
 
-The heuristic keeps im2win where the measured standings show it ahead of cuDNN on Hopper
-(`results/README.md`): small-channel first layers (C <= 4: 2-4x in 16-bit, 1.2-2.5x in tf32)
-and fp32-accurate channels-last layers (1.6x on the paper's layers); everything else runs
-here. Autotuning times this choice beside every im2win candidate instead.
+The heuristic keeps im2win where the H100 standings (`results/h100-0a4e98e/`) put it ahead
+of cuDNN: small-channel first layers (C <= 4; the paper's stems at 1.0-4.0x in every tier)
+and fp32-accurate channels-last layers (1.56-1.63x geomean over the paper's layers);
+everything else runs here. Autotuning times this choice beside every im2win candidate instead.
 """
 
 from __future__ import annotations
