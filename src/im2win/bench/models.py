@@ -78,9 +78,8 @@ class Mode:
     about: str = ""
 
 
-# NOTE: measured on H200 at batch 8: the bf16 logits of stock PyTorch with cuDNN and with
-# its native convolutions differ by 3.6e-3 (ResNet-50) and 6.5e-3 (EfficientNet-B0) in eval
-# mode, by 6.1e-2 and 2.9e-2 in train mode, where batch statistics amplify rounding.
+# Random-init deep nets amplify rounding, batch statistics (training) most: two correct bf16
+# convolutions of different summation order differ by up to these bounds at the logits.
 _FP32, _BF16, _TRAIN = 1e-4, 5e-2, 1e-1
 MODES: dict[str, Mode] = {
     mode.name: mode
