@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import im2win
+from im2win.bench.env import provenance
 
 torch.backends.cudnn.benchmark = True
 CASES = [  # (name, dtype, channels_last, C, K, HW, R)
@@ -51,6 +52,8 @@ def compare(name, dtype, cl, c, k, hw, r) -> None:
     )
 
 
+info = provenance(torch.device("cuda"), "PYTHONPATH=src python3 notes/operator/host_time.py")
+print(" | ".join(f"{key} {info[key]}" for key in ("gpu", "torch", "triton", "cudnn", "commit")))
 for case in CASES:
     compare(*case)
 
