@@ -234,6 +234,23 @@ def test_trace_reports_each_call_and_its_engine():
     assert not pinned.uses_im2win and "aten (pinned)" in str(pinned)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_pytorch_convolution_choice_gets_pytorch_gradients(dtype):
+    """A 16-bit call run by PyTorch's convolution records aten's own autograd node (no Python
+    one); fp32 keeps im2win's, whose backward holds the forward's math mode."""
+    torch.manual_seed(3)
+    x = randn(2, 4, 7, 6, dtype=dtype).requires_grad_()
+    w, b = randn(5, 4, 3, 3, dtype=dtype).requires_grad_(), randn(5, dtype=dtype).requires_grad_()
+    y = im2win.conv2d(x, w, b, padding=1, config=dict(VARIANT="aten"))
+    own_node = "Convolution" in type(y.grad_fn).__name__
+    assert own_node == (dtype != torch.float32), type(y.grad_fn).__name__
+    grads = torch.autograd.grad(y.sum(), (x, w, b))
+    exact = [t.detach().double().requires_grad_() for t in (x, w, b)]
+    want = torch.autograd.grad(F.conv2d(*exact, padding=1).sum(), exact)
+    for got, expected in zip(grads, want, strict=True):
+        assert_close(got, expected, TOL[dtype])
+
+
 @pytest.mark.gpu
 def test_cuda_graph_capture_and_replay():
     model = im2win.convert(small_model())

@@ -47,16 +47,24 @@ class Conv2dPlan:
     backend: str
     choice: Choice | None
     unbatched: bool
-    launch: Launch = field(repr=False)  # batched (4-D) tensors in, output out; no autograd
+    launch: Launch = field(repr=False)  # batched (4-D) tensors in, output out
+    # Whether `launch` records its own autograd node (`Variant.records_grad`).
+    records_grad: bool = field(default=False, repr=False)
 
     def __call__(self, input, weight, bias):
-        traced(self)
+        if _TRACE is not None:
+            _TRACE.append(self)
         x = input.unsqueeze(0) if self.unbatched else input
-        tensors = (x, weight) if bias is None else (x, weight, bias)
-        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-            y = Conv2dFunction.apply(x, weight, bias, self)
-        else:  # no graph to record: skip autograd's bookkeeping (microseconds a call)
+        if (
+            self.records_grad
+            or not torch.is_grad_enabled()
+            or not (
+                x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+            )
+        ):  # no graph to record, or the launch records its own: skip a Python autograd node
             y = self.launch(x, weight, bias)
+        else:
+            y = Conv2dFunction.apply(x, weight, bias, self)
         return y.squeeze(0) if self.unbatched else y
 
     @property
@@ -93,6 +101,7 @@ def _workspace(problem: ConvProblem, choice: Choice) -> int:
 
 _PLANS: dict[tuple, Conv2dPlan] = {}
 _PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)  # subclasses may dispatch: not plain
+_STRIDED = torch.strided
 _TRACE: list[Conv2dPlan] | None = None
 
 
@@ -156,39 +165,38 @@ def _keep(key: tuple | None, plan: Conv2dPlan) -> None:
 def signature(input, weight, bias, arguments: tuple) -> tuple | None:
     """The plan key of a call, or None where arguments are not plainly typed.
 
-    Plain means int, str, None, a tuple of ints or parsed ConvParams, compared with their
-    types: 1.0 and True equal 1 but must still fail their checks, so they never share a plan
-    with it. float32's default math mode follows the matmul precision, so that is read too.
+    Plain means int, str, None, a tuple of ints or parsed ConvParams: 1.0 and True equal 1
+    but must still fail their checks, so they never share a plan with it. float32's default
+    math mode follows the matmul precision, so that is read too.
     """
-    # Plain loops, no generators: this runs on every call (host time).
-    key = []
-    for t in (input, weight) if bias is None else (input, weight, bias):
-        if type(t) not in _PLAIN_TENSORS or t.layout != torch.strided:
-            return None
-        key += (t.shape, t.stride(), t.dtype, t.device, t.data_ptr() % 16)
+    # Straight-line code, no generators or helper calls: this runs on every call (host time).
+    if (type(input) not in _PLAIN_TENSORS or type(weight) not in _PLAIN_TENSORS
+            or input.layout is not _STRIDED or weight.layout is not _STRIDED):  # fmt: skip
+        return None
+    if bias is None:
+        bias_key = None
+    elif type(bias) in _PLAIN_TENSORS and bias.layout is _STRIDED:
+        bias_key = (bias.shape, bias.stride(), bias.dtype, bias.device, bias.data_ptr() % 16)
+    else:
+        return None
     for argument in arguments:
-        if not _plain(argument):
+        kind = type(argument)
+        if kind is tuple:
+            for value in argument:
+                if type(value) is not int:
+                    return None
+        elif not (argument is None or kind is int or kind is str or kind is ConvParams):
             return None
-        key += (type(argument), argument)
-    key += (
-        bias is None,
+    return (
+        input.shape, input.stride(), input.dtype, input.device, input.data_ptr() % 16,
+        weight.shape, weight.stride(), weight.dtype, weight.device, weight.data_ptr() % 16,
+        bias_key, arguments,
         tuning.autotune_enabled(),
         torch.get_float32_matmul_precision(),
         # A relaunched kernel is loaded in the context of the device current at its first
         # launch (Triton launches there), so that device is part of the signature too.
         torch._C._cuda_getDevice() if input.is_cuda else None,  # current_device(), unwrapped
-    )
-    return tuple(key)
-
-
-def _plain(value) -> bool:
-    kind = type(value)
-    if kind is tuple:
-        for v in value:  # noqa: SIM110 - a generator costs host time on every call
-            if type(v) is not int:
-                return False
-        return True
-    return value is None or kind is int or kind is str or kind is ConvParams
+    )  # fmt: skip
 
 
 def make_plan(input, weight, bias, params: ConvParams, *, precision, backend, windows,
@@ -214,7 +222,14 @@ def make_plan(input, weight, bias, params: ConvParams, *, precision, backend, wi
         return Conv2dPlan(problem, backend, None, unbatched, _empty_sum(problem, fmt))
     launch, choice = plan_forward(x, problem, backend, windows=windows, config=config,
                                   memory_format=fmt, aten=requested == "auto")  # fmt: skip
-    return Conv2dPlan(problem, backend, choice, unbatched, launch)
+    return Conv2dPlan(
+        problem,
+        backend,
+        choice,
+        unbatched,
+        launch,
+        records_grad=choice is not None and choice.variant.records_grad(problem),
+    )
 
 
 def _empty_sum(problem: ConvProblem, fmt: torch.memory_format) -> Launch:

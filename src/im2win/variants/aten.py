@@ -48,6 +48,11 @@ class Aten(Variant):
             raise ValueError(f"config: variant 'aten' takes no settings, got {settings}")
         return {}
 
+    def records_grad(self, problem: ConvProblem) -> bool:
+        # 16-bit: torch.convolution's own node. fp32 keeps Conv2dFunction, whose backward
+        # keeps the forward's math mode where cuDNN's process-wide TF32 default would not.
+        return problem.dtype != torch.float32
+
     def launch(self, problem: ConvProblem, choice: Choice, target: Target, out: dict) -> Launch:
         params = problem.params
         geometry = (params.stride, params.symmetric_padding, params.dilation, False, (0, 0),

@@ -127,6 +127,11 @@ class Variant:
         """The call that runs `choice` on tensors of `problem`'s signature."""
         raise NotImplementedError
 
+    def records_grad(self, problem: ConvProblem) -> bool:
+        """Whether `launch` records PyTorch's own autograd node, so the plan need not wrap it
+        in `Conv2dFunction` (the im2win kernels record none)."""
+        return False
+
     def launch(self, problem: ConvProblem, choice: Choice, target: Target, out: dict) -> Launch:
         """`build`'s call on a new output, `torch.empty(**out)`."""
         into = self.build(problem, choice, target)
