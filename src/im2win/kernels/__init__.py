@@ -7,7 +7,7 @@ launchers here take a config and run it.
 from triton.runtime.interpreter import InterpretedFunction
 
 from .conv2d_dw import conv2d_fwd_dw
-from .conv2d_fwd import WindowSource, conv2d_fwd
+from .conv2d_fwd import WindowSource, pointer_launcher
 from .conv2d_fwd_tma import (
     raster_supported,
     tma_block_k,
@@ -28,12 +28,12 @@ def interpreted() -> bool:
 __all__ = [
     "MAX_COPY_IMAGES",
     "WindowSource",
-    "conv2d_fwd",
     "conv2d_fwd_dw",
     "conv2d_fwd_grouped",
     "copy_to_channels_last",
     "im2win_transform",
     "interpreted",
+    "pointer_launcher",
     "raster_supported",
     "tma_block_k",
     "tma_launcher",

@@ -26,6 +26,7 @@ by the tensor-memory accelerator; it serves channels-last inputs at unit stride.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -264,48 +265,66 @@ def needs_wide_index(tensors, last_pixel: int, origin: int = 0) -> bool:
     return max(extent + abs(origin), last_pixel) >= 2**31
 
 
-def conv2d_fwd(
-    src: WindowSource,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    y: torch.Tensor,
-    problem: ConvProblem,
-    *,
-    loop: str,
-    config: dict,
-    interpreted: bool,
-    slot: dict | None = None,
-) -> torch.Tensor:
-    """Fill `y` [N, K, P, Q] (any strides) from the windows and the filter [K, Cg, R, S] of a
-    call of `problem`'s signature.
+LOOPS = ("flat", "channels")
 
+
+def pointer_launcher(
+    problem: ConvProblem, *, loop: str, config: dict, interpreted: bool
+) -> Callable[..., torch.Tensor]:  # fmt: skip
+    """`launch(windows, weight, bias, y, source)` filling `y` [N, K, P, Q] (any strides) from
+    the windows and the filter [K, Cg, R, S] of a call of `problem`'s signature: `windows` is
+    the tensor they are read from (the input, or the im2win tensor), `source(windows)` their
+    `WindowSource`.
+
+    What the signature fixes (the reduction table, grid, constexprs and every int argument)
+    is worked out on the first call, from its tensors' geometry; later calls re-lay the
+    filter and launch past Triton's dispatch (`launch.py`): host time.
     The flat loop walks each window in (f, r, c) order where the problem is channels-last,
     as NHWC windows lie, else (c, f, r). `config`: the tiles, and SPLIT_K slices of the
-    reduction (default 1, none). `slot`: see `launch.launch`.
+    reduction (default 1, none).
     """
-    if loop not in ("flat", "channels"):
-        raise ValueError(f"loop must be 'flat' or 'channels', got {loop!r}")
-    n, k, p, q = y.shape
-    _, cg, r, s = weight.shape
-    groups, params, channels_last = problem.groups, problem.params, problem.channels_last
-    kg = k // groups
-    filt = kernel_filter(weight, "rfc" if loop == "channels" else "frc" if channels_last else "cfr")
-    filt_lo = filt  # an unused pointer unless the precision is 'tf32x3'
-    if problem.math.precision == "tf32x3":
-        filt, filt_lo = split_tf32(filt, weight)
+    if loop not in LOOPS:
+        raise ValueError(f"loop must be one of {LOOPS}, got {loop!r}")
+    config = dict(config)
+    splits = config.pop("SPLIT_K", 1)
+    order = "rfc" if loop == "channels" else "frc" if problem.channels_last else "cfr"
+    tf32x3 = problem.math.precision == "tf32x3"
+    fixed = None  # (int arguments, table, grid, constexprs), from the first call
+    slot = {}  # the compiled kernel, once launched
+
+    def launch_into(windows, weight, bias, y, source):
+        nonlocal fixed
+        filt = filt_lo = kernel_filter(weight, order)  # filt_lo: unused unless 3xTF32
+        if tf32x3:
+            filt, filt_lo = split_tf32(filt, weight)
+        out, out_bias = (split_k.workspace(splits, y), None) if splits > 1 else (y, bias)
+        if fixed is None:
+            fixed = _fixed_arguments(source(windows), filt, out, out_bias, problem, loop,
+                                     config, splits, interpreted)  # fmt: skip
+        ints, table, grid, meta = fixed
+        args = (windows, filt, filt_lo, out_bias, out, table, *ints)
+        launch(_conv2d_fwd_kernel, grid, args, meta, slot)
+        return split_k.finish(out, splits, bias, y) if splits > 1 else y
+
+    return launch_into
+
+
+def _fixed_arguments(src: WindowSource, filt: torch.Tensor, out: torch.Tensor,
+                     out_bias: torch.Tensor | None, problem: ConvProblem, loop: str,
+                     config: dict, splits: int, interpreted: bool) -> tuple:  # fmt: skip
+    """`pointer_launcher`'s per-signature part: (int arguments, reduction table, grid,
+    constexprs)."""
+    n, p, q, cg, r, s = problem.n, problem.p, problem.q, problem.cg, problem.r, problem.s
+    params, channels_last = problem.params, problem.channels_last
     contiguous = False
     table = filt  # an unused pointer for the loops that need no table
     if loop == "flat":
-        table = _cached_table(cg, r, s, src, params.dilation, channels_last, y.device)
+        table = _cached_table(cg, r, s, src, params.dilation, channels_last, out.device)
         contiguous = is_contiguous_reduction(cg, r, s, src, channels_last)
-    config = dict(config)
-    splits = config.pop("SPLIT_K", 1)
-    programs = cdiv(n * p * q, config["BLOCK_M"]) * cdiv(kg, config["BLOCK_N"]) * groups
-    out, out_bias = (split_k.workspace(splits, y), None) if splits > 1 else (y, bias)
-    grid = (programs, splits) if splits > 1 else (programs,)
-    args = (
-        src.tensor, filt, filt_lo, out_bias, out, table,
-        n, cg, kg, problem.h, problem.w, r, s, p, q,
+    programs = cdiv(n * p * q, config["BLOCK_M"]) * cdiv(problem.kg, config["BLOCK_N"])
+    grid = (programs * problem.groups, splits) if splits > 1 else (programs * problem.groups,)
+    ints = (
+        n, cg, problem.kg, problem.h, problem.w, r, s, p, q,
         *src.pixel_strides,
         *src.red_strides, src.origin,
         filt.stride(0), 0 if out_bias is None else out_bias.stride(0),
@@ -324,5 +343,4 @@ def conv2d_fwd(
         SPLIT_K=splits,
         **config,
     )
-    launch(_conv2d_fwd_kernel, grid, args, meta, slot)
-    return split_k.finish(out, splits, bias, y) if splits > 1 else y
+    return ints, table, grid, meta

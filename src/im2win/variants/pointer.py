@@ -12,14 +12,13 @@ from collections.abc import Mapping
 
 import torch
 
-from ..kernels import WindowSource, conv2d_fwd, im2win_transform
+from ..kernels import WindowSource, im2win_transform, pointer_launcher
+from ..kernels.conv2d_fwd import LOOPS
 from ..kernels.sizes import cdiv
 from ..params import ConvParams
 from ..problem import ConvProblem
 from .base import TILE_KEYS, Choice, Into, Target, Variant, check_tiles, clamp_pow2
 from .splits import split_bytes, split_count
-
-LOOPS = ("flat", "channels")
 
 
 def streamed_windows(x: torch.Tensor, params: ConvParams, cg: int) -> WindowSource:
@@ -133,16 +132,20 @@ class Pointer(Variant):
         loop = config.pop("LOOP")
         params, cg, r = problem.params, problem.cg, problem.r
         interpreted, channels_last = target.interpreted, problem.channels_last
-        slot = {}  # the compiled kernel, once launched (kernels/launch.py)
+        run = pointer_launcher(problem, loop=loop, config=config, interpreted=interpreted)
+        if self.windows == "streamed":
+
+            def source(x):
+                return streamed_windows(x, params, cg)
+
+            return lambda x, weight, bias, y: run(x, weight, bias, y, source)
+
+        def source(win):
+            return materialized_windows(win, params, r, cg, channels_last)
 
         def into(x, weight, bias, y):
-            if self.windows == "streamed":
-                src = streamed_windows(x, params, cg)
-            else:
-                win = im2win_transform(x, r, params, channels_last, interpreted)
-                src = materialized_windows(win, params, r, cg, channels_last)
-            return conv2d_fwd(src, weight, bias, y, problem, loop=loop, config=config,
-                              interpreted=interpreted, slot=slot)  # fmt: skip
+            win = im2win_transform(x, r, params, channels_last, interpreted)
+            return run(win, weight, bias, y, source)
 
         return into
 
