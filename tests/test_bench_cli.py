@@ -19,7 +19,7 @@ from im2win.bench.suites import LAYERS_BY_NAME, miniature, select_layers
 from im2win.cli import main
 
 REQUIRED = {
-    "suite", "layer", "method", "tier", "layout", "batch", "ms", "tflops", "rel_err",
+    "suite", "layer", "method", "tier", "layout", "batch", "ms", "host_us", "tflops", "rel_err",
     "extra_mib", "peak_mib", "within_tier", "gpu", "torch", "triton", "cudnn", "commit",
     "date", "command",
 }  # fmt: skip
@@ -62,7 +62,7 @@ def test_bench_writes_one_complete_row_per_measurement(bench_run):
         if row["method"] == "torch-conv2d" and not GPU:  # the baselines are CUDA-only
             assert row["status"] == "unsupported" and "CUDA" in row["note"]
             continue
-        assert row["status"] == "ok" and row["ms"] > 0
+        assert row["status"] == "ok" and row["ms"] > 0 and row["host_us"] > 0
         assert 0 <= row["rel_err"] <= row["max_rel_err"] and row["within_tier"] is True
         if row["method"] == "im2win-transform":  # exact copy, no FLOPs
             assert row["rel_err"] == 0 and row["tflops"] is None

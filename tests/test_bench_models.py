@@ -18,7 +18,8 @@ from im2win.cli import MODELS_NEED_CUDA, main
 MISSING = "im2win_no_such_package"
 REQUIRED = {
     "model", "mode", "batch", "stock_ms", "im2win_ms", "speedup", "parity", "parity_ok",
-    "stock_first_s", "im2win_first_s", "stock_peak_mib", "im2win_peak_mib",
+    "stock_host_ms", "im2win_host_ms", "stock_first_s", "im2win_first_s",
+    "stock_peak_mib", "im2win_peak_mib",
     "im2win_flop_share", "error", "gpu", "torch", "triton", "cudnn", "commit", "date",
     "command",
 }  # fmt: skip
@@ -96,6 +97,7 @@ def test_toy_run_writes_one_complete_row_per_case(toy_run):
     assert eager["speedup"] == pytest.approx(eager["stock_ms"] / eager["im2win_ms"])
     assert 0 <= eager["parity"] <= eager["parity_tol"] == 1e-4 and eager["parity_ok"] is True
     assert eager["stock_first_s"] > 0 and eager["im2win_first_s"] > 0
+    assert eager["stock_host_ms"] > 0 and eager["im2win_host_ms"] > 0
     assert eager["stock_peak_mib"] is None and eager["im2win_peak_mib"] is None  # CPU
     assert eager["im2win_flop_share"] == 1.0  # both convs ran im2win kernels
     assert eager["conv_gflop"] == pytest.approx(sum(conv_flop(2)) / 1e9)

@@ -31,7 +31,7 @@ from im2win.plan import trace
 
 from .arms import autocast_context, make_arm
 from .measure import MIB, relative_error
-from .timing import timer_for
+from .timing import host_ms, timer_for
 
 DEFAULT_BATCHES = (1, 64)
 INSTALL_HINT = "pip install 'im2win[models]'"
@@ -103,7 +103,8 @@ MODES: dict[str, Mode] = {
 FIELDS = (
     "suite", "model", "mode", "batch", "dtype", "layout", "device",
     "stock_ms", "im2win_ms", "speedup", "parity", "parity_tol", "parity_ok",
-    "stock_first_s", "im2win_first_s", "stock_peak_mib", "im2win_peak_mib",
+    "stock_host_ms", "im2win_host_ms", "stock_first_s", "im2win_first_s",
+    "stock_peak_mib", "im2win_peak_mib",
     "im2win_flop_share", "conv_gflop", "status", "repeats", "error", "note",
     "gpu", "torch", "triton", "cudnn", "commit", "date", "command",
 )  # fmt: skip
@@ -192,9 +193,10 @@ def _run_arm(model, mode: Mode, x, target, repeats: int, timer) -> dict:
     sync()
     first_s = time.perf_counter() - start
     ms = timer(arm.step, repeats)
+    host = host_ms(arm.step, repeats, x.device)
     peak = arm.peak_bytes()
-    return {"first_s": first_s, "ms": ms, "peak_mib": None if peak is None else peak / MIB,
-            "y": y.detach().float()}  # fmt: skip
+    return {"first_s": first_s, "ms": ms, "host_ms": host,
+            "peak_mib": None if peak is None else peak / MIB, "y": y.detach().float()}  # fmt: skip
 
 
 def flop_share(model: torch.nn.Module, x: torch.Tensor, mode: Mode) -> tuple[float | None, float]:
@@ -253,7 +255,8 @@ def compare(base: torch.nn.Module, spec: ModelSpec, mode: Mode, batch: int, plan
             _free(plan.device)
     fields = {"error": "; ".join(errors)[:600], "status": "error" if errors else "ok"}
     for arm, r in result.items():
-        fields |= {f"{arm}_ms": r["ms"], f"{arm}_first_s": r["first_s"],
+        fields |= {f"{arm}_ms": r["ms"], f"{arm}_host_ms": r["host_ms"],
+                   f"{arm}_first_s": r["first_s"],
                    f"{arm}_peak_mib": r["peak_mib"]}  # fmt: skip
     if len(result) == 2:
         fields["speedup"] = result["stock"]["ms"] / result["im2win"]["ms"]
@@ -345,6 +348,7 @@ COLUMNS: tuple[tuple[str, Callable[[dict], str]], ...] = (
     ("im2win ms", lambda r: _num(r["im2win_ms"], ".3f")),
     ("speedup", lambda r: _num(r["speedup"], ".2f") + ("x" if r["speedup"] else "")),
     ("parity", lambda r: _num(r["parity"], ".1e")),
+    ("host ms", lambda r: _pair(r, "host_ms", ".2f")),
     ("first s", lambda r: _pair(r, "first_s", ".2f")),
     ("peak MiB", lambda r: _pair(r, "peak_mib", ".0f")),
     ("im2win FLOP %", lambda r: _num(r["im2win_flop_share"] and 100 * r["im2win_flop_share"],
@@ -365,7 +369,8 @@ def _skips(rows: list[dict]) -> list[str]:
 def format_table(rows: list[dict]) -> str:
     """A fixed-width table, one line per comparison, then errors and skipped models.
 
-    'first s' and 'peak MiB' are stock/im2win; check is ok, PARITY (logits differ beyond
+    'host ms' (until a call returns: its host time on a GPU), 'first s' and 'peak MiB' are
+    stock/im2win; check is ok, PARITY (logits differ beyond
     the mode's bound) or ERROR (an arm raised: its message follows the table).
     """
     shown = [row for row in rows if row["status"] != "skipped"]

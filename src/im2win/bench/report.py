@@ -13,7 +13,7 @@ from pathlib import Path
 FIELDS = (
     "suite", "layer", "method", "tier", "layout", "batch", "dtype", "backend", "device",
     "c", "hw", "k", "rs", "stride", "padding", "dilation", "groups", "flop",
-    "ms", "tflops", "rel_err", "max_rel_err", "within_tier", "status",
+    "ms", "host_us", "tflops", "rel_err", "max_rel_err", "within_tier", "status",
     "input_mib", "weight_mib", "output_mib", "peak_mib", "extra_mib", "analytic_extra_mib",
     "ceiling_tflops", "copy_gbps", "roofline_tflops", "pct_of_roofline",
     "repeats", "error", "note",
@@ -63,6 +63,7 @@ def _check(row: dict) -> str:
 COLUMNS: tuple[tuple[str, Callable[[dict], str]], ...] = (
     *((key, itemgetter(key)) for key in ("layer", "tier", "layout", "method", "backend")),
     ("ms", _number("ms", ".3f")),
+    ("host us", _number("host_us", ".1f")),
     ("TFLOPS", _number("tflops", ".3g")),
     ("% roofline", _number("pct_of_roofline", ".0f")),
     ("rel_err", _number("rel_err", ".1e")),

@@ -18,7 +18,7 @@ from .methods import Method
 from .report import ResultWriter
 from .roofline import Ceilings, measure_ceilings
 from .tiers import Tier
-from .timing import timer_for
+from .timing import host_ms, timer_for
 
 LAYOUTS = ("NCHW", "NHWC")
 
@@ -78,6 +78,7 @@ def _measure(plan, timer, ops: _Operands, tier: Tier, layout: str, method: Metho
     before = allocated(plan.device)
     prepared = method.build(x, w, ops.kwargs, tier)
     ms = timer(prepared.run, plan.repeats)
+    host = host_ms(prepared.run, plan.repeats, plan.device)
     y, peak = allocator_peak(prepared.run, plan.device, before)  # after warm-up
     if method.output == "windows":  # the transform alone: checked against its definition
         ref = transform_reference(
@@ -88,6 +89,7 @@ def _measure(plan, timer, ops: _Operands, tier: Tier, layout: str, method: Metho
     operand_bytes = nbytes(x) + nbytes(w)
     return {
         "ms": ms,
+        "host_us": host * 1e3,
         "rel_err": relative_error(y, ref),
         "input_mib": nbytes(x) / MIB,
         "weight_mib": nbytes(w) / MIB,
@@ -124,7 +126,8 @@ def _row(plan: BenchPlan, layer: Layer, tier: Tier, layout: str, method: Method)
         "backend": method.backend(plan.device), "device": plan.device.type,
         "c": layer.c, "hw": layer.hw, "k": layer.k, "rs": layer.rs, "stride": layer.stride,
         "padding": layer.padding, "dilation": layer.dilation, "groups": layer.groups,
-        "flop": layer.flop(plan.batch), "ms": None, "tflops": None, "rel_err": None,
+        "flop": layer.flop(plan.batch), "ms": None, "host_us": None, "tflops": None,
+        "rel_err": None,
         "max_rel_err": tier.max_rel_err, "within_tier": False, "status": "error",
         "input_mib": None, "weight_mib": None, "output_mib": None, "peak_mib": None,
         "extra_mib": None, "analytic_extra_mib": None, "ceiling_tflops": None,

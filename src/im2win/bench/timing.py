@@ -53,5 +53,22 @@ class CudaTimer:
         return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends, strict=True))
 
 
+def host_ms(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
+    """Median milliseconds until a call of `fn` returns, each started with the device idle.
+
+    On a GPU, where work is queued and runs later, that is the call's host time (checks,
+    allocation, launches) whatever the GPU takes; on a CPU it is the whole call.
+    """
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    sync()
+    return statistics.median(times)
+
+
 def timer_for(device: torch.device) -> CpuTimer | CudaTimer:
     return CudaTimer(device) if device.type == "cuda" else CpuTimer()
