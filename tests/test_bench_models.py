@@ -241,7 +241,9 @@ def test_flop_share_counts_the_convs_that_convert_leaves_alone():
     share, gflop = suite.flop_share(model, x, suite.MODES["eager-fp32"])
     ours, theirs = conv_flop(2)
     assert gflop == pytest.approx((ours + theirs) / 1e9)
-    assert share == pytest.approx(ours / (ours + theirs))
+    # conv1 ran an im2win kernel where kernels are interpreted (a GPU machine's CPU runs the
+    # plain-PyTorch reference, which is not one).
+    assert share == pytest.approx(ours / (ours + theirs) if kernels.interpreted() else 0.0)
 
 
 def test_train_arm_returns_the_logits_before_the_update():
