@@ -102,7 +102,8 @@ def check_tensors(epilogue: Epilogue, scale, residual, *, output_shape: tuple[in
         if tuple(scale.shape) != (k,):
             raise ValueError(f"scale must have shape ({k},), got {tuple(scale.shape)}")
         if scale.dtype not in (dtype, torch.float32):
-            raise TypeError(f"scale dtype must be {dtype} or torch.float32, got {scale.dtype}")
+            allowed = " or ".join(dict.fromkeys(map(str, (dtype, torch.float32))))
+            raise TypeError(f"scale dtype must be {allowed}, got {scale.dtype}")
         if scale.device != device:
             raise ValueError(f"scale is on {scale.device} but input is on {device}")
     if epilogue.residual:

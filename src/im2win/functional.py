@@ -222,8 +222,8 @@ def _fused_unfused(input, weight, bias, stride, padding, dilation, groups, *, sc
     params = conv_params(stride, padding, dilation, groups, kernel_size=tuple(weight.shape[2:]))
     unbatched = input.dim() == 3
     x = input.unsqueeze(0) if unbatched else input
+    check_epilogue_backend(backend, epilogue)
     real = resolve_backend(backend, x.device, x.dtype)
-    check_epilogue_backend(real, epilogue)
     dtypes = SUPPORTED_DTYPES + ((torch.float64,) if real == "reference" else ())
     check_conv_args(x, weight, bias, params, dtypes=dtypes)
     shape = (x.shape[0], weight.shape[0], *params.output_size(*x.shape[2:], *weight.shape[2:]))

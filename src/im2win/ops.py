@@ -98,7 +98,8 @@ def _fused_reference_forward(x, weight, bias, scale, residual, *, params: ConvPa
 
 
 def check_epilogue_backend(backend: str, epilogue: Epilogue) -> None:
-    """The paper's kernel has no epilogue; every other backend runs one."""
+    """The paper's kernel has no epilogue; every other backend runs one. `backend` as asked
+    for, or resolved: 'paper' is the same either way."""
     if backend == "paper" and not epilogue.empty:
         raise ValueError(
             f"backend='paper' runs the paper's kernel alone: it takes no epilogue, got "

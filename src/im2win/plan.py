@@ -266,8 +266,8 @@ def make_plan(input, weight, bias, params: ConvParams, *, precision, backend, wi
         check_tensor("bias", bias, dims=(1,))
     unbatched = input.dim() == 3
     x = input.unsqueeze(0) if unbatched else input
-    requested, backend = backend, resolve_backend(backend, x.device, x.dtype)
     check_epilogue_backend(backend, epilogue)
+    requested, backend = backend, resolve_backend(backend, x.device, x.dtype)
     dtypes = SUPPORTED_DTYPES + ((torch.float64,) if backend == "reference" else ())
     check_conv_args(x, weight, bias, params, dtypes=dtypes)
     problem = ConvProblem.of(x, weight, params, MathMode.of(x.dtype, precision), epilogue)

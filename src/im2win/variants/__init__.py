@@ -55,8 +55,8 @@ def choose(
     that take the problem's epilogue are considered."""
     if config is not None:
         variant = pinned_variant(config, windows)
-        config = variant.check_config(config)
         check_takes_epilogue(variant, problem.epilogue)
+        config = variant.check_config(config)
         if not variant.supports(problem, target) or windows not in (None, variant.windows):
             raise ValueError(variant.unsupported(problem, target, windows))
         return _complete(variant, config, problem, target, "pinned", autotune)
