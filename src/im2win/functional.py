@@ -158,8 +158,9 @@ def conv2d_fused(
     Calls that record gradients (grad enabled and any tensor requiring it) and calls under
     `torch.compile`, `torch.export`, functorch transforms or dispatch modes compute the same
     math unfused: `conv2d` (whose gradients and tracing are its own), then the epilogue in
-    PyTorch ops, so gradients are exact and the whole traces. A fused operator for those
-    comes later. Under autocast, input, weight, bias and residual are cast as for `conv2d`.
+    PyTorch ops, so gradients are exact and the call traces as a whole. A fused operator
+    for those comes later. Under autocast, input, weight, bias and residual are cast as for
+    `conv2d`.
     """
     if _no_epilogue(scale, activation, residual, residual_after_activation):
         return conv2d(input, weight, bias, stride, padding, dilation, groups, precision=precision,
@@ -176,7 +177,7 @@ def conv2d_fused(
             return plan.fused(input, weight, bias, scale, residual)
     else:
         input, weight, bias, residual = _autocast_fused(input, weight, bias, residual)
-    return _fused_unfused(
+    return _conv_then_epilogue(
         input, weight, bias, stride, padding, dilation, groups, scale=scale,
         activation=activation, residual=residual,
         residual_after_activation=residual_after_activation, precision=precision,
@@ -209,9 +210,9 @@ def _autocast_fused(input, weight, bias, residual):
     return tuple(_autocast(t, device_type, dtype) for t in (input, weight, bias, residual))
 
 
-def _fused_unfused(input, weight, bias, stride, padding, dilation, groups, *, scale,
-                   activation, residual, residual_after_activation, precision, backend,
-                   windows, config) -> torch.Tensor:  # fmt: skip
+def _conv_then_epilogue(input, weight, bias, stride, padding, dilation, groups, *, scale,
+                        activation, residual, residual_after_activation, precision, backend,
+                        windows, config) -> torch.Tensor:  # fmt: skip
     """`conv2d_fused` as `conv2d` and then the epilogue in PyTorch ops: differentiable and
     traceable. Checks the arguments as a plan would."""
     epilogue = epilogue_of(scale, activation, residual, residual_after_activation)
@@ -291,7 +292,8 @@ def explain(
     activation and residual), made and kept as a call would make it (no convolution runs;
     autotuning, when on, times its candidates as a first call would): the problem as the
     library sees it (its epilogue too), the backend, and the kernel variant and config
-    chosen. `print(im2win.explain(x, w, padding=1))` shows them."""
+    chosen (a fused call that records gradients runs PyTorch ops instead: `conv2d_fused`).
+    `print(im2win.explain(x, w, padding=1))` shows them."""
     if _no_epilogue(scale, activation, residual, residual_after_activation):
         return conv2d_plan(
             input, weight, bias, stride, padding, dilation, groups,
