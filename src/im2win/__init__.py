@@ -1,12 +1,13 @@
 """im2win: 2D convolution on NVIDIA GPUs through the image-to-window layout, in Triton."""
 
 from . import nn
-from .functional import conv2d, explain, transform, transform_filter
+from .functional import conv2d, conv2d_fused, explain, transform, transform_filter
 from .nn import convert, warmup
 
 __version__ = "0.1.0"
 __all__ = [
     "conv2d",
+    "conv2d_fused",
     "convert",
     "explain",
     "nn",

@@ -1,5 +1,6 @@
-"""The public functions: `conv2d` (the `torch.nn.functional.conv2d` contract), `explain` (the
-plan a call runs), `transform` and `transform_filter` (the im2win layouts themselves)."""
+"""The public functions: `conv2d` (the `torch.nn.functional.conv2d` contract), `conv2d_fused`
+(the same with a fused epilogue), `explain` (the plan a call runs), `transform` and
+`transform_filter` (the im2win layouts themselves)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,21 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-from .op import autocast_inputs, conv2d_op
-from .ops import resolve_backend, window_transform
-from .params import SUPPORTED_DTYPES, as_pair, check_tensor, conv_params, is_channels_last
-from .plan import Conv2dPlan, conv2d_plan
+from .epilogue import apply, check_tensors, epilogue_of
+from .op import _autocast, autocast_inputs, conv2d_op
+from .ops import check_epilogue_backend, resolve_backend, window_transform
+from .params import (
+    SUPPORTED_DTYPES,
+    as_pair,
+    check_conv_args,
+    check_tensor,
+    conv_params,
+    is_channels_last,
+    output_channels_last,
+)  # fmt: skip
+from .plan import Conv2dPlan, conv2d_plan, fused_plan
 from .reference import filter_reference
+from .variants import check_takes_epilogue, pinned_variant
 from .variants.aten import prefers_aten
 
 
@@ -95,6 +106,142 @@ def conv2d(
     return y.squeeze(0) if input.dim() == 3 else y
 
 
+def conv2d_fused(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups: int = 1,
+    *,
+    scale: torch.Tensor | None = None,
+    activation: str | None = None,
+    residual: torch.Tensor | None = None,
+    residual_after_activation: bool = False,
+    precision: str | None = None,
+    backend: str = "auto",
+    windows: str | None = None,
+    config: dict | None = None,
+) -> torch.Tensor:
+    """`conv2d` with an epilogue fused into its store: a folded batch norm (or a bias), an
+    activation and a residual, as inference runs them after a convolution.
+
+    Per output channel k at output pixel (n, p, q), on the fp32 accumulator `acc`:
+
+        y = acc * scale[k] + bias[k]     (each only if given)
+        y = act(y + residual[n, k, p, q])         residual_after_activation=False
+        y = act(y) + residual[n, k, p, q]         residual_after_activation=True
+        output = y, cast once to the output dtype
+
+    all in fp32 (float64 for float64 inputs), rounded once at the end. A batch norm folds
+    in as scale = gamma / sqrt(running_var + eps), bias = beta - running_mean * scale (plus
+    the conv's bias times scale).
+
+    Arguments as `conv2d` takes them (its docstring), plus:
+      `scale`: [K] per output channel, on the input's device, in its dtype or float32.
+      `activation`: None, 'relu', 'relu6' (clamp to [0, 6]), 'silu' (x * sigmoid(x)),
+        'gelu' (exact, the erf form: F.gelu's default), 'hardswish'
+        (x * clamp(x + 3, 0, 6) / 6) or 'sigmoid'.
+      `residual`: a tensor of the output's shape, dtype and device (any strides, read in
+        place), added before the activation, or after it with `residual_after_activation`.
+    The output has the input's dtype (a separate output dtype is for a later version) and
+    PyTorch's memory format, as `conv2d`'s. With none of scale, activation and residual it
+    is `conv2d`.
+
+    Which kernels run the epilogue: the pointer kernel (streamed or materialized windows,
+    both reduction loops; under split-K the sum of the slices runs it) and, under
+    backend='auto', PyTorch's own convolution followed by the epilogue in PyTorch ops
+    (`im2win.explain(..., activation=...)` shows which); the reference backend computes it in
+    PyTorch ops; backend='paper' refuses it. A `config` pinning any other variant raises.
+
+    Calls that record gradients (grad enabled and any tensor requiring it) and calls under
+    `torch.compile`, `torch.export`, functorch transforms or dispatch modes compute the same
+    math unfused: `conv2d` (whose gradients and tracing are its own), then the epilogue in
+    PyTorch ops, so gradients are exact and the call traces as a whole. A fused operator
+    for those comes later. Under autocast, input, weight, bias and residual are cast as for
+    `conv2d`.
+    """
+    if _no_epilogue(scale, activation, residual, residual_after_activation):
+        return conv2d(input, weight, bias, stride, padding, dilation, groups, precision=precision,
+                      backend=backend, windows=windows, config=config)  # fmt: skip
+    if config is not None or _direct(input):
+        if torch._C._is_any_autocast_enabled():
+            input, weight, bias, residual = _autocast_fused(input, weight, bias, residual)
+        if not _records_grad(input, weight, bias, scale, residual):
+            plan = fused_plan(
+                input, weight, bias, scale, residual, stride, padding, dilation, groups,
+                activation=activation, residual_after_activation=residual_after_activation,
+                precision=precision, backend=backend, windows=windows, config=config,
+            )  # fmt: skip
+            return plan.fused(input, weight, bias, scale, residual)
+    else:
+        input, weight, bias, residual = _autocast_fused(input, weight, bias, residual)
+    return _conv_then_epilogue(
+        input, weight, bias, stride, padding, dilation, groups, scale=scale,
+        activation=activation, residual=residual,
+        residual_after_activation=residual_after_activation, precision=precision,
+        backend=backend, windows=windows, config=config,
+    )  # fmt: skip
+
+
+def _no_epilogue(scale, activation, residual, residual_after_activation) -> bool:
+    """Whether `conv2d_fused`'s epilogue arguments are all their defaults: a plain conv2d."""
+    return (scale is None and activation is None and residual is None
+            and residual_after_activation is False)  # fmt: skip
+
+
+def _records_grad(*tensors) -> bool:
+    """Whether autograd would record a graph through any of `tensors`."""
+    return torch.is_grad_enabled() and any(
+        isinstance(t, torch.Tensor) and t.requires_grad for t in tensors
+    )
+
+
+def _autocast_fused(input, weight, bias, residual):
+    """The tensors as autocast gives them to conv2d, and the residual alike (it must match
+    the output)."""
+    if not isinstance(input, torch.Tensor):  # for check_tensor to name
+        return input, weight, bias, residual
+    device_type = input.device.type
+    if not torch.is_autocast_enabled(device_type):
+        return input, weight, bias, residual
+    dtype = torch.get_autocast_dtype(device_type)
+    return tuple(_autocast(t, device_type, dtype) for t in (input, weight, bias, residual))
+
+
+def _conv_then_epilogue(input, weight, bias, stride, padding, dilation, groups, *, scale,
+                        activation, residual, residual_after_activation, precision, backend,
+                        windows, config) -> torch.Tensor:  # fmt: skip
+    """`conv2d_fused` as `conv2d` and then the epilogue in PyTorch ops: differentiable and
+    traceable. Checks the arguments as a plan would."""
+    epilogue = epilogue_of(scale, activation, residual, residual_after_activation)
+    check_tensor("input", input, dims=(3, 4))
+    check_tensor("weight", weight, dims=(4,))
+    if bias is not None:
+        check_tensor("bias", bias, dims=(1,))
+    params = conv_params(stride, padding, dilation, groups, kernel_size=tuple(weight.shape[2:]))
+    unbatched = input.dim() == 3
+    x = input.unsqueeze(0) if unbatched else input
+    check_epilogue_backend(backend, epilogue)
+    real = resolve_backend(backend, x.device, x.dtype)
+    dtypes = SUPPORTED_DTYPES + ((torch.float64,) if real == "reference" else ())
+    check_conv_args(x, weight, bias, params, dtypes=dtypes)
+    shape = (x.shape[0], weight.shape[0], *params.output_size(*x.shape[2:], *weight.shape[2:]))
+    check_tensors(epilogue, scale, residual, output_shape=shape[1:] if unbatched else shape,
+                  dtype=x.dtype, device=x.device)  # fmt: skip
+    if config is not None:
+        check_takes_epilogue(pinned_variant(config, windows), epilogue)
+    acc = conv2d(x, weight, None, stride, padding, dilation, groups, precision=precision,
+                 backend=backend, windows=windows, config=config)  # fmt: skip
+    if unbatched and residual is not None:
+        residual = residual.unsqueeze(0)
+    y = apply(acc, epilogue, scale=scale, bias=bias, residual=residual)
+    fmt = torch.channels_last if output_channels_last(x, weight) else torch.contiguous_format
+    y = y.contiguous(memory_format=fmt)
+    return y.squeeze(0) if unbatched else y
+
+
 def _traced_as_aten(input, params, backend: str, windows: str | None) -> bool:
     """Under `torch.compile`, a 16-bit GPU layer that `backend='auto'` would hand to PyTorch's
     convolution is traced as one, so the compiler treats it as in the stock model (fuses
@@ -136,13 +283,25 @@ def explain(
     backend: str = "auto",
     windows: str | None = None,
     config: dict | None = None,
+    scale: torch.Tensor | None = None,
+    activation: str | None = None,
+    residual: torch.Tensor | None = None,
+    residual_after_activation: bool = False,
 ) -> Conv2dPlan:
-    """The plan `conv2d` runs for these arguments, made and kept as a call would make it (no
-    convolution runs; autotuning, when on, times its candidates as a first call would): the
-    problem as the library sees it, the backend, and the kernel variant and config chosen.
+    """The plan `conv2d` runs for these arguments (`conv2d_fused`, given any of its scale,
+    activation and residual), made and kept as a call would make it (no convolution runs;
+    autotuning, when on, times its candidates as a first call would): the problem as the
+    library sees it (its epilogue too), the backend, and the kernel variant and config
+    chosen (a fused call that records gradients runs PyTorch ops instead: `conv2d_fused`).
     `print(im2win.explain(x, w, padding=1))` shows them."""
-    return conv2d_plan(
-        input, weight, bias, stride, padding, dilation, groups,
+    if _no_epilogue(scale, activation, residual, residual_after_activation):
+        return conv2d_plan(
+            input, weight, bias, stride, padding, dilation, groups,
+            precision=precision, backend=backend, windows=windows, config=config,
+        )  # fmt: skip
+    return fused_plan(
+        input, weight, bias, scale, residual, stride, padding, dilation, groups,
+        activation=activation, residual_after_activation=residual_after_activation,
         precision=precision, backend=backend, windows=windows, config=config,
     )  # fmt: skip
 

@@ -3,8 +3,10 @@
 Backends:
   "triton"    the im2win Triton kernels (CUDA tensors, or CPU tensors under TRITON_INTERPRET=1),
               one variant chosen per call signature (`variants/`)
-  "reference" the plain-PyTorch definition in `reference.py` (any device; fp32 accumulation)
-  "paper"     the paper's CUDA kernel (`im2win.paper`): fp32 IEEE, groups 1, CUDA only
+  "reference" the plain-PyTorch definition in `reference.py` (any device; fp32 accumulation),
+              a fused epilogue in PyTorch ops after it
+  "paper"     the paper's CUDA kernel (`im2win.paper`): fp32 IEEE, groups 1, CUDA only, no
+              epilogue
   "auto"      "triton" where it can run, with PyTorch's own convolution among its choices
               (`variants/aten.py`), else "reference"; float64 always "reference"
 """
@@ -16,6 +18,7 @@ import functools
 import torch
 
 from . import kernels, paper, tuning
+from .epilogue import Epilogue, apply
 from .params import ConvParams
 from .problem import ConvProblem, MathMode
 from .reference import conv2d_reference, transform_reference
@@ -58,6 +61,10 @@ def plan_forward(
     PyTorch's own convolution may be it, and gives PyTorch's format itself)."""
     params = problem.params
     if backend == "reference":
+        if not problem.epilogue.empty:
+            return functools.partial(_fused_reference_forward, params=params,
+                                     epilogue=problem.epilogue,
+                                     memory_format=memory_format), None  # fmt: skip
         return functools.partial(_reference_forward, params=params,
                                  memory_format=memory_format), None  # fmt: skip
     out = dict(size=problem.output_shape, dtype=problem.dtype, device=x.device,
@@ -79,6 +86,25 @@ def _reference_forward(x, weight, bias, *, params: ConvParams, memory_format):
     up = [t if t is None else t.to(compute) for t in (x, weight, bias)]
     y = conv2d_reference(*up, params).to(x.dtype)
     return y.contiguous(memory_format=memory_format)
+
+
+def _fused_reference_forward(x, weight, bias, scale, residual, *, params: ConvParams,
+                             epilogue: Epilogue, memory_format):  # fmt: skip
+    """The reference convolution (fp32 accumulation for 16-bit), then the epilogue on it."""
+    compute = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    acc = conv2d_reference(x.to(compute), weight.to(compute), None, params)
+    y = apply(acc, epilogue, scale=scale, bias=bias, residual=residual, dtype=x.dtype)
+    return y.contiguous(memory_format=memory_format)
+
+
+def check_epilogue_backend(backend: str, epilogue: Epilogue) -> None:
+    """The paper's kernel has no epilogue; every other backend runs one. `backend` as asked
+    for, or resolved: 'paper' is the same either way."""
+    if backend == "paper" and not epilogue.empty:
+        raise ValueError(
+            f"backend='paper' runs the paper's kernel alone: it takes no epilogue, got "
+            f"'{epilogue}' (use backend 'auto', 'triton' or 'reference')"
+        )
 
 
 def check_paper_args(problem: ConvProblem) -> None:

@@ -20,7 +20,8 @@ import torch
 
 from . import tuning
 from .autograd import Conv2dFunction
-from .ops import WINDOWS, plan_forward, resolve_backend
+from .epilogue import NONE, Epilogue, apply, check_tensors, epilogue_of
+from .ops import WINDOWS, check_epilogue_backend, plan_forward, resolve_backend
 from .params import (
     SUPPORTED_DTYPES,
     ConvParams,
@@ -67,6 +68,17 @@ class Conv2dPlan:
             y = Conv2dFunction.apply(x, weight, bias, self)
         return y.squeeze(0) if self.unbatched else y
 
+    def fused(self, input, weight, bias, scale, residual):
+        """A call of a plan with an epilogue (`conv2d_fused`): `scale` and `residual` as
+        `problem.epilogue` asks for them. Records no gradients: calls that need them run
+        PyTorch ops instead."""
+        if _TRACE is not None:
+            _TRACE.append(self)
+        if self.unbatched:
+            residual = None if residual is None else residual.unsqueeze(0)
+            return self.launch(input.unsqueeze(0), weight, bias, scale, residual).squeeze(0)
+        return self.launch(input, weight, bias, scale, residual)
+
     @property
     def uses_im2win(self) -> bool:
         """Whether an im2win kernel runs the call (not PyTorch's own convolution, not the
@@ -86,7 +98,8 @@ class Conv2dPlan:
         if self.problem.n == 0:
             runs = "nothing: an empty batch"
         elif self.problem.outputs == 0 or self.problem.reduction == 0:
-            runs = "nothing to multiply: an output of zeros (plus bias)"
+            then = "" if self.problem.epilogue.empty else ", then the epilogue"
+            runs = f"nothing to multiply: an output of zeros (plus bias{then})"
         else:
             runs = str(self.choice) if self.choice else f"the {self.backend} backend"
         return f"{self.problem}\n{textwrap.indent(runs, '  ')}"
@@ -141,6 +154,48 @@ def conv2d_plan(input, weight, bias, stride, padding, dilation, groups, *, preci
                          windows=windows, config=config)  # fmt: skip
         _keep(key, plan)
     return plan
+
+
+def fused_plan(input, weight, bias, scale, residual, stride, padding, dilation, groups, *,
+               activation, residual_after_activation, precision, backend, windows,
+               config) -> Conv2dPlan:  # fmt: skip
+    """`conv2d_plan` for a call with an epilogue (`conv2d_fused`): the key adds the
+    activation, where the residual joins, and the scale's and residual's signatures."""
+    key = None
+    if config is None:
+        conv = signature(input, weight, bias, (stride, padding, dilation, groups, precision,
+                                               backend, windows))  # fmt: skip
+        extra = _epilogue_key(scale, activation, residual, residual_after_activation)
+        key = None if conv is None or extra is None else (conv, extra)
+    plan = None if key is None else _PLANS.get(key)
+    if plan is None:
+        epilogue = epilogue_of(scale, activation, residual, residual_after_activation)
+        check_tensor("input", input, dims=(3, 4))
+        check_tensor("weight", weight, dims=(4,))
+        params = conv_params(stride, padding, dilation, groups,
+                             kernel_size=tuple(weight.shape[2:]))  # fmt: skip
+        plan = make_plan(input, weight, bias, params, precision=precision, backend=backend,
+                         windows=windows, config=config, epilogue=epilogue, scale=scale,
+                         residual=residual)  # fmt: skip
+        _keep(key, plan)
+    return plan
+
+
+def _epilogue_key(scale, activation, residual, residual_after_activation) -> tuple | None:
+    """The epilogue's part of a plan key, or None where an argument is not plainly typed."""
+    if not (activation is None or type(activation) is str):
+        return None
+    if type(residual_after_activation) is not bool:
+        return None
+    keys = []
+    for t in (scale, residual):
+        if t is None:
+            keys.append(None)
+        elif type(t) in _PLAIN_TENSORS and t.layout is _STRIDED:
+            keys.append((t.shape, t.stride(), t.dtype, t.device, t.data_ptr() % 16))
+        else:
+            return None
+    return (activation, residual_after_activation, *keys)
 
 
 def params_plan(input, weight, bias, params: ConvParams, *, precision, backend,
@@ -200,18 +255,24 @@ def signature(input, weight, bias, arguments: tuple) -> tuple | None:
 
 
 def make_plan(input, weight, bias, params: ConvParams, *, precision, backend, windows,
-              config) -> Conv2dPlan:  # fmt: skip
-    """Validate a call's arguments and make every choice for their signature."""
+              config, epilogue: Epilogue = NONE, scale=None,
+              residual=None) -> Conv2dPlan:  # fmt: skip
+    """Validate a call's arguments and make every choice for their signature; with an
+    `epilogue`, a plan whose launch takes its `scale` and `residual` too
+    (`Conv2dPlan.fused`)."""
     check_tensor("input", input, dims=(3, 4))
     check_tensor("weight", weight, dims=(4,))
     if bias is not None:
         check_tensor("bias", bias, dims=(1,))
     unbatched = input.dim() == 3
     x = input.unsqueeze(0) if unbatched else input
+    check_epilogue_backend(backend, epilogue)
     requested, backend = backend, resolve_backend(backend, x.device, x.dtype)
     dtypes = SUPPORTED_DTYPES + ((torch.float64,) if backend == "reference" else ())
     check_conv_args(x, weight, bias, params, dtypes=dtypes)
-    problem = ConvProblem.of(x, weight, params, MathMode.of(x.dtype, precision))
+    problem = ConvProblem.of(x, weight, params, MathMode.of(x.dtype, precision), epilogue)
+    shape = problem.output_shape[1:] if unbatched else problem.output_shape
+    check_tensors(epilogue, scale, residual, output_shape=shape, dtype=x.dtype, device=x.device)
     if windows not in (None, *WINDOWS):
         raise ValueError(f"windows must be one of {WINDOWS} or None, got {windows!r}")
     if config is not None and not isinstance(config, dict):
@@ -233,10 +294,16 @@ def make_plan(input, weight, bias, params: ConvParams, *, precision, backend, wi
 
 
 def _empty_sum(problem: ConvProblem, fmt: torch.memory_format) -> Launch:
-    """An output with no elements, or with no input channels to sum: zeros, plus bias."""
+    """An output with no elements, or with no input channels to sum: zeros, plus bias (then
+    the epilogue)."""
 
     def launch(x, weight, bias):
         y = torch.empty(problem.output_shape, dtype=x.dtype, device=x.device, memory_format=fmt)
         return y.fill_(0) if bias is None else y.copy_(bias.view(1, -1, 1, 1).expand_as(y))
 
-    return launch
+    def fused(x, weight, bias, scale, residual):
+        y = torch.empty(problem.output_shape, dtype=x.dtype, device=x.device, memory_format=fmt)
+        acc = torch.zeros(problem.output_shape, dtype=x.dtype, device=x.device)
+        return y.copy_(apply(acc, problem.epilogue, scale=scale, bias=bias, residual=residual))
+
+    return launch if problem.epilogue.empty else fused

@@ -3,7 +3,8 @@ passed down to every choice and launch.
 
 `MathMode` is how the reduction multiplies (IEEE fp32, 3xTF32, TF32, fp16, bf16);
 `ConvProblem` is everything the choices read of a call: shapes, geometry, math mode, layout,
-the input's strides and alignment. Both are plain values: no tensors, no device.
+the input's strides and alignment, and the fused epilogue. Both are plain values: no tensors,
+no device.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from .epilogue import NONE, Epilogue
 from .params import ConvParams, is_channels_last
 
 
@@ -116,15 +118,16 @@ class ConvProblem:
     channels_last: bool
     x_strides: tuple[int, int, int, int]  # the input's, in elements, (n, c, h, w) order
     aligned: bool  # the input starts on a 16-byte boundary
+    epilogue: Epilogue = NONE  # what follows the bias before the store (epilogue.py)
 
     @classmethod
-    def of(cls, x: torch.Tensor, weight: torch.Tensor, params: ConvParams,
-           math: MathMode) -> ConvProblem:  # fmt: skip
+    def of(cls, x: torch.Tensor, weight: torch.Tensor, params: ConvParams, math: MathMode,
+           epilogue: Epilogue = NONE) -> ConvProblem:  # fmt: skip
         """The problem of a checked 4-D input and its weight."""
         return cls(
             *x.shape, *weight.shape[:1], *weight.shape[2:], params=params, math=math,
             channels_last=is_channels_last(x), x_strides=tuple(x.stride()),
-            aligned=x.data_ptr() % 16 == 0,
+            aligned=x.data_ptr() % 16 == 0, epilogue=epilogue,
         )  # fmt: skip
 
     def staged(self, images: int) -> ConvProblem:
@@ -218,8 +221,9 @@ class ConvProblem:
         params = self.params
         geometry = f"stride {params.stride}, padding {params.padding}, dilation {params.dilation}"
         groups = f", groups {self.groups}" if self.groups > 1 else ""
+        epilogue = "" if self.epilogue.empty else f", epilogue: {self.epilogue}"
         return (
             f"{self.r}x{self.s} conv {self.c} -> {self.k} channels{groups}, "
             f"{self.h}x{self.w} -> {self.p}x{self.q}, batch {self.n}, {self.layout}, "
-            f"{self.math.value}, {geometry}"
+            f"{self.math.value}, {geometry}{epilogue}"
         )

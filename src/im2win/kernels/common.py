@@ -37,6 +37,59 @@ def channel_bias(bias_ptr, channel, channel_ok, stride_b):
 
 
 @triton.jit
+def activation(x, ACTIVATION: tl.constexpr):
+    """`ACTIVATION` ('' for none, or one of epilogue.ACTIVATIONS) of fp32 `x`, as PyTorch's
+    (GELU exact: the erf form)."""
+    if ACTIVATION == "relu":
+        x = tl.maximum(x, 0.0)
+    elif ACTIVATION == "relu6":
+        x = tl.minimum(tl.maximum(x, 0.0), 6.0)
+    elif ACTIVATION == "silu":
+        x = x * tl.sigmoid(x)
+    elif ACTIVATION == "gelu":
+        x = 0.5 * x * (1.0 + tl.math.erf(x * 0.7071067811865476))  # x / sqrt(2)
+    elif ACTIVATION == "hardswish":
+        x = x * (tl.minimum(tl.maximum(x + 3.0, 0.0), 6.0) / 6.0)
+    elif ACTIVATION == "sigmoid":
+        x = tl.sigmoid(x)
+    return x
+
+
+@triton.jit
+def apply_epilogue(
+    acc, n, p, q, channel, channel_ok, mask,
+    bias_ptr, scale_ptr, res_ptr,
+    stride_b, stride_s, stride_rn, stride_rk, stride_rp, stride_rq,
+    HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, ACTIVATION: tl.constexpr,
+    RESIDUAL: tl.constexpr,
+):  # fmt: skip
+    """fp32 `acc` through the fused epilogue (`epilogue.py`): * scale[k] + bias[k], then the
+    residual ('before' or 'after' the activation; '' for none), read with its own strides.
+
+    Every index broadcasts against `acc`: a [BLOCK_M, BLOCK_N] tile takes pixels (n, p, q)
+    as [BLOCK_M, 1] and `channel` as [1, BLOCK_N]; a flat block takes them all as [BLOCK].
+    `mask` says which elements are outputs. With nothing but a bias it is just the bias.
+    """
+    if HAS_SCALE:
+        acc = acc * tl.load(scale_ptr + channel * stride_s, mask=channel_ok, other=0.0).to(
+            tl.float32
+        )
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + channel * stride_b, mask=channel_ok, other=0.0).to(tl.float32)
+    if RESIDUAL != "":
+        res_off = (n * stride_rn + p * stride_rp + q * stride_rq) + channel * stride_rk
+        residual = tl.load(res_ptr + res_off, mask=mask, other=0.0).to(tl.float32)
+        if RESIDUAL == "before":
+            acc += residual
+        acc = activation(acc, ACTIVATION)
+        if RESIDUAL == "after":
+            acc += residual
+    else:
+        acc = activation(acc, ACTIVATION)
+    return acc
+
+
+@triton.jit
 def store_output(
     y_ptr, acc, n, p, q, channel, pixel_ok, channel_ok,
     stride_yn, stride_yk, stride_yp, stride_yq,

@@ -33,9 +33,10 @@ import torch
 import triton
 import triton.language as tl
 
+from ..epilogue import NONE
 from ..problem import ConvProblem
 from . import split_k
-from .common import channel_bias, inside, output_pixel, store_output, window_corner
+from .common import apply_epilogue, inside, output_pixel, store_output, window_corner
 from .launch import launch
 from .sizes import cdiv
 
@@ -64,21 +65,28 @@ def _dot_tf32x3(a, b_hi, b_lo, acc):
     return acc + tl.dot(a_hi, b_hi, step, input_precision="tf32")
 
 
-@triton.heuristics({"HAS_BIAS": lambda args: args["bias_ptr"] is not None})
+@triton.heuristics({
+    "HAS_BIAS": lambda args: args["bias_ptr"] is not None,
+    "HAS_SCALE": lambda args: args["scale_ptr"] is not None,
+})  # fmt: skip
 @triton.jit
 def _conv2d_fwd_kernel(
-    win_ptr, filt_ptr, filt_lo_ptr, bias_ptr, y_ptr, red_ptr,
+    win_ptr, filt_ptr, filt_lo_ptr, bias_ptr, scale_ptr, res_ptr, y_ptr, red_ptr,
     N, CG, KG, H, W, R, S, P, Q,
     stride_an, stride_ag, stride_ap, stride_aq,
     stride_ac, stride_af, stride_ar, origin,
-    stride_fk, stride_b,
+    stride_fk, stride_b, stride_s,
     stride_yn, stride_yk, stride_yp, stride_yq,
+    stride_rn, stride_rk, stride_rp, stride_rq,
     stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w,
     LOOP: tl.constexpr,
     CONTIGUOUS_K: tl.constexpr,
     MASKED: tl.constexpr,
     WIDE_INDEX: tl.constexpr,
     HAS_BIAS: tl.constexpr,
+    HAS_SCALE: tl.constexpr,
+    ACTIVATION: tl.constexpr,
+    RESIDUAL: tl.constexpr,
     PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
     SPLIT_K: tl.constexpr,
@@ -157,8 +165,13 @@ def _conv2d_fwd_kernel(
             acc = tl.dot(a, b, acc, input_precision=PRECISION)
 
     channel = group * KG + kn  # [BLOCK_N]
-    if HAS_BIAS:
-        acc += channel_bias(bias_ptr, channel, kn_ok, stride_b)[None, :]
+    # Bias and the fused epilogue (none under split-K: split_k.finish runs them on the sum).
+    acc = apply_epilogue(
+        acc, n[:, None], p[:, None], q[:, None], channel[None, :], kn_ok[None, :],
+        m_ok[:, None] & kn_ok[None, :], bias_ptr, scale_ptr, res_ptr,
+        stride_b, stride_s, stride_rn, stride_rk, stride_rp, stride_rq,
+        HAS_BIAS, HAS_SCALE, ACTIVATION, RESIDUAL,
+    )  # fmt: skip
     if SPLIT_K > 1:  # the slice's own images of the workspace
         n += tl.program_id(1) * N
     store_output(y_ptr, acc, n, p, q, channel, m_ok, kn_ok,
@@ -271,17 +284,18 @@ LOOPS = ("flat", "channels")
 def pointer_launcher(
     problem: ConvProblem, *, loop: str, config: dict, interpreted: bool
 ) -> Callable[..., torch.Tensor]:  # fmt: skip
-    """`launch(windows, weight, bias, y, source)` filling `y` [N, K, P, Q] (any strides) from
-    the windows and the filter [K, Cg, R, S] of a call of `problem`'s signature: `windows` is
-    the tensor they are read from (the input, or the im2win tensor), `source(windows)` their
-    `WindowSource`.
+    """`launch(windows, weight, bias, y, source, scale=None, residual=None)` filling `y`
+    [N, K, P, Q] (any strides) from the windows and the filter [K, Cg, R, S] of a call of
+    `problem`'s signature: `windows` is the tensor they are read from (the input, or the
+    im2win tensor), `source(windows)` their `WindowSource`; `scale` [K] and `residual`
+    (y's shape, any strides) as `problem.epilogue` asks for them.
 
     What the signature fixes (the reduction table, grid, constexprs and every int argument)
     is worked out on the first call, from its tensors' geometry; later calls re-lay the
     filter and launch past Triton's dispatch (`launch.py`): host time.
     The flat loop walks each window in (f, r, c) order where the problem is channels-last,
     as NHWC windows lie, else (c, f, r). `config`: the tiles, and SPLIT_K slices of the
-    reduction (default 1, none).
+    reduction (default 1, none), summed by `split_k.finish` with the bias and epilogue.
     """
     if loop not in LOOPS:
         raise ValueError(f"loop must be one of {LOOPS}, got {loop!r}")
@@ -290,27 +304,35 @@ def pointer_launcher(
     order = "rfc" if loop == "channels" else "frc" if problem.channels_last else "cfr"
     tf32x3 = problem.math.precision == "tf32x3"
     fixed = None  # (int arguments, table, grid, constexprs), from the first call
-    slot = {}  # the compiled kernel, once launched
+    slot, finish_slot = {}, {}  # the compiled kernels, once launched
 
-    def launch_into(windows, weight, bias, y, source):
+    def launch_into(windows, weight, bias, y, source, scale=None, residual=None):
         nonlocal fixed
         filt = filt_lo = kernel_filter(weight, order)  # filt_lo: unused unless 3xTF32
         if tf32x3:
             filt, filt_lo = split_tf32(filt, weight)
-        out, out_bias = (split_k.workspace(splits, y), None) if splits > 1 else (y, bias)
+        if splits > 1:  # the slices' plain sums: bias and epilogue come with their sum
+            out, out_bias, out_scale, out_residual = split_k.workspace(splits, y), None, None, None
+        else:
+            out, out_bias, out_scale, out_residual = y, bias, scale, residual
         if fixed is None:
-            fixed = _fixed_arguments(source(windows), filt, out, out_bias, problem, loop,
-                                     config, splits, interpreted)  # fmt: skip
+            fixed = _fixed_arguments(source(windows), filt, out, out_bias, out_scale,
+                                     out_residual, problem, loop, config, splits,
+                                     interpreted)  # fmt: skip
         ints, table, grid, meta = fixed
-        args = (windows, filt, filt_lo, out_bias, out, table, *ints)
+        args = (windows, filt, filt_lo, out_bias, out_scale, out_residual, out, table, *ints)
         launch(_conv2d_fwd_kernel, grid, args, meta, slot)
-        return split_k.finish(out, splits, bias, y) if splits > 1 else y
+        if splits > 1:
+            return split_k.finish(out, splits, bias, y, scale, residual,
+                                  epilogue=problem.epilogue, slot=finish_slot)  # fmt: skip
+        return y
 
     return launch_into
 
 
 def _fixed_arguments(src: WindowSource, filt: torch.Tensor, out: torch.Tensor,
-                     out_bias: torch.Tensor | None, problem: ConvProblem, loop: str,
+                     out_bias: torch.Tensor | None, out_scale: torch.Tensor | None,
+                     out_residual: torch.Tensor | None, problem: ConvProblem, loop: str,
                      config: dict, splits: int, interpreted: bool) -> tuple:  # fmt: skip
     """`pointer_launcher`'s per-signature part: (int arguments, reduction table, grid,
     constexprs)."""
@@ -328,16 +350,20 @@ def _fixed_arguments(src: WindowSource, filt: torch.Tensor, out: torch.Tensor,
         *src.pixel_strides,
         *src.red_strides, src.origin,
         filt.stride(0), 0 if out_bias is None else out_bias.stride(0),
+        0 if out_scale is None else out_scale.stride(0),
         *out.stride(),
+        *((0,) * 4 if out_residual is None else out_residual.stride()),
         *params.stride, *problem.pad_top_left, *params.dilation,
     )  # fmt: skip
+    epilogue = problem.epilogue if splits == 1 else NONE
+    tensors = (src.tensor, filt, out) + (() if out_residual is None else (out_residual,))
     meta = dict(
         LOOP=loop,
         CONTIGUOUS_K=contiguous,
         MASKED=src.masked,
-        WIDE_INDEX=needs_wide_index(
-            (src.tensor, filt, out), n * p * q + config["BLOCK_M"], src.origin
-        ),
+        WIDE_INDEX=needs_wide_index(tensors, n * p * q + config["BLOCK_M"], src.origin),
+        ACTIVATION=epilogue.activation or "",
+        RESIDUAL=epilogue.residual or "",
         PRECISION=problem.math.precision,
         UPCAST=interpreted and src.tensor.dtype != torch.float32,
         SPLIT_K=splits,

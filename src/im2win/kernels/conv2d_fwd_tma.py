@@ -241,6 +241,7 @@ def tma_launcher(
     meta = dict(PRECISION=problem.math.precision, RASTER=raster, STRIDED=problem.strided,
                 SPLIT_K=splits, UPCAST=interpreted and problem.dtype != torch.float32,
                 **config)  # fmt: skip
+    finish_slot = None if slot is None else {}  # split_k.finish's kernel, as `slot`
 
     def launch_into(x, weight, bias, y):
         filt = kernel_filter(weight, "rfc")  # [K, R*S*Cg]
@@ -254,6 +255,6 @@ def tma_launcher(
             0 if out_bias is None else out_bias.stride(0), *out.stride(), *geometry,
         )  # fmt: skip
         launch(_conv2d_fwd_tma_kernel, grid, args, meta, slot)
-        return split_k.finish(out, splits, bias, y) if splits > 1 else y
+        return split_k.finish(out, splits, bias, y, slot=finish_slot) if splits > 1 else y
 
     return launch_into

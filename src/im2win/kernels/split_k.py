@@ -3,8 +3,9 @@
 Slice s of S runs steps [s*ceil(T/S), (s+1)*ceil(T/S)) of the T-step reduction and writes
 its partial output, bias-free, into images s*N .. s*N + N - 1 of a workspace [S*N, K, P, Q]
 in fp32 and the output's memory format. `finish` sums the slices in a fixed order (no
-atomics, so the result does not depend on scheduling), adds the bias and casts into the
-output, in one launch. How many slices a problem gets: `variants/splits.py`.
+atomics, so the result does not depend on scheduling), adds the bias, runs the fused
+epilogue (`epilogue.py`) and casts into the output, in one launch. How many slices a
+problem gets: `variants/splits.py`.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import torch
 import triton
 import triton.language as tl
 
+from ..epilogue import NONE, Epilogue, apply
 from ..params import is_channels_last
-from .common import channel_bias
+from .common import apply_epilogue, output_pixel
+from .launch import launch
 from .sizes import cdiv
 
 
@@ -28,8 +31,11 @@ def workspace(splits: int, y: torch.Tensor) -> torch.Tensor:
 
 @triton.jit
 def _sum_slices_kernel(
-    ws_ptr, bias_ptr, y_ptr, E, K, CHANNEL_STRIDE, stride_b,
-    SPLITS: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr,
+    ws_ptr, bias_ptr, scale_ptr, res_ptr, y_ptr,
+    E, K, P, Q, CHANNEL_STRIDE,
+    stride_b, stride_s, stride_rn, stride_rk, stride_rp, stride_rq,
+    SPLITS: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr,
+    ACTIVATION: tl.constexpr, RESIDUAL: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
     # Element e of every slice and of y in storage order (both laid out alike); its channel
     # is (e // CHANNEL_STRIDE) % K: CHANNEL_STRIDE is P*Q in NCHW, 1 in channels-last.
@@ -40,24 +46,47 @@ def _sum_slices_kernel(
     for _ in tl.static_range(SPLITS):  # pointers step by E in 64 bits: SPLITS * E may not fit 32
         total += tl.load(slice_ptr, mask=ok, other=0.0)
         slice_ptr += E
-    if HAS_BIAS:
-        total += channel_bias(bias_ptr, e // CHANNEL_STRIDE % K, ok, stride_b)
+    channel = e // CHANNEL_STRIDE % K
+    if RESIDUAL != "":  # e without its channel digit is the pixel (n*P + p)*Q + q
+        m = (e // (CHANNEL_STRIDE * K) * CHANNEL_STRIDE + e % CHANNEL_STRIDE).to(tl.int64)
+        n, p, q = output_pixel(m, P, Q)
+        channel = channel.to(tl.int64)  # the residual's offsets may pass 2**31
+    else:  # only the residual reads the pixel
+        n = e
+        p = e
+        q = e
+    total = apply_epilogue(
+        total, n, p, q, channel, ok, ok, bias_ptr, scale_ptr, res_ptr,
+        stride_b, stride_s, stride_rn, stride_rk, stride_rp, stride_rq,
+        HAS_BIAS, HAS_SCALE, ACTIVATION, RESIDUAL,
+    )  # fmt: skip
     tl.store(y_ptr + e, total.to(y_ptr.dtype.element_ty), mask=ok)
 
 
-def finish(ws: torch.Tensor, splits: int, bias: torch.Tensor | None, y: torch.Tensor):
-    """y = the sum of the slices in `ws` (+ bias), cast to y's dtype; returns y. One kernel
-    where y is dense in ws's layout (as `workspace` made it), PyTorch ops otherwise."""
+def finish(ws: torch.Tensor, splits: int, bias: torch.Tensor | None, y: torch.Tensor,
+           scale: torch.Tensor | None = None, residual: torch.Tensor | None = None, *,
+           epilogue: Epilogue = NONE, slot: dict | None = None) -> torch.Tensor:  # fmt: skip
+    """y = the sum of the slices in `ws` (+ bias, then `epilogue` with `scale` and
+    `residual`), cast to y's dtype; returns y. One kernel where y is dense in ws's layout
+    (as `workspace` made it), PyTorch ops otherwise. `slot`: see `launch.launch` (the
+    caller's, kept for one call signature)."""
     n, k, p, q = y.shape
     if ws[:n].stride() != y.stride():
         total = ws.view(splits, *y.shape).sum(0)
-        if bias is not None:
-            total += bias.view(1, -1, 1, 1)
-        return y.copy_(total)
+        if epilogue.empty:
+            if bias is not None:
+                total += bias.view(1, -1, 1, 1)
+            return y.copy_(total)
+        return y.copy_(apply(total, epilogue, scale=scale, bias=bias, residual=residual))
     elements, block = y.numel(), 1024
     channel_stride = 1 if y.stride(1) == 1 else p * q
-    _sum_slices_kernel[(cdiv(elements, block),)](
-        ws, bias, y, elements, k, channel_stride, 0 if bias is None else bias.stride(0),
-        SPLITS=splits, HAS_BIAS=bias is not None, BLOCK=block,
+    args = (
+        ws, bias, scale, residual, y, elements, k, p, q, channel_stride,
+        0 if bias is None else bias.stride(0), 0 if scale is None else scale.stride(0),
+        *((0,) * 4 if residual is None else residual.stride()),
     )  # fmt: skip
+    meta = dict(SPLITS=splits, HAS_BIAS=bias is not None, HAS_SCALE=scale is not None,
+                ACTIVATION=epilogue.activation or "", RESIDUAL=epilogue.residual or "",
+                BLOCK=block)  # fmt: skip
+    launch(_sum_slices_kernel, (cdiv(elements, block),), args, meta, slot)
     return y

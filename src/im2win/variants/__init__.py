@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from .. import tuning
+from ..epilogue import Epilogue
 from ..kernels import tma_block_k
 from ..kernels.sizes import next_power_of_2
 from ..problem import ConvProblem
@@ -50,16 +51,19 @@ def choose(
     """The variant and config to run `problem` on `target`: `config` pinned by the caller, or
     the heuristic's pick, or (`autotune`) the fastest candidate, measured once per shape
     class and cached on disk. `windows` restricts the choice to variants reading im2win
-    windows from that source; `aten` lets PyTorch's own convolution compete."""
+    windows from that source; `aten` lets PyTorch's own convolution compete. Only variants
+    that take the problem's epilogue are considered."""
     if config is not None:
         variant = pinned_variant(config, windows)
+        check_takes_epilogue(variant, problem.epilogue)
         config = variant.check_config(config)
         if not variant.supports(problem, target) or windows not in (None, variant.windows):
             raise ValueError(variant.unsupported(problem, target, windows))
         return _complete(variant, config, problem, target, "pinned", autotune)
     eligible = [
         v for v in VARIANTS
-        if (aten or v is not ATEN) and _reads(v, windows) and v.supports(problem, target)
+        if (aten or v is not ATEN) and _reads(v, windows) and v.takes_epilogue(problem.epilogue)
+        and v.supports(problem, target)
     ]  # fmt: skip
     if autotune:
         variant, config = _autotuned(problem, target, eligible)
@@ -69,6 +73,16 @@ def choose(
         if config is not None:
             return _complete(variant, config, problem, target, "heuristic", autotune)
     raise AssertionError(f"no variant chose a config for {problem}")  # the pointer always does
+
+
+def check_takes_epilogue(variant: Variant, epilogue: Epilogue) -> None:
+    """Raise ValueError where a pinned `variant` cannot run `epilogue`."""
+    if not variant.takes_epilogue(epilogue):
+        takers = tuple(v.name for v in VARIANTS if v.takes_epilogue(epilogue))
+        raise ValueError(
+            f"config: variant {variant.name!r} cannot run the epilogue '{epilogue}'; the "
+            f"variants that can: {takers}"
+        )
 
 
 def _reads(variant: Variant, windows: str | None) -> bool:
@@ -108,6 +122,7 @@ def _autotuned(problem: ConvProblem, target: Target, eligible: list[Variant]):
     problem's shapes, strides and dtype, and kept in the tuning cache."""
     candidates = [dict(c, VARIANT=v.name) for v in eligible for c in v.candidates(problem, target)]
     x, weight, bias = example_tensors(problem, target.device)
+    extra = epilogue_tensors(problem, target.device)  # (scale, residual) of an epilogue
     out = dict(size=problem.output_shape, dtype=problem.dtype, device=target.device)
 
     def measure(config: dict) -> float:
@@ -115,7 +130,7 @@ def _autotuned(problem: ConvProblem, target: Target, eligible: list[Variant]):
         variant = BY_NAME[tiles.pop("VARIANT")]
         choice = _complete(variant, tiles, problem, target, "autotuned", autotune=True)
         launch = variant.launch(problem, choice, target, out)
-        return tuning.median_ms(lambda: launch(x, weight, bias))
+        return tuning.median_ms(lambda: launch(x, weight, bias, *extra))
 
     best = tuning.tuned_config(tuning_key(problem, eligible, target), candidates, measure)
     return BY_NAME[best.pop("VARIANT")], best
@@ -130,15 +145,32 @@ def example_tensors(problem: ConvProblem, device: torch.device):
     return x, weight, torch.randn(problem.k, dtype=problem.dtype, device=device)
 
 
+def epilogue_tensors(problem: ConvProblem, device: torch.device) -> tuple:
+    """(scale, residual) to time candidates of a problem with an epilogue on (a dense
+    residual in the output's layout); () for a plain convolution."""
+    epilogue = problem.epilogue
+    if epilogue.empty:
+        return ()
+    scale = torch.randn(problem.k, dtype=problem.dtype, device=device) if epilogue.scaled else None
+    fmt = torch.channels_last if problem.channels_last else torch.contiguous_format
+    residual = torch.randn(problem.output_shape, dtype=problem.dtype, device=device).to(
+        memory_format=fmt
+    ) if epilogue.residual else None  # fmt: skip
+    return scale, residual
+
+
 def tuning_key(problem: ConvProblem, eligible: list[Variant], target: Target) -> str:
     """A few shape classes, not every shape: sizes rounded up to powers of two, with what the
-    eligible variants' choices read, on this GPU and Triton version."""
+    eligible variants' choices read (the epilogue, where there is one), on this GPU and
+    Triton version."""
     sizes = (problem.pixels, problem.cg, problem.kg, problem.reduction)
     fields = (
         *(next_power_of_2(v) for v in sizes), problem.math.value, problem.layout,
         problem.padded, problem.strided, tma_block_k(problem.cg, problem.itemsize),
         "+".join(v.name for v in eligible), tuning.device_key(target.device),
     )  # fmt: skip
+    if not problem.epilogue.empty:
+        fields += (f"epilogue {problem.epilogue}",)
     return "|".join(str(field) for field in fields)
 
 

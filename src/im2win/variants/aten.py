@@ -6,6 +6,7 @@ The heuristic keeps im2win where the H100 standings (`results/h100-0a4e98e/`) pu
 of cuDNN: small-channel first layers (C <= 4; the paper's stems at 1.0-4.0x in every tier)
 and fp32-accurate channels-last layers (1.56-1.63x geomean over the paper's layers);
 everything else runs here. Autotuning times this choice beside every im2win candidate instead.
+A fused epilogue runs after the convolution, in PyTorch ops (`epilogue.apply`, in fp32).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..cudnn_mode import get_conv_precision, set_conv_precision
+from ..epilogue import Epilogue, apply
 from ..problem import ConvProblem, MathMode
 from .base import Choice, Into, Launch, Target, Variant
 
@@ -53,31 +55,54 @@ class Aten(Variant):
         # keeps the forward's math mode where cuDNN's process-wide TF32 default would not.
         return problem.dtype != torch.float32
 
+    def takes_epilogue(self, epilogue: Epilogue) -> bool:
+        return True  # in PyTorch ops after the convolution (`epilogue.apply`)
+
     def launch(self, problem: ConvProblem, choice: Choice, target: Target, out: dict) -> Launch:
-        params = problem.params
-        geometry = (params.stride, params.symmetric_padding, params.dilation, False, (0, 0),
-                    params.groups)  # fmt: skip
-        if problem.dtype != torch.float32:
-            return lambda x, weight, bias: torch.convolution(x, weight, bias, *geometry)
-        # cuDNN's fp32 mode is a process-wide flag (TF32 by default): set it to the call's
-        # math mode for the call, and back. 3xTF32 has no cuDNN counterpart: IEEE is as exact.
-        wanted = "tf32" if problem.math is MathMode.TF32 else "ieee"
+        convolution = _convolution(problem)
+        epilogue = problem.epilogue
+        if epilogue.empty:
+            return convolution
+        fmt = out.get("memory_format")
 
-        def fp32_launch(x, weight, bias):  # conv_precision's work, inline: host time
-            was = get_conv_precision()
-            if was == wanted:
-                return torch.convolution(x, weight, bias, *geometry)
-            set_conv_precision(wanted)
-            try:
-                return torch.convolution(x, weight, bias, *geometry)
-            finally:
-                set_conv_precision(was)
+        def fused(x, weight, bias, scale, residual):
+            acc = convolution(x, weight, None)
+            y = apply(acc, epilogue, scale=scale, bias=bias, residual=residual)
+            return y if fmt is None else y.contiguous(memory_format=fmt)
 
-        return fp32_launch
+        return fused
 
     def build(self, problem: ConvProblem, choice: Choice, target: Target) -> Into:
         launch = self.launch(problem, choice, target, {})
-        return lambda x, weight, bias, y: y.copy_(launch(x, weight, bias))
+        if problem.epilogue.empty:
+            return lambda x, weight, bias, y: y.copy_(launch(x, weight, bias))
+        return lambda x, weight, bias, y, scale, residual: y.copy_(
+            launch(x, weight, bias, scale, residual)
+        )
+
+
+def _convolution(problem: ConvProblem) -> Launch:
+    """PyTorch's convolution of `problem`, bias included, in the call's math mode."""
+    params = problem.params
+    geometry = (params.stride, params.symmetric_padding, params.dilation, False, (0, 0),
+                params.groups)  # fmt: skip
+    if problem.dtype != torch.float32:
+        return lambda x, weight, bias: torch.convolution(x, weight, bias, *geometry)
+    # cuDNN's fp32 mode is a process-wide flag (TF32 by default): set it to the call's
+    # math mode for the call, and back. 3xTF32 has no cuDNN counterpart: IEEE is as exact.
+    wanted = "tf32" if problem.math is MathMode.TF32 else "ieee"
+
+    def fp32_launch(x, weight, bias):  # conv_precision's work, inline: host time
+        was = get_conv_precision()
+        if was == wanted:
+            return torch.convolution(x, weight, bias, *geometry)
+        set_conv_precision(wanted)
+        try:
+            return torch.convolution(x, weight, bias, *geometry)
+        finally:
+            set_conv_precision(was)
+
+    return fp32_launch
 
 
 ATEN = Aten()

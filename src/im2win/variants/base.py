@@ -1,9 +1,10 @@
 """What a kernel variant is, the machine it is chosen for, and the choice it makes.
 
-A `Variant` serves some `ConvProblem`s (`supports`) on a `Target`, proposes the config it
-expects to win (`heuristic`, or None where it does not expect to) and the configs autotuning
-may time (`candidates`), and builds the call that runs a config (`build`). The selection
-routine (`variants/__init__.py`) walks the registry in priority order.
+A `Variant` serves some `ConvProblem`s (`supports`; `takes_epilogue` for their fused
+epilogue) on a `Target`, proposes the config it expects to win (`heuristic`, or None where
+it does not expect to) and the configs autotuning may time (`candidates`), and builds the
+call that runs a config (`build`). The selection routine (`variants/__init__.py`) walks the
+registry in priority order.
 """
 
 from __future__ import annotations
@@ -16,13 +17,17 @@ from types import MappingProxyType
 import torch
 
 from .. import tuning
+from ..epilogue import Epilogue
 from ..kernels.sizes import next_power_of_2
 from ..problem import ConvProblem
 
-# into(x, weight, bias, y): fills y [N, K, P, Q] (any strides) and returns it.
-Into = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", torch.Tensor], torch.Tensor]
-# launch(x, weight, bias) -> a new output.
-Launch = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+# into(x, weight, bias, y): fills y [N, K, P, Q] (any strides) and returns it. A problem with
+# an epilogue (`problem.epilogue`) takes its tensors too: into(x, weight, bias, y, scale,
+# residual), each None where the epilogue has no use for it.
+Into = Callable[..., torch.Tensor]
+# launch(x, weight, bias) -> a new output; with an epilogue, launch(x, weight, bias, scale,
+# residual).
+Launch = Callable[..., torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,11 @@ class Variant:
     def supports(self, problem: ConvProblem, target: Target) -> bool:
         raise NotImplementedError
 
+    def takes_epilogue(self, epilogue: Epilogue) -> bool:
+        """Whether the variant runs `epilogue` (scale, activation, residual: `epilogue.py`)
+        on its accumulator; by default none but the plain convolution's."""
+        return epilogue.empty
+
     def unsupported(self, problem: ConvProblem, target: Target, windows: str | None) -> str:
         """Why a pinned config of this variant cannot run `problem`, or not from `windows`."""
         reads = f" (it reads {self.windows} windows, windows={windows!r} was asked)" if (
@@ -135,7 +145,11 @@ class Variant:
     def launch(self, problem: ConvProblem, choice: Choice, target: Target, out: dict) -> Launch:
         """`build`'s call on a new output, `torch.empty(**out)`."""
         into = self.build(problem, choice, target)
-        return lambda x, weight, bias: into(x, weight, bias, torch.empty(**out))
+        if problem.epilogue.empty:
+            return lambda x, weight, bias: into(x, weight, bias, torch.empty(**out))
+        return lambda x, weight, bias, scale, residual: into(
+            x, weight, bias, torch.empty(**out), scale, residual
+        )
 
     def __repr__(self) -> str:
         return f"<variant {self.name}>"

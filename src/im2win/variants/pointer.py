@@ -3,7 +3,7 @@
 Windows are streamed from the input (padding as masked loads) or read from the im2win
 tensor the transform materializes (the paper's scheme, on request). Two reduction loops:
 'flat' over whole windows (the few-channel stems) and 'channels', tap by tap over blocks of
-channels, once Cg fills a block.
+channels, once Cg fills a block. Both take the fused epilogue (`epilogue.py`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 import torch
 
+from ..epilogue import Epilogue
 from ..kernels import WindowSource, im2win_transform, pointer_launcher
 from ..kernels.conv2d_fwd import LOOPS
 from ..kernels.sizes import cdiv
@@ -83,6 +84,9 @@ class Pointer(Variant):
     def supports(self, problem: ConvProblem, target: Target) -> bool:
         return True
 
+    def takes_epilogue(self, epilogue: Epilogue) -> bool:
+        return True
+
     def heuristic(self, problem: ConvProblem, target: Target) -> dict | None:
         loop = default_loop(problem, self.windows)
         stem = loop == "flat" and self.windows == "streamed"
@@ -138,14 +142,18 @@ class Pointer(Variant):
             def source(x):
                 return streamed_windows(x, params, cg)
 
-            return lambda x, weight, bias, y: run(x, weight, bias, y, source)
+            if problem.epilogue.empty:
+                return lambda x, weight, bias, y: run(x, weight, bias, y, source)
+            return lambda x, weight, bias, y, scale, residual: run(
+                x, weight, bias, y, source, scale, residual
+            )
 
         def source(win):
             return materialized_windows(win, params, r, cg, channels_last)
 
-        def into(x, weight, bias, y):
+        def into(x, weight, bias, y, scale=None, residual=None):
             win = im2win_transform(x, r, params, channels_last, interpreted)
-            return run(win, weight, bias, y, source)
+            return run(win, weight, bias, y, source, scale, residual)
 
         return into
 
