@@ -11,7 +11,7 @@ Per output channel k at output pixel (n, p, q), in fp32 on the accumulator `acc`
 `Epilogue` says which of these steps a call runs: a plain value (no tensors) that the
 problem, the plans and the choices read. `apply` is the same math in PyTorch ops: the
 reference backend, PyTorch's convolution (`variants/aten.py`), split-K's non-dense sum and
-calls that record gradients run it; the kernels run `kernels/common.py`'s `epilogue`.
+calls that record gradients run it; the kernels run `kernels/common.py`'s `apply_epilogue`.
 """
 
 from __future__ import annotations
