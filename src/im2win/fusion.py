@@ -143,9 +143,10 @@ def optimize(model: nn.Module, *, precision: str | None = None) -> fx.GraphModul
     (folded into the weight, not run as `conv2d_fused`'s `scale`: the classic choice, one
     multiply less per output; the cost is one rounding of the folded weight in 16-bit.)
     The activation and the residual add that follow it (the module docstring lists what
-    matches) go into the epilogue. Fused and converted convs take `precision` (see
-    `im2win.conv2d`), or, where None, keep an im2win conv's own; the model's dtype and
-    device stay, and `.to()` works after.
+    matches) go into the epilogue. Fused convs take `precision` (see `im2win.conv2d`; where
+    None, an im2win conv's own), torch convs converted take it, and im2win convs with
+    nothing to fuse keep theirs, as `convert` leaves them. The model's dtype and device
+    stay, and `.to()` works after.
 
     What cannot be folded or converted (a batch norm in training mode or without running
     statistics, one after a conv with another padding mode, a subclass or hooked conv, a
