@@ -2,6 +2,7 @@
 
 from . import nn
 from .functional import conv2d, conv2d_fused, explain, transform, transform_filter
+from .fusion import optimize
 from .nn import convert, warmup
 
 __version__ = "0.1.0"
@@ -11,6 +12,7 @@ __all__ = [
     "convert",
     "explain",
     "nn",
+    "optimize",
     "transform",
     "transform_filter",
     "warmup",

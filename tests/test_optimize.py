@@ -1,0 +1,318 @@
+"""im2win.optimize on small blocks shaped like torchvision's BasicBlock and Bottleneck, an
+inverted residual, functional activations and activation-then-add: outputs against the
+float64 original, the fused calls counted, what was left alone reported."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import im2win
+from helpers import DEVICE, TOL, assert_close, randn
+from im2win.fusion import FusedConv2d
+
+
+def randomize_bn(model: nn.Module) -> nn.Module:
+    """Non-trivial batch-norm statistics and affine parameters (not the defaults)."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn_like(m.running_mean))
+                m.running_var.copy_(torch.rand_like(m.running_var) + 0.5)
+                if m.affine:
+                    m.weight.copy_(torch.randn_like(m.weight))
+                    m.bias.copy_(torch.randn_like(m.bias))
+    return model
+
+
+def conv_bn(c_in, c_out, k=3, stride=1, groups=1, bias=False, affine=True):
+    return [
+        nn.Conv2d(c_in, c_out, k, stride, k // 2, groups=groups, bias=bias),
+        nn.BatchNorm2d(c_out, affine=affine),
+    ]
+
+
+class BasicBlock(nn.Module):
+    """torchvision's BasicBlock: conv-bn-relu, conv-bn, += identity (or downsample), relu."""
+
+    def __init__(self, c_in, c_out, stride=1):
+        super().__init__()
+        self.conv1, self.bn1 = conv_bn(c_in, c_out, stride=stride)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2, self.bn2 = conv_bn(c_out, c_out)
+        self.downsample = None
+        if stride != 1 or c_in != c_out:
+            self.downsample = nn.Sequential(*conv_bn(c_in, c_out, k=1, stride=stride))
+
+    def forward(self, x):
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity
+        return self.relu(out)
+
+
+class Bottleneck(nn.Module):
+    """torchvision's Bottleneck: 1x1, 3x3 (stride), 1x1 expansion, each conv-bn; one relu
+    module used three times; downsample conv-bn on the identity."""
+
+    def __init__(self, c_in, width, stride=1):
+        super().__init__()
+        c_out = width * 4
+        self.conv1, self.bn1 = conv_bn(c_in, width, k=1)
+        self.conv2, self.bn2 = conv_bn(width, width, stride=stride)
+        self.conv3, self.bn3 = conv_bn(width, c_out, k=1)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = nn.Sequential(*conv_bn(c_in, c_out, k=1, stride=stride))
+
+    def forward(self, x):
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        identity = self.downsample(x)
+        out += identity
+        return self.relu(out)
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2's block: expand conv-bn-relu6, depthwise conv-bn-relu6, project conv-bn,
+    + identity."""
+
+    def __init__(self, c, expand=2):
+        super().__init__()
+        hidden = c * expand
+        self.conv = nn.Sequential(
+            *conv_bn(c, hidden, k=1), nn.ReLU6(inplace=True),
+            *conv_bn(hidden, hidden, groups=hidden), nn.ReLU6(inplace=True),
+            *conv_bn(hidden, c, k=1),
+        )  # fmt: skip
+
+    def forward(self, x):
+        return x + self.conv(x)
+
+
+class Functional(nn.Module):
+    """Functional and method activations, a conv with a bias and a BN without affine, and
+    activation-then-add (the residual after the activation)."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.conv1, self.bn1 = conv_bn(c, c, bias=True)
+        self.conv2, self.bn2 = conv_bn(c, c, affine=False)
+        self.conv3, self.bn3 = conv_bn(c, c)
+        self.conv4, self.bn4 = conv_bn(c, c)
+        self.conv5 = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x):
+        y = F.silu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y)).relu_()
+        y = torch.add(F.gelu(self.bn3(self.conv3(y))), x)  # activation, then the residual
+        y = F.hardswish(self.bn4(self.conv4(y)) + y)
+        return torch.sigmoid(self.conv5(y))  # no batch norm: the activation alone fuses
+
+
+# model, input shape, FusedConv2d modules expected (the residual blocks fuse every conv).
+MODELS = {
+    "basic": (lambda: BasicBlock(4, 4), (2, 4, 7, 6), 2),
+    "basic_downsample": (lambda: BasicBlock(4, 6, stride=2), (2, 4, 7, 6), 3),
+    "bottleneck": (lambda: Bottleneck(8, 3, stride=2), (1, 8, 6, 7), 4),
+    "inverted_residual": (lambda: InvertedResidual(4), (2, 4, 5, 6), 3),
+    "functional": (lambda: Functional(4), (1, 4, 6, 5), 5),
+}
+
+
+def make(name: str, dtype=torch.float32) -> tuple[nn.Module, tuple[int, ...], int]:
+    build, shape, fused = MODELS[name]
+    model = randomize_bn(build()).to(DEVICE, dtype).eval()
+    return model, shape, fused
+
+
+def state_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def check(model, x, fused: int, bound: float) -> nn.Module:
+    """optimize(model): fused calls counted, no batch norm left, the output against the
+    float64 original, `model` itself unchanged."""
+    expected = copy.deepcopy(model).double()(x.double())
+    before, modules = state_of(model), dict(model.named_modules())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing left alone
+        opt = im2win.optimize(model)
+    assert isinstance(opt, torch.fx.GraphModule)
+    assert sum(isinstance(m, FusedConv2d) for m in opt.modules()) == fused
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in opt.modules())
+    with torch.no_grad():
+        y = opt(x)
+    assert y.dtype == x.dtype
+    assert_close(y.double(), expected, bound)
+    assert dict(model.named_modules()) == modules  # same objects, same classes
+    assert all(type(m) is not im2win.nn.Conv2d for m in model.modules())
+    after = state_of(model)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    return opt
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_blocks_fp32(name):
+    torch.manual_seed(0)
+    model, shape, fused = make(name)
+    check(model, randn(*shape), fused, TOL[torch.float32])
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+@pytest.mark.parametrize("name", ["bottleneck", "inverted_residual", "functional"])
+def test_blocks_16bit(name, dtype, layout):
+    """The model cast to 16 bits before optimize; the reference is that model in float64.
+    The folded weight is rounded once more than the stock model's: about twice its error
+    (bf16: 3e-3 to 6e-3 here, the stock model 2e-3 to 3e-3), still in the tier's bound."""
+    torch.manual_seed(1)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    model, shape, fused = make(name, dtype)
+    x = randn(*shape, dtype=dtype, channels_last=layout == "channels_last")
+    check(model, x, fused, TOL[dtype])
+
+
+def test_fold_math():
+    """One conv (bias) -> BN: the folded weight and bias against the formula in float64; a
+    conv without bias and a BN without affine folds too."""
+    torch.manual_seed(2)
+    for bias, affine in ((True, True), (False, False)):
+        model = randomize_bn(nn.Sequential(*conv_bn(3, 5, bias=bias, affine=affine))).eval()
+        opt = im2win.optimize(model)
+        fused = opt.get_submodule("0")
+        conv, bn = model
+        scale = (bn.weight.double() if affine else 1) / (bn.running_var.double() + bn.eps).sqrt()
+        b = conv.bias.double() if bias else 0
+        shift = bn.bias.double() if affine else 0
+        assert_close(fused.weight.double(), conv.weight.double() * scale.view(-1, 1, 1, 1), 1e-7)
+        assert_close(fused.bias.double(), (b - bn.running_mean.double()) * scale + shift, 1e-7)
+        x = randn(2, 3, 5, 4)
+        with torch.no_grad():
+            assert_close(opt(x).double(), model.double()(x.double()), TOL[torch.float32])
+
+
+class LeftAlone(nn.Module):
+    """Three BNs that cannot fold: training mode, after a reflect-padded conv, after a conv
+    whose output is also used elsewhere."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.conv1, self.bn1 = conv_bn(c, c)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, padding_mode="reflect")
+        self.bn2 = nn.BatchNorm2d(c)
+        self.conv3, self.bn3 = conv_bn(c, c)
+
+    def forward(self, x):
+        y = self.bn1(self.conv1(x))
+        y = self.bn2(self.conv2(y))
+        z = self.conv3(y)
+        return self.bn3(z) + z
+
+
+def test_what_cannot_fold_is_left_and_reported():
+    torch.manual_seed(3)
+    model = randomize_bn(LeftAlone(4)).eval()
+    model.bn1.train()
+    x = randn(1, 4, 5, 5)
+    with torch.no_grad():
+        expected = copy.deepcopy(model).double()(x.double())
+    with pytest.warns(UserWarning, match="left these as they were") as record:
+        opt = im2win.optimize(model)
+    assert len(record) == 1
+    report = str(record[0].message)
+    assert "bn1 (after conv1): not folded: the batch norm is in training mode" in report
+    assert "bn2 (after conv2): not folded: the conv's padding_mode is 'reflect'" in report
+    assert "bn3 (after conv3): not folded: the conv's output has other users" in report
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in opt.modules()) == 3
+    assert not any(isinstance(m, FusedConv2d) for m in opt.modules())
+    assert all(type(opt.get_submodule(f"conv{i}")) is im2win.nn.Conv2d for i in (1, 2, 3))
+    running_mean = model.bn1.running_mean.clone()
+    with torch.no_grad():  # bn1 normalizes with the batch's statistics, as in the original
+        assert_close(opt(x).double(), expected, TOL[torch.float32])
+    assert torch.equal(model.bn1.running_mean, running_mean)  # the copy's were updated
+
+
+def test_training_mode_raises():
+    with pytest.raises(ValueError, match="eval"):
+        im2win.optimize(BasicBlock(4, 4))
+
+
+def test_untraceable_model_raises():
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+
+        def forward(self, x):
+            return self.conv(x) if x.sum() > 0 else x
+
+    with pytest.raises(RuntimeError, match="torch.fx cannot trace Branchy"):
+        im2win.optimize(Branchy().eval())
+
+
+def test_already_converted_and_broadcast_residual():
+    """An im2win Conv2d folds as a torch one (its precision kept); a bare conv becomes im2win;
+    an add of a broadcast tensor runs unfused and stays right."""
+    torch.manual_seed(4)
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.bn1 = conv_bn(3, 4)
+            self.conv2 = nn.Conv2d(4, 4, 1)
+
+        def forward(self, x, b):
+            return self.conv2(F.relu(self.bn1(self.conv1(x)) + b))
+
+    model = randomize_bn(Model()).eval()
+    im2win.convert(model.conv1, precision="ieee")
+    opt = im2win.optimize(model)
+    fused = opt.get_submodule("conv1")
+    assert isinstance(fused, FusedConv2d) and fused.precision == "ieee"
+    assert fused.residual == "before" and fused.activation == "relu"
+    assert type(opt.get_submodule("conv2")) is im2win.nn.Conv2d
+    assert "+ residual, relu, precision='ieee'" in repr(fused)
+    x, b = randn(2, 3, 5, 5), randn(4, 1, 1)
+    with torch.no_grad():
+        y = opt(x, b)
+    assert_close(y.double(), model.double()(x.double(), b.double()), TOL[torch.float32])
+
+
+def test_in_place_ops():
+    """An in-place activation module then an add fuses (residual after the activation); an
+    add after an in-place op on the conv's input does not (the fused call, made at the add,
+    would read the mutated input): that chain stops at the folded batch norm."""
+    torch.manual_seed(5)
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.bn1 = conv_bn(4, 4)
+            self.relu = nn.ReLU(inplace=True)
+            self.conv2, self.bn2 = conv_bn(4, 4)
+
+        def forward(self, x):
+            y = self.relu(self.bn1(self.conv1(x))) + x
+            z = self.bn2(self.conv2(y))
+            y.relu_()
+            return z + y
+
+    model = randomize_bn(Model()).eval()
+    x = randn(2, 4, 5, 6)
+    expected = copy.deepcopy(model).double()(x.double())
+    opt = im2win.optimize(model)
+    conv1, conv2 = opt.get_submodule("conv1"), opt.get_submodule("conv2")
+    assert (conv1.activation, conv1.residual) == ("relu", "after")
+    assert (conv2.activation, conv2.residual) == (None, None)
+    with torch.no_grad():
+        assert_close(opt(x).double(), expected, TOL[torch.float32])
