@@ -15,6 +15,7 @@ from im2win import kernels
 from im2win.bench import models as suite
 from im2win.bench.arms import TrainArm
 from im2win.cli import MODELS_NEED_CUDA, main
+from im2win.fusion import FusedConv2d
 
 MISSING = "im2win_no_such_package"
 REQUIRED = {
@@ -161,7 +162,7 @@ def test_defaults_are_every_model_and_mode_at_batch_1_and_64(monkeypatch, tmp_pa
     ]  # fmt: skip
     assert plan.modes == [
         "eager-bf16-cl", "eager-fp32", "autocast-bf16", "graph-bf16-cl", "compile-bf16-cl",
-        "train-bf16-cl",
+        "train-bf16-cl", "optimized-bf16-cl", "optimized-graph-bf16-cl",
     ]  # fmt: skip
     assert (plan.batches, plan.repeats) == ([1, 64], 20)
     assert _plan(monkeypatch, ["--quick", "--out", str(tmp_path / "b")]).repeats == 5
@@ -280,3 +281,18 @@ def test_table_and_summary_flag_parity_and_take_the_geomean():
     summary = suite.summary(rows, info)
     assert "| a | m | 2.00x |" in summary and "| b | m | 0.50x* |" in summary
     assert "| **geomean** | m | 1.00x |" in summary
+
+
+def test_optimized_mode_runs_fused_convs(toy_suite, tmp_path):
+    """The optimized arm is `im2win.optimize(stock)`: the toy's conv -> relu chains become
+    fused calls, whose FLOPs count in the share, and its logits match stock's."""
+    out = tmp_path / "out"
+    args = shlex.split("bench --suite models --models toy --modes optimized-bf16-cl --batch 2")
+    with redirect_stdout(io.StringIO()):
+        assert main([*args, "--repeats", "1", "--out", str(out)]) == 0
+    (row,) = _rows(out)
+    assert row["status"] == "ok" and row["parity_ok"] is True, row["error"]
+    assert row["conv_gflop"] == pytest.approx(sum(conv_flop(2)) / 1e9)
+    assert row["im2win_flop_share"] == (1.0 if kernels.interpreted() else 0.0)
+    model = suite._arms(Toy().eval(), suite.MODES["optimized-bf16-cl"], torch.device("cpu"))[1]
+    assert sum(isinstance(m, FusedConv2d) for m in model.modules()) == 2

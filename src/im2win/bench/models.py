@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 import im2win
+from im2win.fusion import FusedConv2d
 from im2win.plan import trace
 
 from .arms import autocast_context, make_arm
@@ -76,6 +77,7 @@ class Mode:
     tolerance: float  # parity bound: random-init deep nets amplify rounding
     autocast: torch.dtype | None = None
     about: str = ""
+    optimized: bool = False  # the im2win arm is `im2win.optimize(stock)`, not `convert`
 
 
 # Random-init deep nets amplify rounding, batch statistics (training) most: two correct bf16
@@ -96,6 +98,10 @@ MODES: dict[str, Mode] = {
              about="eager-bf16-cl through torch.compile (default mode)"),
         Mode("train-bf16-cl", "train", torch.bfloat16, True, _TRAIN,
              about="one SGD step (forward, cross-entropy, backward, step), bf16 channels_last"),
+        Mode("optimized-bf16-cl", "eager", torch.bfloat16, True, _BF16, optimized=True,
+             about="eager-bf16-cl, the im2win arm im2win.optimize'd (fused conv chains)"),
+        Mode("optimized-graph-bf16-cl", "graph", torch.bfloat16, True, _BF16, optimized=True,
+             about="optimized-bf16-cl captured in a CUDA graph, replayed"),
     )
 }  # fmt: skip
 
@@ -174,9 +180,12 @@ def _inputs(spec: ModelSpec, mode: Mode, batch: int, device: torch.device):
 
 
 def _arms(base: torch.nn.Module, mode: Mode, device: torch.device):
-    """Stock and converted models for one comparison, each with its own parameters."""
+    """Stock and converted (or optimized) models for one comparison, each with its own
+    parameters."""
     fmt = torch.channels_last if mode.channels_last else torch.contiguous_format
     stock = copy.deepcopy(base).to(device=device, dtype=mode.dtype, memory_format=fmt)
+    if mode.optimized:  # a new model from a copy; what it leaves alone is in its warning
+        return stock, im2win.optimize(stock.eval())
     return stock, im2win.convert(copy.deepcopy(stock))
 
 
@@ -203,7 +212,7 @@ def flop_share(model: torch.nn.Module, x: torch.Tensor, mode: Mode) -> tuple[flo
     """(share of the convolution FLOPs an im2win kernel computed, convolution GFLOP) in one
     eager forward of the converted `model`.
 
-    The total counts every `nn.Conv2d` (those `convert` left alone too); the im2win part,
+    The total counts every `nn.Conv2d` and fused conv (those left alone too); the im2win part,
     the calls `im2win.plan.trace()` saw that ran an im2win kernel (not PyTorch's own
     convolution as a fallback). The share is None for a model without convolutions.
     """
@@ -213,7 +222,7 @@ def flop_share(model: torch.nn.Module, x: torch.Tensor, mode: Mode) -> tuple[flo
         nonlocal total
         total += 2 * output.numel() * math.prod(module.weight.shape[1:])  # 2 N K P Q Cg R S
 
-    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    convs = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, FusedConv2d))]
     hooks = [conv.register_forward_hook(count) for conv in convs]
     try:
         with trace() as plans, torch.no_grad(), autocast_context(x.device, mode.autocast):
