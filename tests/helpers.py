@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import math
+
 import torch
 
 from im2win import kernels
@@ -94,3 +97,39 @@ def stage_everything(monkeypatch, chunk_bytes: int) -> None:
     for key, value in dict(chunk_bytes=chunk_bytes, min_batch=1, min_flop_per_byte=1,
                            max_widening=100).items():  # fmt: skip
         monkeypatch.setitem(rule, key, value)
+
+
+class CountingKernel:
+    """A kernel stand-in that counts Triton dispatches (`kernel[grid]`)."""
+
+    def __init__(self, kernel):
+        self.kernel, self.dispatches = kernel, 0
+
+    def __getitem__(self, grid):
+        self.dispatches += 1
+        return self.kernel[grid]
+
+    @property
+    def fn(self):  # what `launch` unwraps towards the JITFunction, as through @heuristics
+        return self.kernel
+
+    def __getattr__(self, name):
+        return getattr(self.kernel, name)
+
+
+def poison_split_workspace(monkeypatch) -> list:
+    """Make split_k.workspace hand out NaN-filled buffers; returns the list of its calls."""
+    module = importlib.import_module("im2win.kernels.split_k")
+    fresh, seen = module.workspace, []
+    monkeypatch.setattr(module, "workspace", lambda *a: seen.append(a) or fresh(*a).fill_(math.nan))
+    return seen
+
+
+def split_sum_output(layout: str) -> torch.Tensor:
+    """A NaN-filled fp16 output [2, 6, 3, 5] for split-K's sum: 'nchw', 'channels_last', or
+    'strided' (neither layout)."""
+    if layout == "strided":
+        y = torch.full((2, 5, 6, 3), math.nan, dtype=torch.float16, device=DEVICE)
+        return y.permute(0, 2, 3, 1)
+    y = torch.full((2, 6, 3, 5), math.nan, dtype=torch.float16, device=DEVICE)
+    return y.to(memory_format=torch.channels_last) if layout == "channels_last" else y

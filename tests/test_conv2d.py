@@ -2,7 +2,6 @@
 
 import importlib
 import itertools
-import math
 
 import pytest
 import torch
@@ -14,9 +13,11 @@ from helpers import (
     TOL,
     assert_close,
     current_target,
+    poison_split_workspace,
     problem_of,
     randn,
     reference,
+    split_sum_output,
     stage_everything,
     tolerance,
     torch_output_format,
@@ -376,25 +377,12 @@ def test_split_k_finish(layout):
     from im2win.kernels.split_k import finish, workspace
 
     torch.manual_seed(16)
-    y = torch.full((2, 6, 3, 5), math.nan, dtype=torch.float16, device=DEVICE)
-    if layout == "channels_last":
-        y = y.to(memory_format=torch.channels_last)
-    elif layout == "strided":
-        y = torch.full((2, 5, 6, 3), math.nan, dtype=torch.float16, device=DEVICE)
-        y = y.permute(0, 2, 3, 1)  # [2, 6, 3, 5], neither layout
+    y = split_sum_output(layout)
     ws = workspace(3, y).copy_(torch.randn(6, 6, 3, 5))
     bias = torch.randn(12, device=DEVICE)[::2]
     finish(ws, 3, bias, y)
     want = ws.view(3, 2, 6, 3, 5).double().sum(0) + bias.double().view(1, -1, 1, 1)
     assert_close(y, want, TOL[torch.float16])
-
-
-def poison_split_workspace(monkeypatch) -> list:
-    """Make split_k.workspace hand out NaN-filled buffers; returns the list of its calls."""
-    module = importlib.import_module("im2win.kernels.split_k")
-    fresh, seen = module.workspace, []
-    monkeypatch.setattr(module, "workspace", lambda *a: seen.append(a) or fresh(*a).fill_(math.nan))
-    return seen
 
 
 def test_split_count_rule():

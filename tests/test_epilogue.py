@@ -18,11 +18,14 @@ from helpers import (
     GPU_TIER_TOL,
     HOPPER,
     TOL,
+    CountingKernel,
     assert_close,
     current_target,
+    poison_split_workspace,
     problem_of,
     randn,
     reference,
+    split_sum_output,
     tolerance,
     torch_output_format,
 )
@@ -182,14 +185,6 @@ LOOP_CONFIGS = {
 LOOP_CASE = ((1, 16, 7, 9), (13, 16, 3, 3), dict(padding=1))
 
 
-def poison_split_workspace(monkeypatch) -> list:
-    """Make split_k.workspace hand out NaN-filled buffers; returns the list of its calls."""
-    module = importlib.import_module("im2win.kernels.split_k")
-    fresh, seen = module.workspace, []
-    monkeypatch.setattr(module, "workspace", lambda *a: seen.append(a) or fresh(*a).fill_(math.nan))
-    return seen
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("windows", ["streamed", "materialized"])
@@ -216,12 +211,7 @@ def test_split_k_finish_runs_the_epilogue(layout):
     """The sum of the slices, then bias, scale and residual: one kernel into outputs dense in
     the workspace's layout, PyTorch ops into any other strides."""
     torch.manual_seed(5)
-    y = torch.full((2, 6, 3, 5), math.nan, dtype=torch.float16, device=DEVICE)
-    if layout == "channels_last":
-        y = y.to(memory_format=torch.channels_last)
-    elif layout == "strided":
-        y = torch.full((2, 5, 6, 3), math.nan, dtype=torch.float16, device=DEVICE)
-        y = y.permute(0, 2, 3, 1)  # [2, 6, 3, 5], neither layout
+    y = split_sum_output(layout)
     ws = workspace(3, y).copy_(torch.randn(6, 6, 3, 5))
     bias, scale = randn(12)[::2].half(), randn(6)
     residual = make_residual((2, 6, 3, 5), torch.float16, "sliced")
@@ -584,24 +574,6 @@ def test_gpu_auto_with_pytorch_convolution(tier):
     assert not im2win.explain(x, w, **kw, **options).uses_im2win  # an NCHW layer: cuDNN's
     y = im2win.conv2d_fused(x, w, **kw, **options)
     assert_close(y, expected(x, w, None, s, "gelu", r, False, **kw), GPU_TIER_TOL[tier])
-
-
-class CountingKernel:
-    """A kernel stand-in that counts Triton dispatches (`kernel[grid]`)."""
-
-    def __init__(self, kernel):
-        self.kernel, self.dispatches = kernel, 0
-
-    def __getitem__(self, grid):
-        self.dispatches += 1
-        return self.kernel[grid]
-
-    @property
-    def fn(self):
-        return self.kernel
-
-    def __getattr__(self, name):
-        return getattr(self.kernel, name)
 
 
 @pytest.mark.gpu

@@ -6,7 +6,15 @@ import pytest
 import torch
 
 import im2win
-from helpers import GPU_TIER_TOL, TOL, assert_close, randn, reference, stage_everything
+from helpers import (
+    GPU_TIER_TOL,
+    TOL,
+    CountingKernel,
+    assert_close,
+    randn,
+    reference,
+    stage_everything,
+)
 from im2win import plan
 
 
@@ -102,24 +110,6 @@ def test_empty_batch_backward():
     y.sum().backward()
     assert x.grad.shape == x.shape
     assert torch.equal(w.grad, torch.zeros_like(w)) and torch.equal(b.grad, torch.zeros_like(b))
-
-
-class CountingKernel:
-    """A kernel stand-in that counts Triton dispatches (`kernel[grid]`)."""
-
-    def __init__(self, kernel):
-        self.kernel, self.dispatches = kernel, 0
-
-    def __getitem__(self, grid):
-        self.dispatches += 1
-        return self.kernel[grid]
-
-    @property
-    def fn(self):  # what `launch` unwraps towards the JITFunction, as through @heuristics
-        return self.kernel
-
-    def __getattr__(self, name):
-        return getattr(self.kernel, name)
 
 
 # (kernel module, kernel name, input shape, weight shape, groups, dtype, channels_last, padding)
