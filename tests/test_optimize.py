@@ -119,6 +119,60 @@ class Functional(nn.Module):
         return torch.sigmoid(self.conv5(y))  # no batch norm: the activation alone fuses
 
 
+class BatchNormAct2d(nn.BatchNorm2d):
+    """timm's batch norm with its activation (`timm.layers.norm_act.BatchNormAct2d`), as it
+    runs in eval: batch norm, then `drop`, then `act`. optimize knows it by module and name
+    (timm is not a test dependency), so the class claims timm's module."""
+
+    def __init__(self, c, act=None):
+        super().__init__(c)
+        self.drop = nn.Identity()
+        self.act = act or nn.Identity()
+
+    def forward(self, x):
+        return self.act(self.drop(super().forward(x)))
+
+
+BatchNormAct2d.__module__ = "timm.layers.norm_act"
+
+
+class TimmInvertedResidual(nn.Module):
+    """timm's EfficientNet block: 1x1 expand with BatchNormAct2d(SiLU), depthwise with
+    BatchNormAct2d(SiLU), 1x1 project with BatchNormAct2d(identity), + shortcut."""
+
+    def __init__(self, c, expand=2):
+        super().__init__()
+        hidden = c * expand
+        self.conv_pw, self.bn1 = (
+            nn.Conv2d(c, hidden, 1, bias=False),
+            BatchNormAct2d(hidden, nn.SiLU()),
+        )
+        self.conv_dw = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, bias=False)
+        self.bn2 = BatchNormAct2d(hidden, nn.SiLU(inplace=True))
+        self.conv_pwl, self.bn3 = nn.Conv2d(hidden, c, 1, bias=False), BatchNormAct2d(c)
+
+    def forward(self, x):
+        y = self.bn2(self.conv_dw(self.bn1(self.conv_pw(x))))
+        return self.bn3(self.conv_pwl(y)) + x
+
+
+class TimmBottleneck(nn.Module):
+    """timm's RegNet block end: conv, BatchNormAct2d(identity), + shortcut, ReLU; and a
+    BatchNormAct2d(ReLU) before it."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.conv1, self.bn1 = (
+            nn.Conv2d(c, c, 3, padding=1, bias=False),
+            BatchNormAct2d(c, nn.ReLU()),
+        )
+        self.conv2, self.bn2 = nn.Conv2d(c, c, 1, bias=False), BatchNormAct2d(c)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        return self.act(self.bn2(self.conv2(self.bn1(self.conv1(x)))) + x)
+
+
 # model, input shape, FusedConv2d modules expected (the residual blocks fuse every conv).
 MODELS = {
     "basic": (lambda: BasicBlock(4, 4), (2, 4, 7, 6), 2),
@@ -126,6 +180,8 @@ MODELS = {
     "bottleneck": (lambda: Bottleneck(8, 3, stride=2), (1, 8, 6, 7), 4),
     "inverted_residual": (lambda: InvertedResidual(4), (2, 4, 5, 6), 3),
     "functional": (lambda: Functional(4), (1, 4, 6, 5), 5),
+    "timm_inverted_residual": (lambda: TimmInvertedResidual(4), (2, 4, 5, 6), 3),
+    "timm_bottleneck": (lambda: TimmBottleneck(5), (1, 5, 7, 6), 2),
 }
 
 
@@ -170,7 +226,9 @@ def test_blocks_fp32(name):
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
-@pytest.mark.parametrize("name", ["bottleneck", "inverted_residual", "functional"])
+@pytest.mark.parametrize(
+    "name", ["bottleneck", "inverted_residual", "functional", "timm_inverted_residual"]
+)
 def test_blocks_16bit(name, dtype, layout):
     """The model cast to 16 bits before optimize; the reference is that model in float64.
     The folded weight is rounded once more than the stock model's: about twice its error
@@ -240,6 +298,18 @@ def test_what_cannot_fold_is_left_and_reported():
     with torch.no_grad():  # bn1 normalizes with the batch's statistics, as in the original
         assert_close(opt(x).double(), expected, TOL[torch.float32])
     assert torch.equal(model.bn1.running_mean, running_mean)  # the copy's were updated
+
+
+def test_batch_norm_act_with_another_activation_is_left_and_reported():
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), BatchNormAct2d(4, nn.LeakyReLU()))
+    model = randomize_bn(model).eval()
+    x = randn(1, 3, 6, 5)
+    with pytest.warns(UserWarning, match="1 .after 0.: not folded: its activation LeakyReLU"):
+        opt = im2win.optimize(model)
+    assert isinstance(opt.get_submodule("1"), BatchNormAct2d)
+    with torch.no_grad():
+        assert_close(opt(x).double(), model.double()(x.double()), TOL[torch.float32])
 
 
 def test_training_mode_raises():

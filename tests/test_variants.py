@@ -3,6 +3,7 @@ odd shapes against float64, and what `explain` shows."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -21,6 +22,7 @@ from helpers import (
 )
 from im2win import variants
 from im2win.bench.layers import PAPER_BATCH, PAPER_LAYERS
+from im2win.epilogue import NONE, Epilogue
 from im2win.problem import MathMode
 from im2win.variants import BY_NAME, VARIANTS, Variant
 
@@ -233,3 +235,32 @@ def test_auto_hands_the_layers_cudnn_wins_to_aten(xshape, wshape, dtype, channel
     choice = variants.choose(problem, HOPPER, aten=True)
     assert (choice.variant.name == "aten") == (runs == "aten")
     assert variants.choose(problem, HOPPER).variant.name != "aten"  # backend='triton'
+
+
+RELU_ADD = Epilogue(activation="relu", residual="before")
+
+
+@pytest.mark.aten_choice
+@pytest.mark.parametrize(
+    "xshape, wshape, dtype, groups, epilogue, biased, runs",
+    [
+        ((64, 64, 56, 56), (256, 64, 1, 1), torch.bfloat16, 1, RELU_ADD, True, "im2win"),
+        ((64, 256, 56, 56), (512, 256, 1, 1), torch.bfloat16, 1, NONE, True, "im2win"),
+        ((64, 256, 14, 14), (256, 256, 3, 3), torch.float16, 1, Epilogue("relu"), False,
+         "im2win"),
+        ((64, 512, 7, 7), (512, 512, 3, 3), torch.bfloat16, 1, Epilogue("relu"), True, "aten"),
+        ((64, 256, 14, 14), (256, 256, 3, 3), torch.bfloat16, 1, NONE, False, "aten"),
+        ((64, 96, 56, 56), (96, 1, 3, 3), torch.bfloat16, 96, Epilogue("silu"), True, "aten"),
+        ((64, 64, 56, 56), (256, 64, 1, 1), torch.float32, 1, RELU_ADD, True, "aten"),
+    ],
+)  # fmt: skip
+def test_auto_fuses_16bit_dense_layers_with_a_bias_or_epilogue(xshape, wshape, dtype, groups,
+                                                              epilogue, biased, runs):  # fmt: skip
+    """cuDNN adds a bias and runs an epilogue as passes of their own: in 16-bit a dense
+    layer with either runs an im2win kernel, but the long 3x3 reductions. (float32: TF32.)"""
+    precision = "tf32" if dtype == torch.float32 else None
+    plain = problem_of(xshape, wshape, dtype, precision, channels_last=True,
+                       padding=wshape[2] // 2, groups=groups)  # fmt: skip
+    problem = dataclasses.replace(plain, epilogue=epilogue, biased=biased)
+    chosen = variants.choose(problem, HOPPER, aten=True).variant.name
+    assert (chosen == "aten") == (runs == "aten")

@@ -10,8 +10,9 @@ Per output channel k at output pixel (n, p, q), in fp32 on the accumulator `acc`
 
 `Epilogue` says which of these steps a call runs: a plain value (no tensors) that the
 problem, the plans and the choices read. `apply` is the same math in PyTorch ops: the
-reference backend, PyTorch's convolution (`variants/aten.py`), split-K's non-dense sum and
-calls that record gradients run it; the kernels run `kernels/common.py`'s `apply_epilogue`.
+reference backend, split-K's non-dense sum and calls that record gradients run it; the
+kernels run `kernels/common.py`'s `apply_epilogue`. PyTorch's convolution
+(`variants/aten.py`) runs `apply_in_place`: the steps as a model's own ops would run them.
 """
 
 from __future__ import annotations
@@ -72,6 +73,17 @@ _ACTIVATION_OPS = {
     "gelu": F.gelu,
     "hardswish": F.hardswish,
     "sigmoid": torch.sigmoid,
+}
+
+
+# The same, in place on the output (GELU has no in-place form).
+_IN_PLACE_OPS = {
+    "relu": torch.relu_,
+    "relu6": lambda y: F.hardtanh_(y, 0.0, 6.0),
+    "silu": lambda y: F.silu(y, inplace=True),
+    "gelu": F.gelu,
+    "hardswish": lambda y: F.hardswish(y, inplace=True),
+    "sigmoid": torch.sigmoid_,
 }
 
 
@@ -137,3 +149,21 @@ def apply(acc: torch.Tensor, epilogue: Epilogue, *, scale=None, bias=None, resid
     if epilogue.residual == "after":
         y = y + residual.to(compute)
     return y.to(dtype or acc.dtype)
+
+
+def apply_in_place(y: torch.Tensor, epilogue: Epilogue, *, scale=None, bias=None,
+                   residual=None) -> torch.Tensor:  # fmt: skip
+    """The epilogue on a convolution's output `y` in its own dtype, in place where PyTorch
+    has the op: one pass per step, each step rounded to `y`'s dtype, as a model's unfused
+    batch norm, activation and add run. For an output PyTorch already made (no gradients)."""
+    if epilogue.scaled:
+        y = y.mul_(scale.view(-1, 1, 1))
+    if bias is not None:
+        y = y.add_(bias.view(-1, 1, 1))
+    if epilogue.residual == "before":
+        y = y.add_(residual)
+    if epilogue.activation is not None:
+        y = _IN_PLACE_OPS[epilogue.activation](y)
+    if epilogue.residual == "after":
+        y = y.add_(residual)
+    return y

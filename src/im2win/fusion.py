@@ -5,7 +5,8 @@ On the `torch.fx` graph of a copy of the model, every conv (a `torch.nn.Conv2d` 
 `Conv2d`, called once) starts a chain that takes, in this order and each only if the value
 before it has no other user:
 
-    conv -> BatchNorm2d (eval, running stats: folded into the conv's weight and bias)
+    conv -> BatchNorm2d (eval, running stats: folded into the conv's weight and bias; timm's
+            BatchNormAct2d too, its activation then the chain's)
          -> activation (relu, relu6, silu, exact gelu, hardswish, sigmoid; module, function
             or method, in-place or not)
          -> add of another tensor (the residual, before the activation; after it if the
@@ -226,11 +227,16 @@ def _rewrite(gm: fx.GraphModule, conv_node: fx.Node, calls: dict[str, int],
     if len(conv_node.args) != 1 or conv_node.kwargs:
         return
 
-    chain = [(conv_node, None)] + ([(bn_node, None)] if bn_node is not None else [])
     # [(node, what it adds)]: ("act", name) or ("residual", the other operand)
-    act = _activation(gm, _only_user(chain[-1][0]), chain[-1][0])
-    if act:
-        chain.append((_only_user(chain[-1][0]), ("act", act)))
+    chain = [(conv_node, None)]
+    act = None
+    if bn_node is not None:
+        act = _norm_activation(gm.get_submodule(bn_node.target))[0]
+        chain.append((bn_node, ("act", act) if act else None))
+    if not act:
+        act = _activation(gm, _only_user(chain[-1][0]), chain[-1][0])
+        if act:
+            chain.append((_only_user(chain[-1][0]), ("act", act)))
     other = _residual(_only_user(chain[-1][0]), chain[-1][0])
     if other is not None:
         chain.append((_only_user(chain[-1][0]), ("residual", other)))
@@ -309,8 +315,9 @@ def _is_batch_norm(gm: fx.GraphModule, node: fx.Node | None) -> bool:
 def _why_not_foldable(conv: nn.Conv2d, bn: nn.BatchNorm2d, bn_node: fx.Node,
                       calls: dict[str, int]) -> str | None:  # fmt: skip
     """Why `bn` cannot fold into `conv`, or None if it can."""
-    if type(bn) is not nn.BatchNorm2d:
-        return f"a {type(bn).__name__}, not a BatchNorm2d"
+    reason = _norm_activation(bn)[1]
+    if reason:
+        return reason
     if bn.training:
         return "the batch norm is in training mode"
     if bn.running_mean is None:
@@ -326,6 +333,26 @@ def _why_not_foldable(conv: nn.Conv2d, bn: nn.BatchNorm2d, bn_node: fx.Node,
     if conv.padding_mode != "zeros":
         return f"the conv's padding_mode is {conv.padding_mode!r}"
     return None
+
+
+def _norm_activation(bn: nn.Module) -> tuple[str | None, str | None]:
+    """(the activation a batch norm module applies after normalizing, why it cannot fold):
+    none for `BatchNorm2d`; timm's `BatchNormAct2d` (batch norm, then its `drop`, then its
+    `act`) folds when `drop` is an identity in eval and `act` an identity or an activation
+    the epilogue runs."""
+    kind = type(bn)
+    if kind is nn.BatchNorm2d:
+        return None, None
+    if kind.__name__ != "BatchNormAct2d" or not kind.__module__.startswith("timm."):
+        return None, f"a {kind.__name__}, not a BatchNorm2d"
+    if type(bn.drop) is not nn.Identity and not (type(bn.drop) is nn.Dropout and not bn.training):
+        return None, f"its drop is a {type(bn.drop).__name__}"
+    if type(bn.act) is nn.Identity:
+        return None, None
+    name = _ACT_MODULES.get(type(bn.act))
+    if name is None or (name == "gelu" and bn.act.approximate != "none") or _hooked(bn.act):
+        return None, f"its activation {bn.act} is not one the epilogue runs"
+    return name, None
 
 
 def _activation(gm: fx.GraphModule, node: fx.Node | None, value: fx.Node) -> str | None:

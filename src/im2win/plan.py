@@ -270,7 +270,8 @@ def make_plan(input, weight, bias, params: ConvParams, *, precision, backend, wi
     requested, backend = backend, resolve_backend(backend, x.device, x.dtype)
     dtypes = SUPPORTED_DTYPES + ((torch.float64,) if backend == "reference" else ())
     check_conv_args(x, weight, bias, params, dtypes=dtypes)
-    problem = ConvProblem.of(x, weight, params, MathMode.of(x.dtype, precision), epilogue)
+    problem = ConvProblem.of(x, weight, params, MathMode.of(x.dtype, precision), epilogue,
+                             biased=bias is not None)  # fmt: skip
     shape = problem.output_shape[1:] if unbatched else problem.output_shape
     check_tensors(epilogue, scale, residual, output_shape=shape, dtype=x.dtype, device=x.device)
     if windows not in (None, *WINDOWS):

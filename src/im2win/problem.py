@@ -119,15 +119,16 @@ class ConvProblem:
     x_strides: tuple[int, int, int, int]  # the input's, in elements, (n, c, h, w) order
     aligned: bool  # the input starts on a 16-byte boundary
     epilogue: Epilogue = NONE  # what follows the bias before the store (epilogue.py)
+    biased: bool = False  # the call adds a bias (cuDNN adds it in a pass of its own)
 
     @classmethod
     def of(cls, x: torch.Tensor, weight: torch.Tensor, params: ConvParams, math: MathMode,
-           epilogue: Epilogue = NONE) -> ConvProblem:  # fmt: skip
+           epilogue: Epilogue = NONE, *, biased: bool = False) -> ConvProblem:  # fmt: skip
         """The problem of a checked 4-D input and its weight."""
         return cls(
             *x.shape, *weight.shape[:1], *weight.shape[2:], params=params, math=math,
             channels_last=is_channels_last(x), x_strides=tuple(x.stride()),
-            aligned=x.data_ptr() % 16 == 0, epilogue=epilogue,
+            aligned=x.data_ptr() % 16 == 0, epilogue=epilogue, biased=biased,
         )  # fmt: skip
 
     def staged(self, images: int) -> ConvProblem:

@@ -4,9 +4,11 @@ exactly what the stock one would, so converting a model never makes it slower.
 
 The heuristic keeps im2win where the H100 standings (`results/h100-0a4e98e/`) put it ahead
 of cuDNN: small-channel first layers (C <= 4; the paper's stems at 1.0-4.0x in every tier)
-and fp32-accurate channels-last layers (1.56-1.63x geomean over the paper's layers);
-everything else runs here. Autotuning times this choice beside every im2win candidate instead.
-A fused epilogue runs after the convolution, in PyTorch ops (`epilogue.apply`, in fp32).
+and fp32-accurate channels-last layers (1.56-1.63x geomean over the paper's layers); and,
+in 16-bit, dense layers with a bias or a fused epilogue, which cuDNN runs as extra passes
+over the output (`EPILOGUE_PAYS`). Everything else runs here. Autotuning times this choice
+beside every im2win candidate instead. A fused epilogue runs after the convolution in
+PyTorch ops, in place (`epilogue.apply_in_place`), as the model's own ops would.
 """
 
 from __future__ import annotations
@@ -14,12 +16,27 @@ from __future__ import annotations
 import torch
 
 from ..cudnn_mode import get_conv_precision, set_conv_precision
-from ..epilogue import Epilogue, apply
+from ..epilogue import Epilogue, apply_in_place
 from ..problem import ConvProblem, MathMode
 from .base import Choice, Into, Launch, Target, Variant
 
 FP32_ACCURATE = (MathMode.IEEE, MathMode.TF32X3)
 STEM_CHANNELS = 4  # at most this many input channels: a first layer, im2win's strength
+
+
+# In 16-bit, the pointer kernel with a bias or an epilogue in its store beat cuDNN plus the
+# passes after it on every dense layer of ResNet-50 (H200, batch 64) but the 3x3 ones of 512
+# input channels (notes/fusion/README.md).
+EPILOGUE_PAYS = {"max_channels_3x3": 256}
+
+
+def epilogue_pays(problem: ConvProblem) -> bool:
+    """Whether an im2win kernel with the call's bias and epilogue fused beats PyTorch's
+    convolution followed by them: 16-bit dense layers, but long reductions over several
+    taps."""
+    fused = problem.biased or not problem.epilogue.empty
+    long = problem.taps > 1 and problem.cg > EPILOGUE_PAYS["max_channels_3x3"]
+    return fused and problem.groups == 1 and problem.math.tile_class == "16bit" and not long
 
 
 def prefers_aten(channels: int, groups: int) -> bool:
@@ -39,7 +56,9 @@ class Aten(Variant):
         if target.interpreted:  # on the CPU the point is to exercise the im2win kernels
             return None
         fp32_nhwc = problem.math in FP32_ACCURATE and problem.channels_last
-        return None if fp32_nhwc or not prefers_aten(problem.c, problem.groups) else {}
+        if fp32_nhwc or epilogue_pays(problem) or not prefers_aten(problem.c, problem.groups):
+            return None
+        return {}
 
     def candidates(self, problem: ConvProblem, target: Target) -> list[dict]:
         return [{}]
@@ -66,8 +85,12 @@ class Aten(Variant):
         fmt = out.get("memory_format")
 
         def fused(x, weight, bias, scale, residual):
-            acc = convolution(x, weight, None)
-            y = apply(acc, epilogue, scale=scale, bias=bias, residual=residual)
+            if not epilogue.scaled:  # the bias goes in with the convolution, as in PyTorch
+                y = convolution(x, weight, bias)
+                y = apply_in_place(y, epilogue, residual=residual)
+            else:
+                y = convolution(x, weight, None)
+                y = apply_in_place(y, epilogue, scale=scale, bias=bias, residual=residual)
             return y if fmt is None else y.contiguous(memory_format=fmt)
 
         return fused
