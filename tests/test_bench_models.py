@@ -13,7 +13,7 @@ import torch
 
 from im2win import kernels
 from im2win.bench import models as suite
-from im2win.bench.arms import TrainArm
+from im2win.bench.arms import EagerArm, Frozen, TrainArm, make_arm
 from im2win.cli import MODELS_NEED_CUDA, main
 from im2win.fusion import FusedConv2d
 
@@ -163,6 +163,7 @@ def test_defaults_are_every_model_and_mode_at_batch_1_and_64(monkeypatch, tmp_pa
     assert plan.modes == [
         "eager-bf16-cl", "eager-fp32", "autocast-bf16", "graph-bf16-cl", "compile-bf16-cl",
         "train-bf16-cl", "optimized-bf16-cl", "optimized-graph-bf16-cl",
+        "optimized-vs-frozen-bf16-cl", "optimized-graph-vs-frozen-bf16-cl",
     ]  # fmt: skip
     assert (plan.batches, plan.repeats) == ([1, 64], 20)
     assert _plan(monkeypatch, ["--quick", "--out", str(tmp_path / "b")]).repeats == 5
@@ -296,3 +297,24 @@ def test_optimized_mode_runs_fused_convs(toy_suite, tmp_path):
     assert row["im2win_flop_share"] == (1.0 if kernels.interpreted() else 0.0)
     model = suite._arms(Toy().eval(), suite.MODES["optimized-bf16-cl"], torch.device("cpu"))[1]
     assert sum(isinstance(m, FusedConv2d) for m in model.modules()) == 2
+
+
+def test_frozen_runners_compile_the_stock_arm_with_freezing(monkeypatch):
+    """The vs-frozen modes run their stock arm through torch.compile with Inductor's
+    freezing on during the call (torch.compile stubbed: no Inductor on the CPU suite)."""
+    freezing = []
+
+    def compile_stub(model):
+        return lambda x: freezing.append(torch._inductor.config.freezing) or model(x)
+
+    monkeypatch.setattr(torch, "compile", compile_stub)
+    mode = suite.MODES["optimized-vs-frozen-bf16-cl"]
+    assert (mode.runner_of("stock"), mode.runner_of("im2win")) == ("frozen", "eager")
+    graphed = suite.MODES["optimized-graph-vs-frozen-bf16-cl"]
+    assert (graphed.runner_of("stock"), graphed.runner_of("im2win")) == ("frozen-graph", "graph")
+    model, x = Toy().eval(), torch.randn(2, 3, 8, 8)
+    arm = make_arm(mode.runner_of("stock"), model, x, None, None)
+    assert isinstance(arm, EagerArm) and isinstance(arm.model, Frozen)
+    with torch.no_grad():
+        assert torch.equal(arm.first(), model(x))
+    assert freezing == [True] and torch._inductor.config.freezing is False

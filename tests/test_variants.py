@@ -246,10 +246,10 @@ RELU_ADD = Epilogue(activation="relu", residual="before")
     [
         ((64, 64, 56, 56), (256, 64, 1, 1), torch.bfloat16, 1, RELU_ADD, True, "im2win"),
         ((64, 256, 56, 56), (512, 256, 1, 1), torch.bfloat16, 1, NONE, True, "im2win"),
-        ((64, 256, 14, 14), (256, 256, 3, 3), torch.float16, 1, Epilogue("relu"), False,
+        ((64, 128, 28, 28), (128, 128, 3, 3), torch.float16, 1, Epilogue("relu"), False,
          "im2win"),
-        ((64, 512, 7, 7), (512, 512, 3, 3), torch.bfloat16, 1, Epilogue("relu"), True, "aten"),
-        ((64, 256, 14, 14), (256, 256, 3, 3), torch.bfloat16, 1, NONE, False, "aten"),
+        ((64, 256, 14, 14), (256, 256, 3, 3), torch.bfloat16, 1, Epilogue("relu"), True, "aten"),
+                ((64, 256, 14, 14), (256, 256, 3, 3), torch.bfloat16, 1, NONE, False, "aten"),
         ((64, 96, 56, 56), (96, 1, 3, 3), torch.bfloat16, 96, Epilogue("silu"), True, "aten"),
         ((64, 64, 56, 56), (256, 64, 1, 1), torch.float32, 1, RELU_ADD, True, "aten"),
     ],
@@ -264,3 +264,12 @@ def test_auto_fuses_16bit_dense_layers_with_a_bias_or_epilogue(xshape, wshape, d
     problem = dataclasses.replace(plain, epilogue=epilogue, biased=biased)
     chosen = variants.choose(problem, HOPPER, aten=True).variant.name
     assert (chosen == "aten") == (runs == "aten")
+
+
+@pytest.mark.parametrize("batch, tile", [(64, (128, 128, 8)), (1, (64, 128, 4))])
+def test_pointer_takes_wide_tiles_on_16bit_3x3_layers_that_fill_the_gpu(batch, tile):
+    """128x128 tiles (8 warps) once they make two waves on the SMs, else the table's."""
+    problem = problem_of((batch, 128, 28, 28), (128, 128, 3, 3), torch.bfloat16,
+                         channels_last=True, padding=1)  # fmt: skip
+    config = variants.POINTER.heuristic(problem, HOPPER)
+    assert (config["BLOCK_M"], config["BLOCK_N"], config["num_warps"]) == tile

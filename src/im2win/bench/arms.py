@@ -50,6 +50,23 @@ class CompiledArm(EagerArm):
         self.model = torch.compile(self.model)
 
 
+class Frozen(torch.nn.Module):
+    """`torch.compile(model)` with Inductor's freezing: parameters become constants, batch
+    norms fold into the convolutions' weights and the pointwise ops fuse; the best a
+    PyTorch user gets for inference today. Freezing applies to no-grad calls only."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.compiled = torch.compile(model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch._inductor.config.patch(freezing=True):
+            return self.compiled(x)
+
+
+FROZEN = {"frozen": "eager", "frozen-graph": "graph"}  # runs a Frozen model as the other
+
+
 class GraphArm:
     """The eager forward captured once in a CUDA graph, then replayed.
 
@@ -130,10 +147,13 @@ def make_arm(
     target: torch.Tensor,
     autocast: torch.dtype | None,
 ):
-    """The arm that runs `model` as `runner` says: eager, graph, compile or train."""
+    """The arm that runs `model` as `runner` says: eager, graph, compile, train, frozen
+    (compiled with freezing) or frozen-graph (that, captured in a CUDA graph)."""
     if runner == "train":
         return TrainArm(model, x, target, autocast)
+    if runner in FROZEN:
+        model, runner = Frozen(model), FROZEN[runner]
     arms = {"eager": EagerArm, "graph": GraphArm, "compile": CompiledArm}
     if runner not in arms:
-        raise ValueError(f"unknown runner {runner!r}; choose from {[*arms, 'train']}")
+        raise ValueError(f"unknown runner {runner!r}; choose from {[*arms, 'train', *FROZEN]}")
     return arms[runner](model, x, autocast)

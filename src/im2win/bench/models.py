@@ -78,6 +78,10 @@ class Mode:
     autocast: torch.dtype | None = None
     about: str = ""
     optimized: bool = False  # the im2win arm is `im2win.optimize(stock)`, not `convert`
+    stock_runner: str | None = None  # the stock arm's runner, where not `runner`
+
+    def runner_of(self, arm: str) -> str:
+        return self.stock_runner or self.runner if arm == "stock" else self.runner
 
 
 # Random-init deep nets amplify rounding, batch statistics (training) most: two correct bf16
@@ -102,6 +106,12 @@ MODES: dict[str, Mode] = {
              about="eager-bf16-cl, the im2win arm im2win.optimize'd (fused conv chains)"),
         Mode("optimized-graph-bf16-cl", "graph", torch.bfloat16, True, _BF16, optimized=True,
              about="optimized-bf16-cl captured in a CUDA graph, replayed"),
+        Mode("optimized-vs-frozen-bf16-cl", "eager", torch.bfloat16, True, _BF16,
+             optimized=True, stock_runner="frozen",
+             about="optimized-bf16-cl against stock through torch.compile with freezing"),
+        Mode("optimized-graph-vs-frozen-bf16-cl", "graph", torch.bfloat16, True, _BF16,
+             optimized=True, stock_runner="frozen-graph",
+             about="optimized-graph-bf16-cl against the frozen stock in a CUDA graph"),
     )
 }  # fmt: skip
 
@@ -189,11 +199,11 @@ def _arms(base: torch.nn.Module, mode: Mode, device: torch.device):
     return stock, im2win.convert(copy.deepcopy(stock))
 
 
-def _run_arm(model, mode: Mode, x, target, repeats: int, timer) -> dict:
+def _run_arm(model, runner: str, mode: Mode, x, target, repeats: int, timer) -> dict:
     """First call (seconds, logits), then median time and peak of one call."""
-    if mode.runner == "compile":
+    if _compiles(runner):
         torch._dynamo.reset()  # each arm compiles from scratch: its first call pays it all
-    arm = make_arm(mode.runner, model, x, target, mode.autocast)
+    arm = make_arm(runner, model, x, target, mode.autocast)
     sync = torch.cuda.synchronize if x.device.type == "cuda" else lambda: None
     sync()
     torch.manual_seed(0)  # same dropout masks in both arms' first training step
@@ -258,7 +268,8 @@ def compare(base: torch.nn.Module, spec: ModelSpec, mode: Mode, batch: int, plan
     result, errors = {}, []
     for arm, model in (("stock", stock), ("im2win", converted)):
         try:
-            result[arm] = _run_arm(model, mode, x, target, plan.repeats, timer)
+            result[arm] = _run_arm(model, mode.runner_of(arm), mode, x, target, plan.repeats,
+                                   timer)  # fmt: skip
         except Exception as exc:  # one arm failing must not cost the other, or the run
             errors.append(f"{arm}: {_error(exc)}")
             _free(plan.device)
@@ -276,9 +287,13 @@ def compare(base: torch.nn.Module, spec: ModelSpec, mode: Mode, batch: int, plan
             fields["im2win_flop_share"], fields["conv_gflop"] = flop_share(converted, x, mode)
         except Exception as exc:  # a column, not the comparison
             fields["note"] = f"im2win_flop_share: {_error(exc)}"[:300]
-    if mode.runner == "compile":
+    if _compiles(mode.runner) or _compiles(mode.runner_of("stock")):
         torch._dynamo.reset()  # let go of both compiled models and their graphs
     return fields
+
+
+def _compiles(runner: str) -> bool:
+    return runner == "compile" or runner.startswith("frozen")
 
 
 def _free(device: torch.device) -> None:

@@ -25,9 +25,10 @@ STEM_CHANNELS = 4  # at most this many input channels: a first layer, im2win's s
 
 
 # In 16-bit, the pointer kernel with a bias or an epilogue in its store beat cuDNN plus the
-# passes after it on every dense layer of ResNet-50 (H200, batch 64) but the 3x3 ones of 512
-# input channels (notes/fusion/README.md).
-EPILOGUE_PAYS = {"max_channels_3x3": 256}
+# passes after it on every 1x1 layer of ResNet-50, VGG-16 and EfficientNet-B0 and on their
+# 3x3 layers of up to 128 input channels; from 256 on, cuDNN's main loop wins it back or
+# ties (H200, batch 64; notes/fusion/README.md).
+EPILOGUE_PAYS = {"max_channels_3x3": 128}
 
 
 def epilogue_pays(problem: ConvProblem) -> bool:

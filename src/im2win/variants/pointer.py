@@ -72,6 +72,13 @@ def default_tiles(problem: ConvProblem, target: Target, stem: bool) -> dict:
         tile = t["stem_tiles"].get(f"{problem.math.tile_class}/{problem.layout}/{block_n}")
         if tile:
             return dict(tile)
+    wide = t.get("multi_tap_16bit")  # 3x3 and larger: 128x128 tiles once they fill the GPU
+    if wide and not stem and problem.taps > 1 and problem.math.tile_class == "16bit":
+        tile = wide["tile"]
+        per_group = cdiv(problem.pixels, tile["BLOCK_M"]) * cdiv(problem.kg, tile["BLOCK_N"])
+        tiles = problem.groups * per_group
+        if block_n == tile["BLOCK_N"] and tiles >= wide["min_waves"] * target.sms:
+            return dict(BLOCK_K=block_k, **tile)
     return dict(BLOCK_N=block_n, BLOCK_K=block_k, **t["tiles_by_block_n"][str(block_n)])
 
 
