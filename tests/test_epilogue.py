@@ -418,8 +418,8 @@ def test_autotuning_times_only_variants_taking_the_epilogue(tmp_path, monkeypatc
 
 
 def test_compile_traces_the_unfused_math():
-    """Under torch.compile (fullgraph) the call is conv2d's operator and PyTorch ops, with
-    gradients through them."""
+    """Under torch.compile (fullgraph) the values match the unfused math; a call recording
+    gradients is conv2d's operator and PyTorch ops, its gradients those of eager."""
     torch.manual_seed(14)
     x, w, b, s = randn(*BASE[0]), randn(*BASE[1]), randn(5), randn(5)
     r = randn(2, 5, 7, 9)
@@ -436,6 +436,74 @@ def test_compile_traces_the_unfused_math():
     (grad,) = torch.autograd.grad(compiled(x, w, b, s, r).sum(), w)
     (eager,) = torch.autograd.grad(block(x, w, b, s, r).sum(), w)
     assert_close(grad, eager.double(), TOL[torch.float32])
+
+
+FUSED_OP = torch.ops.im2win.conv2d_fused.default
+
+
+@pytest.mark.parametrize("activation, after", [("relu", False), ("gelu", True), (None, False)])
+def test_fused_operator_opcheck(activation, after):
+    """Schema, fake tensor and AOT dispatch of `torch.ops.im2win.conv2d_fused`."""
+    torch.manual_seed(16)
+    x, w, b, s = randn(*BASE[0]), randn(*BASE[1]), randn(5), randn(5)
+    r = randn(2, 5, 7, 9, channels_last=True)
+    args = (x, w, b, s, r, [1, 1], [1, 1, 1, 1], [1, 1], 1, activation, after, None, "auto", None)
+    torch.library.opcheck(FUSED_OP, args)
+    assert_close(FUSED_OP(*args), expected(x, w, b, s, activation, r, after, padding=1),
+                 TOL[torch.float32])  # fmt: skip
+
+
+def _graph_ops(fn, *args) -> tuple[torch.Tensor, list]:
+    """fn compiled (fullgraph, aot_eager): its output and the call_function targets of the
+    graph dynamo traced."""
+    targets = []
+
+    def backend(gm, example_inputs):
+        targets.extend(node.target for node in gm.graph.nodes if node.op == "call_function")
+        return gm
+
+    torch._dynamo.reset()
+    return torch.compile(fn, fullgraph=True, backend=backend)(*args), targets
+
+
+def test_compile_traces_the_fused_operator_without_gradients():
+    """Under torch.compile a call recording no gradients is the fused operator (one node),
+    unbatched too; one that records them is conv2d's operator and PyTorch ops."""
+    torch.manual_seed(17)
+    x, w, b = randn(*BASE[0]), randn(*BASE[1]), randn(5)
+    r = randn(2, 5, 7, 9)
+
+    def block(x, w, b, r):
+        return im2win.conv2d_fused(x, w, b, padding=1, activation="silu", residual=r)
+
+    y, targets = _graph_ops(block, x, w, b, r)
+    assert targets.count(torch.ops.im2win.conv2d_fused.default) == 1
+    assert torch.ops.im2win.conv2d.default not in targets
+    assert_close(y, expected(x, w, b, None, "silu", r, False, padding=1), TOL[torch.float32])
+    y, targets = _graph_ops(block, x[0], w, b, r[0])
+    assert targets.count(torch.ops.im2win.conv2d_fused.default) == 1
+    assert_close(y, expected(x[0], w, b, None, "silu", r[0], False, padding=1),
+                 TOL[torch.float32])  # fmt: skip
+    w.requires_grad_()
+    y, targets = _graph_ops(block, x, w, b, r)
+    assert torch.ops.im2win.conv2d_fused.default not in targets
+    assert torch.ops.im2win.conv2d.default in targets
+
+
+def test_compiled_optimized_model_runs_the_fused_operator():
+    """torch.compile(im2win.optimize(model)): every fused conv is one fused-operator node."""
+    torch.manual_seed(18)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.BatchNorm2d(6), torch.nn.ReLU(),
+        torch.nn.Conv2d(6, 4, 1), torch.nn.SiLU(),
+    ).eval()  # fmt: skip
+    x = randn(2, 3, 7, 6)
+    with torch.no_grad():
+        want = model.double()(x.double())
+        optimized = im2win.optimize(model.float())
+        y, targets = _graph_ops(optimized, x)
+    assert targets.count(torch.ops.im2win.conv2d_fused.default) == 2
+    assert_close(y, want, TOL[torch.float32])
 
 
 def test_autocast_casts_the_residual_too():

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from .epilogue import apply, check_tensors, epilogue_of
-from .op import _autocast, autocast_inputs, conv2d_op
+from .op import _autocast, autocast_inputs, conv2d_fused_op, conv2d_op
 from .ops import check_epilogue_backend, resolve_backend, window_transform
 from .params import (
     SUPPORTED_DTYPES,
@@ -21,9 +21,10 @@ from .params import (
     output_channels_last,
 )  # fmt: skip
 from .plan import Conv2dPlan, conv2d_plan, fused_plan
+from .problem import MathMode
 from .reference import filter_reference
 from .variants import check_takes_epilogue, pinned_variant
-from .variants.aten import prefers_aten
+from .variants.aten import hands_to_aten, prefers_aten
 
 
 def conv2d(
@@ -155,12 +156,14 @@ def conv2d_fused(
     (`im2win.explain(..., activation=...)` shows which); the reference backend computes it in
     PyTorch ops; backend='paper' refuses it. A `config` pinning any other variant raises.
 
-    Calls that record gradients (grad enabled and any tensor requiring it) and calls under
-    `torch.compile`, `torch.export`, functorch transforms or dispatch modes compute the same
+    Calls that record gradients (grad enabled and any tensor requiring it) compute the same
     math unfused: `conv2d` (whose gradients and tracing are its own), then the epilogue in
-    PyTorch ops, so gradients are exact and the call traces as a whole. A fused operator
-    for those comes later. Under autocast, input, weight, bias and residual are cast as for
-    `conv2d`.
+    PyTorch ops, so gradients are exact. Under `torch.compile`, `torch.export`, functorch
+    transforms or dispatch modes, a call recording no gradients is the operator
+    `torch.ops.im2win.conv2d_fused` wherever an im2win kernel would run it, else (a layer
+    `backend='auto'` hands to PyTorch) PyTorch's convolution and the epilogue in PyTorch
+    ops, for the compiler to fuse as in the stock model. Under autocast, input, weight,
+    bias and residual are cast as for `conv2d`.
     """
     if _no_epilogue(scale, activation, residual, residual_after_activation):
         return conv2d(input, weight, bias, stride, padding, dilation, groups, precision=precision,
@@ -177,6 +180,18 @@ def conv2d_fused(
             return plan.fused(input, weight, bias, scale, residual)
     else:
         input, weight, bias, residual = _autocast_fused(input, weight, bias, residual)
+        if not _records_grad(input, weight, bias, scale, residual):
+            params = _params_of_fused_op(input, weight, stride, padding, dilation, groups,
+                                         precision, backend, windows)  # fmt: skip
+            if params is not None:
+                x = input.unsqueeze(0) if input.dim() == 3 else input
+                r = residual.unsqueeze(0) if input.dim() == 3 and residual is not None else residual
+                y = conv2d_fused_op(
+                    x, weight, bias, scale, r, list(params.stride), list(params.padding),
+                    list(params.dilation), params.groups, activation, residual_after_activation,
+                    precision, backend, windows,
+                )  # fmt: skip
+                return y.squeeze(0) if input.dim() == 3 else y
     return _conv_then_epilogue(
         input, weight, bias, stride, padding, dilation, groups, scale=scale,
         activation=activation, residual=residual,
@@ -240,6 +255,26 @@ def _conv_then_epilogue(input, weight, bias, stride, padding, dilation, groups, 
     fmt = torch.channels_last if output_channels_last(x, weight) else torch.contiguous_format
     y = y.contiguous(memory_format=fmt)
     return y.squeeze(0) if unbatched else y
+
+
+def _params_of_fused_op(input, weight, stride, padding, dilation, groups, precision,
+                        backend: str, windows: str | None):  # fmt: skip
+    """A traced `conv2d_fused` call (no gradients recorded) is the fused operator wherever
+    an im2win kernel would run it: its parsed geometry then, else None (PyTorch's
+    convolution and the epilogue in PyTorch ops, which the compiler fuses with their
+    neighbours, as in the stock model)."""
+    if not (isinstance(input, torch.Tensor) and isinstance(weight, torch.Tensor)):
+        return None  # for _conv_then_epilogue's checks to name
+    if input.dim() not in (3, 4) or weight.dim() != 4:
+        return None
+    params = conv_params(stride, padding, dilation, groups, kernel_size=tuple(weight.shape[2:]))
+    if backend == "auto" and windows is None and input.is_cuda:
+        math = MathMode.of(input.dtype, precision)
+        taps = weight.shape[2] * weight.shape[3]
+        if hands_to_aten(math, is_channels_last(input), input.shape[-3], params.groups, taps,
+                         fused=True):  # fmt: skip
+            return None
+    return params
 
 
 def _traced_as_aten(input, params, backend: str, windows: str | None) -> bool:

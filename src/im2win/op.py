@@ -1,4 +1,5 @@
-"""`torch.ops.im2win.conv2d`: im2win's convolution as a registered PyTorch operator.
+"""`torch.ops.im2win.conv2d`: im2win's convolution as a registered PyTorch operator, and
+`torch.ops.im2win.conv2d_fused`, the same with a fused epilogue (for inference).
 
 What PyTorch needs to treat it as one of its own: a fake (meta) implementation for tracing
 (`torch.compile`, `torch.export`, FakeTensor), the autograd formula, and autocast rules that
@@ -13,9 +14,10 @@ from __future__ import annotations
 import torch
 
 from .autograd import conv2d_backward
-from .ops import resolve_backend
+from .epilogue import check_tensors, epilogue_of
+from .ops import check_epilogue_backend, resolve_backend
 from .params import SUPPORTED_DTYPES, ConvParams, check_conv_args, output_channels_last
-from .plan import params_plan, traced
+from .plan import fused_params_plan, params_plan, traced
 from .problem import MathMode
 
 
@@ -43,7 +45,54 @@ def conv2d_op(
 
 @conv2d_op.register_fake
 def _(input, weight, bias, stride, padding, dilation, groups, precision, backend, windows):
+    return _fake_output(input, weight, bias, _params(stride, padding, dilation, groups), backend)
+
+
+@torch.library.custom_op("im2win::conv2d_fused", mutates_args=())
+def conv2d_fused_op(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    scale: torch.Tensor | None,
+    residual: torch.Tensor | None,
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    groups: int,
+    activation: str | None,
+    residual_after_activation: bool,
+    precision: str | None,
+    backend: str,
+    windows: str | None,
+) -> torch.Tensor:
+    """`conv2d_op` with `im2win.conv2d_fused`'s epilogue (scale, activation, residual) in
+    its store. For inference: it has no autograd formula, and `conv2d_fused` calls it only
+    where no gradient is recorded."""
     params = _params(stride, padding, dilation, groups)
+    plan = fused_params_plan(
+        input, weight, bias, scale, residual, params, activation=activation,
+        residual_after_activation=residual_after_activation, precision=precision,
+        backend=backend, windows=windows,
+    )  # fmt: skip
+    traced(plan)
+    return plan.launch(input, weight, bias, scale, residual)
+
+
+@conv2d_fused_op.register_fake
+def _(input, weight, bias, scale, residual, stride, padding, dilation, groups, activation,
+      residual_after_activation, precision, backend, windows):  # fmt: skip
+    params = _params(stride, padding, dilation, groups)
+    epilogue = epilogue_of(scale, activation, residual, residual_after_activation)
+    check_epilogue_backend(backend, epilogue)
+    y = _fake_output(input, weight, bias, params, backend)
+    check_tensors(epilogue, scale, residual, output_shape=tuple(y.shape), dtype=y.dtype,
+                  device=y.device)  # fmt: skip
+    return y
+
+
+def _fake_output(input, weight, bias, params: ConvParams, backend: str) -> torch.Tensor:
+    """The operators' output for tracing: the arguments checked, an empty tensor of the
+    output's shape, dtype and memory format."""
     real = resolve_backend(backend, input.device, input.dtype)
     dtypes = SUPPORTED_DTYPES + ((torch.float64,) if real == "reference" else ())
     check_conv_args(input, weight, bias, params, dtypes=dtypes)

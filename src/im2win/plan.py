@@ -165,8 +165,7 @@ def fused_plan(input, weight, bias, scale, residual, stride, padding, dilation, 
     if config is None:
         conv = signature(input, weight, bias, (stride, padding, dilation, groups, precision,
                                                backend, windows))  # fmt: skip
-        extra = _epilogue_key(scale, activation, residual, residual_after_activation)
-        key = None if conv is None or extra is None else (conv, extra)
+        key = _fused_key(conv, scale, activation, residual, residual_after_activation)
     plan = None if key is None else _PLANS.get(key)
     if plan is None:
         epilogue = epilogue_of(scale, activation, residual, residual_after_activation)
@@ -179,6 +178,29 @@ def fused_plan(input, weight, bias, scale, residual, stride, padding, dilation, 
                          residual=residual)  # fmt: skip
         _keep(key, plan)
     return plan
+
+
+def fused_params_plan(input, weight, bias, scale, residual, params: ConvParams, *, activation,
+                      residual_after_activation, precision, backend,
+                      windows) -> Conv2dPlan:  # fmt: skip
+    """`fused_plan` for geometry already parsed (the fused operator's calls)."""
+    conv = signature(input, weight, bias, (params, precision, backend, windows))
+    key = _fused_key(conv, scale, activation, residual, residual_after_activation)
+    plan = None if key is None else _PLANS.get(key)
+    if plan is None:
+        epilogue = epilogue_of(scale, activation, residual, residual_after_activation)
+        plan = make_plan(input, weight, bias, params, precision=precision, backend=backend,
+                         windows=windows, config=None, epilogue=epilogue, scale=scale,
+                         residual=residual)  # fmt: skip
+        _keep(key, plan)
+    return plan
+
+
+def _fused_key(conv: tuple | None, scale, activation, residual,
+               residual_after_activation) -> tuple | None:  # fmt: skip
+    """A fused call's plan key: its convolution's signature and its epilogue's."""
+    extra = _epilogue_key(scale, activation, residual, residual_after_activation)
+    return None if conv is None or extra is None else (conv, extra)
 
 
 def _epilogue_key(scale, activation, residual, residual_after_activation) -> tuple | None:

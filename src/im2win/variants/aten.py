@@ -31,19 +31,29 @@ STEM_CHANNELS = 4  # at most this many input channels: a first layer, im2win's s
 EPILOGUE_PAYS = {"max_channels_3x3": 128}
 
 
-def epilogue_pays(problem: ConvProblem) -> bool:
-    """Whether an im2win kernel with the call's bias and epilogue fused beats PyTorch's
+def epilogue_pays(math: MathMode, channels: int, groups: int, taps: int) -> bool:
+    """Whether an im2win kernel with a call's bias and epilogue fused beats PyTorch's
     convolution followed by them: 16-bit dense layers, but long reductions over several
     taps."""
-    fused = problem.biased or not problem.epilogue.empty
-    long = problem.taps > 1 and problem.cg > EPILOGUE_PAYS["max_channels_3x3"]
-    return fused and problem.groups == 1 and problem.math.tile_class == "16bit" and not long
+    long = taps > 1 and channels > EPILOGUE_PAYS["max_channels_3x3"]
+    return groups == 1 and math.tile_class == "16bit" and not long
 
 
 def prefers_aten(channels: int, groups: int) -> bool:
     """Whether a 16-bit or TF32 layer runs faster on cuDNN than on an im2win kernel: all but
     first layers (`torch.compile` reads this too, to trace such layers as aten convolutions)."""
     return not (groups == 1 and channels <= STEM_CHANNELS)
+
+
+def hands_to_aten(math: MathMode, channels_last: bool, channels: int, groups: int, taps: int,
+                  fused: bool) -> bool:  # fmt: skip
+    """The heuristic's choice on a GPU, from what a traced call knows too: whether a layer
+    (`fused`: with a bias or an epilogue) runs PyTorch's convolution rather than im2win."""
+    if math in FP32_ACCURATE and channels_last:
+        return False
+    if fused and epilogue_pays(math, channels, groups, taps):
+        return False
+    return prefers_aten(channels, groups)
 
 
 class Aten(Variant):
@@ -56,10 +66,10 @@ class Aten(Variant):
     def heuristic(self, problem: ConvProblem, target: Target) -> dict | None:
         if target.interpreted:  # on the CPU the point is to exercise the im2win kernels
             return None
-        fp32_nhwc = problem.math in FP32_ACCURATE and problem.channels_last
-        if fp32_nhwc or epilogue_pays(problem) or not prefers_aten(problem.c, problem.groups):
-            return None
-        return {}
+        fused = problem.biased or not problem.epilogue.empty
+        aten = hands_to_aten(problem.math, problem.channels_last, problem.c, problem.groups,
+                             problem.taps, fused)  # fmt: skip
+        return {} if aten else None
 
     def candidates(self, problem: ConvProblem, target: Target) -> list[dict]:
         return [{}]
