@@ -164,6 +164,7 @@ def test_defaults_are_every_model_and_mode_at_batch_1_and_64(monkeypatch, tmp_pa
         "eager-bf16-cl", "eager-fp32", "autocast-bf16", "graph-bf16-cl", "compile-bf16-cl",
         "train-bf16-cl", "optimized-bf16-cl", "optimized-graph-bf16-cl",
         "optimized-vs-frozen-bf16-cl", "optimized-graph-vs-frozen-bf16-cl",
+        "optimized-frozen-bf16-cl", "optimized-frozen-graph-bf16-cl",
     ]  # fmt: skip
     assert (plan.batches, plan.repeats) == ([1, 64], 20)
     assert _plan(monkeypatch, ["--quick", "--out", str(tmp_path / "b")]).repeats == 5

@@ -71,7 +71,7 @@ MODELS: dict[str, ModelSpec] = {
 @dataclass(frozen=True)
 class Mode:
     name: str
-    runner: str  # 'eager', 'graph', 'compile' or 'train' (bench/arms.py)
+    runner: str  # 'eager', 'graph', 'compile', 'train', 'frozen' or 'frozen-graph' (bench/arms.py)
     dtype: torch.dtype  # parameters and input
     channels_last: bool
     tolerance: float  # parity bound: random-init deep nets amplify rounding
@@ -112,6 +112,10 @@ MODES: dict[str, Mode] = {
         Mode("optimized-graph-vs-frozen-bf16-cl", "graph", torch.bfloat16, True, _BF16,
              optimized=True, stock_runner="frozen-graph",
              about="optimized-graph-bf16-cl against the frozen stock in a CUDA graph"),
+        Mode("optimized-frozen-bf16-cl", "frozen", torch.bfloat16, True, _BF16, optimized=True,
+             about="both arms through torch.compile with freezing, the im2win arm optimized"),
+        Mode("optimized-frozen-graph-bf16-cl", "frozen-graph", torch.bfloat16, True, _BF16,
+             optimized=True, about="optimized-frozen-bf16-cl captured in CUDA graphs"),
     )
 }  # fmt: skip
 
