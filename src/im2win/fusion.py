@@ -80,6 +80,9 @@ class FusedConv2d(nn.Module):
         self.register_buffer("weight", weight)
         self.register_buffer("bias", bias)
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        # Parsed once: `_fits` runs on every call with a residual (host time).
+        self._params = conv_params(stride, padding, dilation, groups,
+                                   kernel_size=tuple(weight.shape[2:]))  # fmt: skip
         self.activation = activation
         self.residual = residual  # None, 'before' or 'after' the activation
         self.precision = precision
@@ -97,9 +100,7 @@ class FusedConv2d(nn.Module):
 
     def _fits(self, input: torch.Tensor, residual: torch.Tensor) -> bool:
         """Whether `residual` has the output's shape and dtype, as the fused call needs."""
-        params = conv_params(self.stride, self.padding, self.dilation, self.groups,
-                             kernel_size=tuple(self.weight.shape[2:]))  # fmt: skip
-        p, q = params.output_size(input.shape[-2], input.shape[-1], *self.weight.shape[2:])
+        p, q = self._params.output_size(input.shape[-2], input.shape[-1], *self.weight.shape[2:])
         shape = (*input.shape[:-3], self.weight.shape[0], p, q)
         return tuple(residual.shape) == shape and residual.dtype == input.dtype
 
