@@ -53,10 +53,12 @@ def default_loop(problem: ConvProblem, windows: str) -> str:
     return "flat"
 
 
-def default_tiles(problem: ConvProblem, target: Target, stem: bool) -> dict:
+def default_tiles(problem: ConvProblem, target: Target, stem: bool,
+                  channels_loop: bool = False) -> dict:  # fmt: skip
     """Tiles for the problem's GEMM (N*P*Q pixels x KG channels, a Cg*R*S reduction). `stem`:
     the flat loop over streamed windows (the few-channel stems), whose tiles were measured
-    apart (notes/tuning.md, pointer tiles)."""
+    apart (notes/tuning.md, pointer tiles); `channels_loop`: the loop over channel blocks,
+    whose 16-bit multi-tap tiles were too (notes/fusion/README.md)."""
     t = target.table["pointer"]
     block_n = clamp_pow2(problem.kg, *t["block_n"])
     if target.interpreted:
@@ -73,7 +75,7 @@ def default_tiles(problem: ConvProblem, target: Target, stem: bool) -> dict:
         if tile:
             return dict(tile)
     wide = t.get("multi_tap_16bit")  # 3x3 and larger: 128x128 tiles once they fill the GPU
-    if wide and not stem and problem.taps > 1 and problem.math.tile_class == "16bit":
+    if wide and channels_loop and problem.taps > 1 and problem.math.tile_class == "16bit":
         tile = wide["tile"]
         per_group = cdiv(problem.pixels, tile["BLOCK_M"]) * cdiv(problem.kg, tile["BLOCK_N"])
         tiles = problem.groups * per_group
@@ -97,7 +99,8 @@ class Pointer(Variant):
     def heuristic(self, problem: ConvProblem, target: Target) -> dict | None:
         loop = default_loop(problem, self.windows)
         stem = loop == "flat" and self.windows == "streamed"
-        return dict(LOOP=loop, **default_tiles(problem, target, stem))
+        tiles = default_tiles(problem, target, stem, channels_loop=loop == "channels")
+        return dict(LOOP=loop, **tiles)
 
     def candidates(self, problem: ConvProblem, target: Target) -> list[dict]:
         t = target.table["pointer"]["candidates"]
