@@ -235,6 +235,18 @@ def test_pytorch_convolution_pinned(dtype, layout):
                 residual="after", residual_layout="sliced", config=pinned)  # fmt: skip
 
 
+@pytest.mark.aten_choice
+@pytest.mark.parametrize("scaled", [False, True], ids=["bias", "scale"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_pytorch_convolution_every_activation(activation, scaled):
+    """aten's epilogue runs in place in the output's dtype (`apply_in_place`): every
+    activation, after the bias alone or after a float32 scale."""
+    torch.manual_seed(8)
+    check_fused(*BASE, dtype=torch.bfloat16, layout="channels_last", scale=scaled,
+                scale_dtype=torch.float32, activation=activation, residual="before",
+                config=dict(VARIANT="aten"))  # fmt: skip
+
+
 @pytest.mark.parametrize("dtype", ["fp32", "fp16", "fp64"])
 def test_reference_backend(dtype):
     torch.manual_seed(7)
