@@ -144,13 +144,14 @@ with suite.stock_settings(), torch.no_grad():
         hook.remove()
 
     target = target_of(device, False)
-    rows = [measure(call, target) for call in calls.values()]
+    rows = []
+    for call in calls.values():  # each row written when measured: a timeout keeps the rest
+        rows.append(measure(call, target))
+        if out_path:
+            with open(out_path, "a") as f:
+                f.write(json.dumps({"model": name, "batch": batch, **rows[-1]}) + "\n")
     totals = {way: sum(row[way] * row["count"] for row in rows) for way in WAYS}
     print(
         f"{name} batch {batch} fused convs, summed ms: "
         + ", ".join(f"{way} {t:.3f}" for way, t in totals.items())
     )
-    if out_path:
-        with open(out_path, "a") as f:
-            for row in rows:
-                f.write(json.dumps({"model": name, "batch": batch, **row}) + "\n")
