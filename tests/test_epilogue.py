@@ -371,10 +371,10 @@ def test_explain_shows_the_epilogue():
     assert str(NONE) == "none" and NONE.empty and not Epilogue(scaled=True).empty
 
 
-def test_only_the_pointer_variants_and_aten_take_an_epilogue():
+def test_which_variants_take_an_epilogue():
     fused = Epilogue(activation="relu", residual="after", scaled=True)
     assert {v.name for v in VARIANTS if v.takes_epilogue(fused)} == {
-        "aten", "pointer", "pointer-materialized",
+        "aten", "depthwise", "pointer", "pointer-materialized",
     }  # fmt: skip
     assert all(v.takes_epilogue(NONE) for v in VARIANTS)
 
@@ -384,14 +384,13 @@ def test_only_the_pointer_variants_and_aten_take_an_epilogue():
     [
         ((40, 64, 28, 28), (128, 64, 3, 3), torch.bfloat16, False, "staged-nchw"),
         ((8, 64, 28, 28), (128, 64, 3, 3), torch.bfloat16, True, "tma"),
-        ((8, 64, 28, 28), (64, 1, 3, 3), torch.float32, True, "depthwise"),
         ((8, 64, 28, 28), (64, 8, 3, 3), torch.bfloat16, True, "packed-groups"),
     ],
 )  # fmt: skip
 def test_choices_with_an_epilogue_take_the_pointer_kernel(xshape, wshape, dtype, channels_last,
                                                           plain):  # fmt: skip
     """On Hopper, layers other variants would run take the pointer kernel, or PyTorch's
-    convolution where backend='auto' lets it compete."""
+    convolution where backend='auto' lets it compete (depthwise layers keep their kernel)."""
     groups = xshape[1] // wshape[1]
     problem = problem_of(xshape, wshape, dtype, channels_last=channels_last, padding=1,
                          groups=groups)  # fmt: skip
@@ -399,6 +398,28 @@ def test_choices_with_an_epilogue_take_the_pointer_kernel(xshape, wshape, dtype,
     fused = replace(problem, epilogue=Epilogue(activation="relu", residual="before"))
     assert variants.choose(fused, HOPPER).variant.name == "pointer"
     assert variants.choose(fused, HOPPER, aten=True).variant.name in ("aten", "pointer")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "activation, residual",
+    [("silu", "none"), ("relu6", "before"), ("gelu", "after"), ("sigmoid", "before")],
+)
+def test_depthwise_kernel_runs_the_epilogue(activation, residual, dtype, layout):
+    """The depthwise kernel with the epilogue in its store (the layout's tile either way),
+    on an odd shape with two output channels per input channel, stride and padding."""
+    torch.manual_seed(9)
+    xshape, wshape, kw = (2, 3, 7, 9), (6, 1, 3, 3), dict(stride=(1, 2), padding=1, groups=3)
+    problem = problem_of(xshape, wshape, DTYPES[dtype], channels_last=layout == "channels_last",
+                         **kw)  # fmt: skip
+    fused = replace(problem, epilogue=Epilogue(activation, None if residual == "none" else
+                                               residual))  # fmt: skip
+    target = current_target()
+    assert variants.choose(fused, target).variant.name == "depthwise"
+    config = dict(BY_NAME["depthwise"].heuristic(fused, target), VARIANT="depthwise")
+    check_fused(xshape, wshape, kw, dtype=DTYPES[dtype], layout=layout, activation=activation,
+                residual=residual, config=config)  # fmt: skip
 
 
 def test_autotuning_times_only_variants_taking_the_epilogue(tmp_path, monkeypatch):
@@ -560,8 +581,8 @@ def bad_calls():
         "pinned_tma": (dict(activation="relu", config=dict(VARIANT="tma", BLOCK_M=64,
                        BLOCK_N=16, BLOCK_K=16, num_warps=4, num_stages=1)), ValueError,
                        ["'tma'", "cannot run the epilogue", "relu", "pointer"]),
-        "pinned_depthwise": (dict(activation="relu", config=dict(VARIANT="depthwise")),
-                             ValueError, ["'depthwise'", "cannot run the epilogue"]),
+        "pinned_grouped": (dict(activation="relu", config=dict(VARIANT="packed-groups")),
+                           ValueError, ["'packed-groups'", "cannot run the epilogue"]),
         "windows": (dict(activation="relu", windows="cached"), ValueError, ["windows"]),
     }  # fmt: skip
 

@@ -10,7 +10,7 @@ channel) and tap and accumulating in fp32 (so every tier is fp32-accurate arithm
 
 with M = K / C output channels per input channel. The tile is laid pixel-major or
 channel-major (CHANNELS_LAST) so that the contiguous dimension of the layout is the one
-threads walk.
+threads walk. The fused epilogue (`epilogue.py`) runs on the tile before its one store.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 
 from ..problem import ConvProblem
-from .common import channel_bias, inside, output_pixel, window_corner
+from .common import apply_epilogue, inside, output_pixel, window_corner
 from .launch import launch
 from .sizes import cdiv
 
@@ -40,17 +40,40 @@ def _tile_mask(pixel_ok, channel_ok, CHANNELS_LAST: tl.constexpr):
     return channel_ok[:, None] & pixel_ok[None, :]
 
 
-@triton.heuristics({"HAS_BIAS": lambda args: args["bias_ptr"] is not None})
+@triton.jit
+def _pixels(v, CHANNELS_LAST: tl.constexpr):
+    """A per-pixel vector broadcast along the tile's pixel axis."""
+    if CHANNELS_LAST:
+        return v[:, None]
+    return v[None, :]
+
+
+@triton.jit
+def _channels(v, CHANNELS_LAST: tl.constexpr):
+    """A per-channel vector broadcast along the tile's channel axis."""
+    if CHANNELS_LAST:
+        return v[None, :]
+    return v[:, None]
+
+
+@triton.heuristics({
+    "HAS_BIAS": lambda args: args["bias_ptr"] is not None,
+    "HAS_SCALE": lambda args: args["scale_ptr"] is not None,
+})  # fmt: skip
 @triton.jit
 def _conv2d_fwd_dw_kernel(
-    x_ptr, w_ptr, bias_ptr, y_ptr,
+    x_ptr, w_ptr, bias_ptr, scale_ptr, res_ptr, y_ptr,
     N, K, H, W, P, Q, R, S, MULT,
     stride_xn, stride_xc, stride_xh, stride_xw,
-    stride_wk, stride_wr, stride_ws, stride_b,
+    stride_wk, stride_wr, stride_ws, stride_b, stride_s,
     stride_yn, stride_yk, stride_yp, stride_yq,
+    stride_rn, stride_rk, stride_rp, stride_rq,
     stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w,
     CHANNELS_LAST: tl.constexpr,
     HAS_BIAS: tl.constexpr,
+    HAS_SCALE: tl.constexpr,
+    ACTIVATION: tl.constexpr,
+    RESIDUAL: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):  # fmt: skip
@@ -78,11 +101,15 @@ def _conv2d_fwd_dw_kernel(
                 acc += x.to(tl.float32) * tap.to(tl.float32)[None, :]
             else:
                 acc += x.to(tl.float32) * tap.to(tl.float32)[:, None]
-    if HAS_BIAS:
-        bias = channel_bias(bias_ptr, k, k_ok, stride_b)
-        acc += bias[None, :] if CHANNELS_LAST else bias[:, None]
-    y_off = _tile(n * stride_yn + p * stride_yp + q * stride_yq, k * stride_yk, CHANNELS_LAST)
     y_ok = _tile_mask(m_ok, k_ok, CHANNELS_LAST)
+    acc = apply_epilogue(
+        acc, _pixels(n, CHANNELS_LAST), _pixels(p, CHANNELS_LAST), _pixels(q, CHANNELS_LAST),
+        _channels(k, CHANNELS_LAST), _channels(k_ok, CHANNELS_LAST), y_ok,
+        bias_ptr, scale_ptr, res_ptr, stride_b, stride_s,
+        stride_rn, stride_rk, stride_rp, stride_rq,
+        HAS_BIAS, HAS_SCALE, ACTIVATION, RESIDUAL,
+    )  # fmt: skip
+    y_off = _tile(n * stride_yn + p * stride_yp + q * stride_yq, k * stride_yk, CHANNELS_LAST)
     tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=y_ok)
 
 
@@ -95,9 +122,12 @@ def conv2d_fwd_dw(
     *,
     config: dict,
     slot: dict | None = None,
+    scale: torch.Tensor | None = None,
+    residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Fill `y` [N, K, P, Q] (any strides) from `x` [N, C, H, W] and weight [K, 1, R, S] of a
-    call of `problem`'s signature.
+    call of `problem`'s signature, its epilogue (`scale` [K], `residual` shaped as `y`, any
+    strides) fused into the store.
 
     `config`: BLOCK_M pixels x BLOCK_C channels a program (threads run along the layout's
     contiguous dimension), num_warps. `slot`: see `launch.launch`.
@@ -108,14 +138,17 @@ def conv2d_fwd_dw(
     params = problem.params
     grid = (cdiv(n * p * q, config["BLOCK_M"]), cdiv(k, config["BLOCK_C"]))
     args = (
-        x, weight, bias, y,
+        x, weight, bias, scale, residual, y,
         n, k, h, w, p, q, r, s, k // c,
         *x.stride(),
         weight.stride(0), weight.stride(2), weight.stride(3),
-        0 if bias is None else bias.stride(0),
+        0 if bias is None else bias.stride(0), 0 if scale is None else scale.stride(0),
         *y.stride(),
+        *((0,) * 4 if residual is None else residual.stride()),
         *params.stride, *problem.pad_top_left, *params.dilation,
     )  # fmt: skip
-    meta = dict(CHANNELS_LAST=problem.channels_last, **config)
+    epilogue = problem.epilogue
+    meta = dict(CHANNELS_LAST=problem.channels_last, ACTIVATION=epilogue.activation or "",
+                RESIDUAL=epilogue.residual or "", **config)  # fmt: skip
     launch(_conv2d_fwd_dw_kernel, grid, args, meta, slot)
     return y

@@ -1,8 +1,10 @@
 """Depthwise convolutions (groups == C) by direct FMA (`kernels/conv2d_dw.py`): no channel
-reduction to make a GEMM of, in every math mode (fp32 arithmetic throughout)."""
+reduction to make a GEMM of, in every math mode (fp32 arithmetic throughout); the fused
+epilogue in the store."""
 
 from __future__ import annotations
 
+from ..epilogue import Epilogue
 from ..kernels import conv2d_fwd_dw
 from ..problem import ConvProblem
 from .base import Choice, Into, Target, Variant, check_tiles
@@ -32,11 +34,19 @@ class Depthwise(Variant):
             )
         return dict(config)
 
+    def takes_epilogue(self, epilogue: Epilogue) -> bool:
+        return True
+
     def build(self, problem: ConvProblem, choice: Choice, target: Target) -> Into:
         config, slot = dict(choice.config), {}
-        return lambda x, weight, bias, y: conv2d_fwd_dw(
-            x, weight, bias, y, problem, config=config, slot=slot
-        )
+        if problem.epilogue.empty:
+            return lambda x, weight, bias, y: conv2d_fwd_dw(
+                x, weight, bias, y, problem, config=config, slot=slot
+            )
+        return lambda x, weight, bias, y, scale, residual: conv2d_fwd_dw(
+            x, weight, bias, y, problem, config=config, slot=slot, scale=scale,
+            residual=residual,
+        )  # fmt: skip
 
 
 DEPTHWISE = Depthwise()
