@@ -374,30 +374,31 @@ def test_explain_shows_the_epilogue():
 def test_which_variants_take_an_epilogue():
     fused = Epilogue(activation="relu", residual="after", scaled=True)
     assert {v.name for v in VARIANTS if v.takes_epilogue(fused)} == {
-        "aten", "depthwise", "pointer", "pointer-materialized",
+        "aten", "depthwise", "packed-groups", "pointer", "pointer-materialized",
     }  # fmt: skip
     assert all(v.takes_epilogue(NONE) for v in VARIANTS)
 
 
 @pytest.mark.parametrize(
-    "xshape, wshape, dtype, channels_last, plain",
+    "xshape, wshape, dtype, channels_last, plain, fused_on",
     [
-        ((40, 64, 28, 28), (128, 64, 3, 3), torch.bfloat16, False, "staged-nchw"),
-        ((8, 64, 28, 28), (128, 64, 3, 3), torch.bfloat16, True, "tma"),
-        ((8, 64, 28, 28), (64, 8, 3, 3), torch.bfloat16, True, "packed-groups"),
+        ((40, 64, 28, 28), (128, 64, 3, 3), torch.bfloat16, False, "staged-nchw", "pointer"),
+        ((8, 64, 28, 28), (128, 64, 3, 3), torch.bfloat16, True, "tma", "pointer"),
+        ((8, 64, 28, 28), (64, 8, 3, 3), torch.bfloat16, True, "packed-groups", "packed-groups"),
+        ((8, 64, 28, 28), (64, 1, 3, 3), torch.float32, True, "depthwise", "depthwise"),
     ],
 )  # fmt: skip
-def test_choices_with_an_epilogue_take_the_pointer_kernel(xshape, wshape, dtype, channels_last,
-                                                          plain):  # fmt: skip
-    """On Hopper, layers other variants would run take the pointer kernel, or PyTorch's
-    convolution where backend='auto' lets it compete (depthwise layers keep their kernel)."""
+def test_choices_with_an_epilogue(xshape, wshape, dtype, channels_last, plain, fused_on):
+    """On Hopper, layers whose variant takes no epilogue take the pointer kernel, or PyTorch's
+    convolution where backend='auto' lets it compete; the depthwise and packed-groups
+    kernels keep theirs."""
     groups = xshape[1] // wshape[1]
     problem = problem_of(xshape, wshape, dtype, channels_last=channels_last, padding=1,
                          groups=groups)  # fmt: skip
     assert variants.choose(problem, HOPPER).variant.name == plain
     fused = replace(problem, epilogue=Epilogue(activation="relu", residual="before"))
-    assert variants.choose(fused, HOPPER).variant.name == "pointer"
-    assert variants.choose(fused, HOPPER, aten=True).variant.name in ("aten", "pointer")
+    assert variants.choose(fused, HOPPER).variant.name == fused_on
+    assert variants.choose(fused, HOPPER, aten=True).variant.name in ("aten", fused_on)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -406,20 +407,32 @@ def test_choices_with_an_epilogue_take_the_pointer_kernel(xshape, wshape, dtype,
     "activation, residual",
     [("silu", "none"), ("relu6", "before"), ("gelu", "after"), ("sigmoid", "before")],
 )
-def test_depthwise_kernel_runs_the_epilogue(activation, residual, dtype, layout):
-    """The depthwise kernel with the epilogue in its store (the layout's tile either way),
-    on an odd shape with two output channels per input channel, stride and padding."""
+@pytest.mark.parametrize(
+    "variant, wshape, groups",
+    [("depthwise", (6, 1, 3, 3), 3), ("packed-groups", (6, 2, 3, 3), 2)],
+)  # fmt: skip
+def test_grouped_kernels_run_the_epilogue(variant, wshape, groups, activation, residual, dtype,
+                                          layout):  # fmt: skip
+    """The depthwise and packed-groups kernels with the epilogue in their store, pinned, on
+    an odd shape with stride and padding (depthwise: two outputs per input channel; packed:
+    groups of 2 input and 3 output channels)."""
     torch.manual_seed(9)
-    xshape, wshape, kw = (2, 3, 7, 9), (6, 1, 3, 3), dict(stride=(1, 2), padding=1, groups=3)
-    problem = problem_of(xshape, wshape, DTYPES[dtype], channels_last=layout == "channels_last",
-                         **kw)  # fmt: skip
+    xshape, kw = (2, 3 if variant == "depthwise" else 4, 7, 9), dict(stride=(1, 2), padding=1,
+                                                                    groups=groups)  # fmt: skip
+    # packed groups run on tensor cores: fp32 as TF32
+    precision = "tf32" if variant == "packed-groups" and dtype == "fp32" else None
+    problem = problem_of(xshape, wshape, DTYPES[dtype], precision,
+                         channels_last=layout == "channels_last", **kw)  # fmt: skip
     fused = replace(problem, epilogue=Epilogue(activation, None if residual == "none" else
                                                residual))  # fmt: skip
     target = current_target()
-    assert variants.choose(fused, target).variant.name == "depthwise"
-    config = dict(BY_NAME["depthwise"].heuristic(fused, target), VARIANT="depthwise")
+    found = BY_NAME[variant]
+    assert found.supports(fused, target)
+    config = found.candidates(fused, target)[0] if variant == "packed-groups" else (
+        found.heuristic(fused, target))  # fmt: skip
     check_fused(xshape, wshape, kw, dtype=DTYPES[dtype], layout=layout, activation=activation,
-                residual=residual, config=config)  # fmt: skip
+                residual=residual, config=dict(config, VARIANT=variant),
+                precision=precision)  # fmt: skip
 
 
 def test_autotuning_times_only_variants_taking_the_epilogue(tmp_path, monkeypatch):
@@ -581,8 +594,6 @@ def bad_calls():
         "pinned_tma": (dict(activation="relu", config=dict(VARIANT="tma", BLOCK_M=64,
                        BLOCK_N=16, BLOCK_K=16, num_warps=4, num_stages=1)), ValueError,
                        ["'tma'", "cannot run the epilogue", "relu", "pointer"]),
-        "pinned_grouped": (dict(activation="relu", config=dict(VARIANT="packed-groups")),
-                           ValueError, ["'packed-groups'", "cannot run the epilogue"]),
         "windows": (dict(activation="relu", windows="cached"), ValueError, ["windows"]),
     }  # fmt: skip
 

@@ -24,23 +24,30 @@ import triton
 import triton.language as tl
 
 from ..problem import ConvProblem
-from .common import channel_bias, inside, output_pixel, store_output, window_corner
+from .common import apply_epilogue, inside, output_pixel, store_output, window_corner
 from .launch import launch
 from .sizes import cdiv
 
 
-@triton.heuristics({"HAS_BIAS": lambda args: args["bias_ptr"] is not None})
+@triton.heuristics({
+    "HAS_BIAS": lambda args: args["bias_ptr"] is not None,
+    "HAS_SCALE": lambda args: args["scale_ptr"] is not None,
+})  # fmt: skip
 @triton.jit
 def _conv2d_fwd_grouped_kernel(
-    x_ptr, w_ptr, bias_ptr, y_ptr,
+    x_ptr, w_ptr, bias_ptr, scale_ptr, res_ptr, y_ptr,
     N, G, CG, KG, H, W, P, Q, R, S,
     stride_xn, stride_xc, stride_xh, stride_xw,
-    stride_wk, stride_wc, stride_wr, stride_ws, stride_b,
+    stride_wk, stride_wc, stride_wr, stride_ws, stride_b, stride_s,
     stride_yn, stride_yk, stride_yp, stride_yq,
+    stride_rn, stride_rk, stride_rp, stride_rq,
     stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w,
     PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
     HAS_BIAS: tl.constexpr,
+    HAS_SCALE: tl.constexpr,
+    ACTIVATION: tl.constexpr,
+    RESIDUAL: tl.constexpr,
     DENSE: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_G: tl.constexpr,
@@ -82,8 +89,12 @@ def _conv2d_fwd_grouped_kernel(
         if UPCAST:  # the interpreter computes 16-bit dots wrongly; fp32 is exact there
             a, b = a.to(tl.float32), b.to(tl.float32)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
-    if HAS_BIAS:
-        acc += channel_bias(bias_ptr, k, o_ok, stride_b)[None, :]
+    acc = apply_epilogue(
+        acc, n[:, None], p[:, None], q[:, None], k[None, :], o_ok[None, :],
+        m_ok[:, None] & o_ok[None, :], bias_ptr, scale_ptr, res_ptr,
+        stride_b, stride_s, stride_rn, stride_rk, stride_rp, stride_rq,
+        HAS_BIAS, HAS_SCALE, ACTIVATION, RESIDUAL,
+    )  # fmt: skip
     store_output(y_ptr, acc, n, p, q, k.to(tl.int64), m_ok, o_ok,
                  stride_yn, stride_yk, stride_yp, stride_yq)  # fmt: skip
 
@@ -98,11 +109,14 @@ def conv2d_fwd_grouped(
     config: dict,
     interpreted: bool,
     slot: dict | None = None,
+    scale: torch.Tensor | None = None,
+    residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Fill `y` [N, K, P, Q] (any strides) from `x` [N, C, H, W] (any strides) and weight
-    [K, C/groups, R, S] of a call of `problem`'s signature. `config`: BLOCK_M pixels, BLOCK_G
-    groups a tile, BLOCK_CG and BLOCK_KG (Cg and KG rounded up to powers of two), num_warps,
-    num_stages. `slot`: see `launch.launch`."""
+    [K, C/groups, R, S] of a call of `problem`'s signature, its epilogue (`scale` [K],
+    `residual` shaped as `y`, any strides) fused into the store. `config`: BLOCK_M pixels,
+    BLOCK_G groups a tile, BLOCK_CG and BLOCK_KG (Cg and KG rounded up to powers of two),
+    num_warps, num_stages. `slot`: see `launch.launch`."""
     n, c, h, w = x.shape
     k, cg, r, s = weight.shape
     _, _, p, q = y.shape
@@ -111,14 +125,18 @@ def conv2d_fwd_grouped(
     dense = config["BLOCK_CG"] == cg and config["BLOCK_KG"] == kg
     grid = (cdiv(n * p * q, config["BLOCK_M"]), cdiv(groups, config["BLOCK_G"]))
     args = (
-        x, weight, bias, y,
+        x, weight, bias, scale, residual, y,
         n, groups, cg, kg, h, w, p, q, r, s,
         *x.stride(), *weight.stride(),
-        0 if bias is None else bias.stride(0),
+        0 if bias is None else bias.stride(0), 0 if scale is None else scale.stride(0),
         *y.stride(),
+        *((0,) * 4 if residual is None else residual.stride()),
         *params.stride, *problem.pad_top_left, *params.dilation,
     )  # fmt: skip
+    epilogue = problem.epilogue
     meta = dict(PRECISION=problem.math.precision, DENSE=dense,
-                UPCAST=interpreted and x.dtype != torch.float32, **config)  # fmt: skip
+                UPCAST=interpreted and x.dtype != torch.float32,
+                ACTIVATION=epilogue.activation or "", RESIDUAL=epilogue.residual or "",
+                **config)  # fmt: skip
     launch(_conv2d_fwd_grouped_kernel, grid, args, meta, slot)
     return y

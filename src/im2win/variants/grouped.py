@@ -1,10 +1,11 @@
 """Narrow groups packed several to a tensor-core tile (`kernels/conv2d_grouped.py`): groups
 of at most 16 input and 16 output channels, as a block-diagonal filter, in the tensor-core
 tiers. Depthwise packs only in NCHW on outputs up to 56x56; elsewhere the FMA kernel won
-(notes/tuning.md, packed groups)."""
+(notes/tuning.md, packed groups). The fused epilogue runs in the store."""
 
 from __future__ import annotations
 
+from ..epilogue import Epilogue
 from ..kernels import conv2d_fwd_grouped
 from ..kernels.sizes import next_power_of_2
 from ..problem import ConvProblem
@@ -46,11 +47,19 @@ class PackedGroups(Variant):
         block_cg, block_kg = next_power_of_2(problem.cg), next_power_of_2(problem.kg)
         return dict(config, BLOCK_CG=block_cg, BLOCK_KG=block_kg)
 
+    def takes_epilogue(self, epilogue: Epilogue) -> bool:
+        return True
+
     def build(self, problem: ConvProblem, choice: Choice, target: Target) -> Into:
-        config, slot = dict(choice.config), {}
-        return lambda x, weight, bias, y: conv2d_fwd_grouped(
-            x, weight, bias, y, problem, config=config, interpreted=target.interpreted, slot=slot
-        )
+        config, slot, interpreted = dict(choice.config), {}, target.interpreted
+        if problem.epilogue.empty:
+            return lambda x, weight, bias, y: conv2d_fwd_grouped(
+                x, weight, bias, y, problem, config=config, interpreted=interpreted, slot=slot
+            )
+        return lambda x, weight, bias, y, scale, residual: conv2d_fwd_grouped(
+            x, weight, bias, y, problem, config=config, interpreted=interpreted, slot=slot,
+            scale=scale, residual=residual,
+        )  # fmt: skip
 
 
 PACKED_GROUPS = PackedGroups()
