@@ -374,7 +374,8 @@ def test_explain_shows_the_epilogue():
 def test_which_variants_take_an_epilogue():
     fused = Epilogue(activation="relu", residual="after", scaled=True)
     assert {v.name for v in VARIANTS if v.takes_epilogue(fused)} == {
-        "aten", "depthwise", "packed-groups", "pointer", "pointer-materialized",
+        "aten", "depthwise", "packed-groups", "pointer", "pointer-materialized", "tma",
+        "tma-raster",
     }  # fmt: skip
     assert all(v.takes_epilogue(NONE) for v in VARIANTS)
 
@@ -433,6 +434,22 @@ def test_grouped_kernels_run_the_epilogue(variant, wshape, groups, activation, r
     check_fused(xshape, wshape, kw, dtype=DTYPES[dtype], layout=layout, activation=activation,
                 residual=residual, config=dict(config, VARIANT=variant),
                 precision=precision)  # fmt: skip
+
+
+@pytest.mark.parametrize("split", [1, 2], ids=["whole", "split_k"])
+@pytest.mark.parametrize("variant, padding", [("tma", 1), ("tma-raster", 0)])
+def test_tma_kernels_run_the_epilogue(variant, padding, split):
+    """The TMA kernels, pinned, with a scale, GELU and a residual after it in the store (or,
+    under split-K, in the sum of the slices), on a ragged 5x7 input."""
+    torch.manual_seed(10)
+    xshape, wshape, kw = (2, 16, 5, 7), (12, 16, 3, 3), dict(padding=padding)
+    problem = problem_of(xshape, wshape, torch.float16, channels_last=True, **kw)
+    fused = replace(problem, epilogue=Epilogue("gelu", "after", scaled=True))
+    found, target = BY_NAME[variant], current_target()
+    assert found.supports(fused, target)
+    config = dict(found.candidates(fused, target)[0], VARIANT=variant, SPLIT_K=split)
+    check_fused(xshape, wshape, kw, dtype=torch.float16, layout="channels_last",
+                activation="gelu", residual="after", config=config)  # fmt: skip
 
 
 def test_autotuning_times_only_variants_taking_the_epilogue(tmp_path, monkeypatch):
@@ -591,9 +608,9 @@ def bad_calls():
                            ["residual_after_activation", "bool", "1"]),
         "paper_backend": (dict(activation="relu", backend="paper"), ValueError,
                           ["backend='paper'", "epilogue", "relu"]),
-        "pinned_tma": (dict(activation="relu", config=dict(VARIANT="tma", BLOCK_M=64,
-                       BLOCK_N=16, BLOCK_K=16, num_warps=4, num_stages=1)), ValueError,
-                       ["'tma'", "cannot run the epilogue", "relu", "pointer"]),
+        "pinned_wide": (dict(activation="relu", config=dict(VARIANT="pointer-wide", BLOCK_M=64,
+                        BLOCK_N=16, BLOCK_K=16, num_warps=4, num_stages=1)), ValueError,
+                        ["'pointer-wide'", "cannot run the epilogue", "relu", "pointer"]),
         "windows": (dict(activation="relu", windows="cached"), ValueError, ["windows"]),
     }  # fmt: skip
 

@@ -44,22 +44,30 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
+from ..epilogue import NONE
 from ..problem import ConvProblem
 from . import split_k
-from .common import channel_bias, store_output
+from .common import apply_epilogue, store_output
 from .conv2d_fwd import kernel_filter
 from .launch import launch
 from .sizes import cdiv
 
 
-@triton.heuristics({"HAS_BIAS": lambda args: args["bias_ptr"] is not None})
+@triton.heuristics({
+    "HAS_BIAS": lambda args: args["bias_ptr"] is not None,
+    "HAS_SCALE": lambda args: args["scale_ptr"] is not None,
+})  # fmt: skip
 @triton.jit
 def _conv2d_fwd_tma_kernel(
-    x_desc, filt_desc, bias_ptr, y_ptr,
+    x_desc, filt_desc, bias_ptr, scale_ptr, res_ptr, y_ptr,
     N, C, CG, KG, R, S, P, Q, H, W,
-    stride_b, stride_yn, stride_yk, stride_yp, stride_yq,
+    stride_b, stride_s, stride_yn, stride_yk, stride_yp, stride_yq,
+    stride_rn, stride_rk, stride_rp, stride_rq,
     pad_top, pad_left, dilation_h, dilation_w, stride_h, stride_w,
     HAS_BIAS: tl.constexpr,
+    HAS_SCALE: tl.constexpr,
+    ACTIVATION: tl.constexpr,
+    RESIDUAL: tl.constexpr,
     RASTER: tl.constexpr,
     STRIDED: tl.constexpr,
     PRECISION: tl.constexpr,
@@ -122,17 +130,24 @@ def _conv2d_fwd_tma_kernel(
     kn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N] channel inside the group
     kn_ok = kn < KG
     channel = (group * KG + kn).to(tl.int64)
-    if HAS_BIAS:
-        acc += channel_bias(bias_ptr, channel, kn_ok, stride_b)[None, :]
     m = tl.arange(0, BLOCK_M)
     if RASTER:  # pixels of the input grid whose windows would leave the image are not outputs
         n = (m0 + m) // (H * W)
         p = (m0 + m) // W % H
         q = (m0 + m) % W
+        n_col = n[:, None]
     else:
         p = p0 + m // BLOCK_Q
         q = q0 + m % BLOCK_Q
+        n_col = n  # one image a tile
     pixel_ok = (n < N) & (p < P) & (q < Q)
+    # Bias and the fused epilogue (none under split-K: split_k.finish runs them on the sum).
+    acc = apply_epilogue(
+        acc, n_col, p[:, None], q[:, None], channel[None, :], kn_ok[None, :],
+        pixel_ok[:, None] & kn_ok[None, :], bias_ptr, scale_ptr, res_ptr,
+        stride_b, stride_s, stride_rn, stride_rk, stride_rp, stride_rq,
+        HAS_BIAS, HAS_SCALE, ACTIVATION, RESIDUAL,
+    )  # fmt: skip
     if SPLIT_K > 1:  # the slice's own images of the workspace
         n += tl.program_id(1) * N
     store_output(y_ptr, acc, n.to(tl.int64), p.to(tl.int64), q.to(tl.int64), channel, pixel_ok,
@@ -203,8 +218,9 @@ def tma_launcher(
     problem: ConvProblem, config: dict, *, raster: bool, interpreted: bool,
     slot: dict | None = None,
 ) -> Callable[..., torch.Tensor]:  # fmt: skip
-    """`launch(x, weight, bias, y)` filling `y` [N, K, P, Q] (any strides) from channels-last
-    inputs of `problem`'s signature (`tma_supported`, and `raster_supported` for `raster`).
+    """`launch(x, weight, bias, y, scale=None, residual=None)` filling `y` [N, K, P, Q] (any
+    strides) from channels-last inputs of `problem`'s signature (`tma_supported`, and
+    `raster_supported` for `raster`), the problem's epilogue fused into the store.
 
     Tiles, grid and descriptor geometry are worked out here once, so that a call builds only
     what depends on its tensors (the re-laid filter, two descriptors; with split-K the
@@ -238,23 +254,33 @@ def tma_launcher(
     sizes = (n, c, problem.cg, problem.kg, problem.r, problem.s, problem.p, problem.q, h, w)
     params = problem.params
     geometry = (*problem.pad_top_left, *params.dilation, *params.stride)
+    epilogue = problem.epilogue if splits == 1 else NONE  # the kernel's; finish runs the rest
     meta = dict(PRECISION=problem.math.precision, RASTER=raster, STRIDED=problem.strided,
                 SPLIT_K=splits, UPCAST=interpreted and problem.dtype != torch.float32,
+                ACTIVATION=epilogue.activation or "", RESIDUAL=epilogue.residual or "",
                 **config)  # fmt: skip
     finish_slot = None if slot is None else {}  # split_k.finish's kernel, as `slot`
 
-    def launch_into(x, weight, bias, y):
+    def launch_into(x, weight, bias, y, scale=None, residual=None):
         filt = kernel_filter(weight, "rfc")  # [K, R*S*Cg]
         if filt.data_ptr() % 16:  # a view of a channels_last weight may start anywhere
             filt = filt.clone()
         x_desc = TensorDescriptor(x, *x_geometry)
         filt_desc = TensorDescriptor(filt, list(filt.shape), list(filt.stride()), filt_box)
-        out, out_bias = (split_k.workspace(splits, y), None) if splits > 1 else (y, bias)
+        if splits > 1:  # the slices' plain sums: bias and epilogue come with their sum
+            out, out_bias, out_scale, out_residual = split_k.workspace(splits, y), None, None, None
+        else:
+            out, out_bias, out_scale, out_residual = y, bias, scale, residual
         args = (
-            x_desc, filt_desc, out_bias, out, *sizes,
-            0 if out_bias is None else out_bias.stride(0), *out.stride(), *geometry,
+            x_desc, filt_desc, out_bias, out_scale, out_residual, out, *sizes,
+            0 if out_bias is None else out_bias.stride(0),
+            0 if out_scale is None else out_scale.stride(0), *out.stride(),
+            *((0,) * 4 if out_residual is None else out_residual.stride()), *geometry,
         )  # fmt: skip
         launch(_conv2d_fwd_tma_kernel, grid, args, meta, slot)
-        return split_k.finish(out, splits, bias, y, slot=finish_slot) if splits > 1 else y
+        if splits > 1:
+            return split_k.finish(out, splits, bias, y, scale, residual,
+                                  epilogue=problem.epilogue, slot=finish_slot)  # fmt: skip
+        return y
 
     return launch_into

@@ -5,13 +5,15 @@ Two kinds of tile, each a variant: window tiles (a BLOCK_P x BLOCK_Q patch of ou
 image; LOOP 'tma') and raster tiles (a run of BLOCK_M consecutive input pixels, computed
 whole and the non-outputs dropped; unpadded unit-stride only; LOOP 'tma_raster'). The
 tensor-core tiers only take them by default: fp32-accurate ones lost to the pointer kernel
-(notes/tuning.md, TMA tiles).
+(notes/tuning.md, TMA tiles). Both run the fused epilogue in the store; with one, the GPU
+heuristic leaves the call to the pointer kernel, whose fused tiles were measured.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ..epilogue import Epilogue
 from ..kernels import raster_supported, tma_block_k, tma_launcher, tma_programs, tma_supported
 from ..kernels.sizes import cdiv
 from ..problem import ConvProblem
@@ -97,9 +99,14 @@ class Tma(Variant):
             f"{(problem.n, problem.c, problem.h, problem.w)} strided {problem.x_strides}"
         )
 
+    def takes_epilogue(self, epilogue: Epilogue) -> bool:
+        return True
+
     def heuristic(self, problem: ConvProblem, target: Target) -> dict | None:
         if not problem.math.tensor_cores:
             return None
+        if not (problem.epilogue.empty or target.interpreted):
+            return None  # fused, the pointer kernel was measured ahead (notes/fusion); this not
         t = target.table["tma"]
         block_k = tma_block_k(problem.cg, problem.itemsize)
         if target.interpreted:  # every eligible case, so the CPU suite runs these tiles
