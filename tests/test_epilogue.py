@@ -33,7 +33,7 @@ from im2win import plan, tuning, variants
 from im2win.epilogue import ACTIVATIONS, NONE, Epilogue
 from im2win.kernels.split_k import finish, workspace
 from im2win.ops import check_epilogue_backend
-from im2win.variants import BY_NAME, VARIANTS
+from im2win.variants import BY_NAME, VARIANTS, Variant
 
 # The activations in float64, written out as the issue defines them.
 ACT64 = {
@@ -371,13 +371,19 @@ def test_explain_shows_the_epilogue():
     assert str(NONE) == "none" and NONE.empty and not Epilogue(scaled=True).empty
 
 
-def test_which_variants_take_an_epilogue():
+def test_every_variant_takes_an_epilogue_and_a_new_one_refuses_it():
+    """A variant runs only a plain convolution unless it says otherwise: one that does not
+    is never chosen for a fused call, and pinning it raises, naming those that can."""
     fused = Epilogue(activation="relu", residual="after", scaled=True)
-    assert {v.name for v in VARIANTS if v.takes_epilogue(fused)} == {
-        "aten", "depthwise", "packed-groups", "pointer", "pointer-materialized", "tma",
-        "tma-raster",
-    }  # fmt: skip
-    assert all(v.takes_epilogue(NONE) for v in VARIANTS)
+    assert all(v.takes_epilogue(fused) and v.takes_epilogue(NONE) for v in VARIANTS)
+
+    class Plain(Variant):
+        name = "plain"
+
+    assert Plain().takes_epilogue(NONE) and not Plain().takes_epilogue(fused)
+    with pytest.raises(ValueError, match="'plain' cannot run the epilogue 'scale, relu, "
+                                         r"\+ residual'.*'pointer'"):  # fmt: skip
+        variants.check_takes_epilogue(Plain(), fused)
 
 
 @pytest.mark.parametrize(
@@ -450,6 +456,20 @@ def test_tma_kernels_run_the_epilogue(variant, padding, split):
     config = dict(found.candidates(fused, target)[0], VARIANT=variant, SPLIT_K=split)
     check_fused(xshape, wshape, kw, dtype=torch.float16, layout="channels_last",
                 activation="gelu", residual="after", config=config)  # fmt: skip
+
+
+def test_staged_and_wide_pointer_run_the_epilogue():
+    """NCHW staged a chunk of one image at a time (each chunk's kernel reads its slice of an
+    NCHW residual), and the wide pointer variant, pinned, on a ragged shape."""
+    torch.manual_seed(11)
+    xshape, wshape, kw = (3, 16, 5, 7), (12, 16, 3, 3), dict(padding=1)
+    staged = dict(VARIANT="staged-nchw", IMAGES=1)
+    check_fused(xshape, wshape, kw, dtype=torch.float16, activation="silu", residual="before",
+                residual_layout="nchw", config=staged)  # fmt: skip
+    problem = problem_of(xshape, wshape, torch.float32, "tf32", channels_last=True, **kw)
+    wide = dict(BY_NAME["pointer"].heuristic(problem, current_target()), VARIANT="pointer-wide")
+    check_fused(xshape, wshape, kw, layout="channels_last", activation="relu6",
+                residual="after", config=wide, precision="tf32")  # fmt: skip
 
 
 def test_autotuning_times_only_variants_taking_the_epilogue(tmp_path, monkeypatch):
@@ -608,9 +628,6 @@ def bad_calls():
                            ["residual_after_activation", "bool", "1"]),
         "paper_backend": (dict(activation="relu", backend="paper"), ValueError,
                           ["backend='paper'", "epilogue", "relu"]),
-        "pinned_wide": (dict(activation="relu", config=dict(VARIANT="pointer-wide", BLOCK_M=64,
-                        BLOCK_N=16, BLOCK_K=16, num_warps=4, num_stages=1)), ValueError,
-                        ["'pointer-wide'", "cannot run the epilogue", "relu", "pointer"]),
         "windows": (dict(activation="relu", windows="cached"), ValueError, ["windows"]),
     }  # fmt: skip
 

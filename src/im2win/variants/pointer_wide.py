@@ -4,7 +4,6 @@ reading only real pixels beats the tiles' waste (notes/tuning.md, wide pointer t
 
 from __future__ import annotations
 
-from ..epilogue import Epilogue
 from ..kernels.sizes import cdiv
 from ..problem import ConvProblem, MathMode
 from .base import Target
@@ -13,9 +12,6 @@ from .tma import efficiency, tma_pick
 
 
 class WidePointer(Pointer):
-    def takes_epilogue(self, epilogue: Epilogue) -> bool:
-        return epilogue.empty  # the pointer kernel would run it; not yet tested on these tiles
-
     def heuristic(self, problem: ConvProblem, target: Target) -> dict | None:
         t = target.table["pointer-wide"]
         if target.interpreted or problem.math is not MathMode.TF32 or problem.kg < t["min_kg"]:

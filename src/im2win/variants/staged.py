@@ -4,7 +4,8 @@ The channels-last kernels (TMA tiles above all) beat the NCHW paths where a conv
 does enough work per input byte to pay for the copy (notes/tuning.md, staging NCHW
 inputs). cuDNN's fastest NCHW engines take workspaces of about input plus output; here one
 buffer of at most `chunk_bytes` (or one image) is reused and the output is written in
-place, in NCHW. Each chunk's convolution is a sub-problem with a choice of its own.
+place, in NCHW. Each chunk's convolution is a sub-problem with a choice of its own, and
+runs the chunk's part of a fused epilogue.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Mapping
 
 import torch
 
+from ..epilogue import Epilogue
 from ..kernels import MAX_COPY_IMAGES, copy_to_channels_last
 from ..problem import ConvProblem
 from .base import Choice, Into, Target, Variant
@@ -32,12 +34,17 @@ class StagedNchw(Variant):
         t = target.table["staged-nchw"]
         if problem.cg < 16 or problem.depthwise or problem.n < t["min_batch"]:
             return None
+        if not (problem.epilogue.empty or target.interpreted):
+            return None  # fused, the pointer kernel on NCHW was not measured against this
         if problem.k > t["max_widening"] * problem.c:
             return None
         flop = 2 * problem.k * problem.taps * problem.p * problem.q
         if flop < t["min_flop_per_byte"] * problem.h * problem.w * problem.itemsize:
             return None
         return {}
+
+    def takes_epilogue(self, epilogue: Epilogue) -> bool:
+        return True  # each chunk's kernel runs it, on its slice of the residual
 
     def check_config(self, config: dict) -> dict:
         images = config.get("IMAGES")
@@ -77,7 +84,9 @@ class StagedNchw(Variant):
         copy_slots = [{} for _ in starts]  # the copy kernel, once launched, per chunk
         shape = (images, problem.c, problem.h, problem.w)
 
-        def into(x, weight, bias, y):
+        fused = not problem.epilogue.empty
+
+        def into(x, weight, bias, y, scale=None, residual=None):
             staged = torch.empty(shape, dtype=x.dtype, device=x.device,
                                  memory_format=torch.channels_last)  # fmt: skip
             # Re-laid once: each chunk's kernel then reads the filter in place (kernel_filter).
@@ -86,7 +95,11 @@ class StagedNchw(Variant):
                 x_chunk = staged[: min(images, n - i)]
                 copy_to_channels_last(x[i : i + images], x_chunk,
                                       interpreted=target.interpreted, slot=slot)  # fmt: skip
-                into_chunk(x_chunk, weight, bias, y[i : i + images])
+                chunk = (x_chunk, weight, bias, y[i : i + images])
+                if fused:
+                    rest = None if residual is None else residual[i : i + images]
+                    chunk += (scale, rest)
+                into_chunk(*chunk)
             return y
 
         return into
