@@ -5,10 +5,11 @@ exactly what the stock one would, so converting a model never makes it slower.
 The heuristic keeps im2win where the H100 standings (`results/h100-0a4e98e/`) put it ahead
 of cuDNN: small-channel first layers (C <= 4; the paper's stems at 1.0-4.0x in every tier)
 and fp32-accurate channels-last layers (1.56-1.63x geomean over the paper's layers); and,
-in 16-bit, dense layers with a bias or a fused epilogue, which cuDNN runs as extra passes
-over the output (`EPILOGUE_PAYS`). Everything else runs here. Autotuning times this choice
-beside every im2win candidate instead. A fused epilogue runs after the convolution in
-PyTorch ops, in place (`epilogue.apply_in_place`), as the model's own ops would.
+in 16-bit channels-last, dense layers with a bias or a fused epilogue, which cuDNN runs as
+extra passes over the output (`EPILOGUE_PAYS`). Everything else runs here. Autotuning
+times this choice beside every im2win candidate instead. A fused epilogue runs after the
+convolution in PyTorch ops, in place (`epilogue.apply_in_place`), as the model's own ops
+would.
 """
 
 from __future__ import annotations
@@ -24,19 +25,21 @@ FP32_ACCURATE = (MathMode.IEEE, MathMode.TF32X3)
 STEM_CHANNELS = 4  # at most this many input channels: a first layer, im2win's strength
 
 
-# In 16-bit, the pointer kernel with a bias or an epilogue in its store beat cuDNN plus the
-# passes after it on every 1x1 layer of ResNet-50, VGG-16 and EfficientNet-B0 and on their
-# 3x3 layers of up to 128 input channels; from 256 on, cuDNN's main loop wins it back or
-# ties (H200, batch 64; notes/fusion/README.md).
+# In 16-bit channels-last, the pointer kernel with a bias or an epilogue in its store beat
+# cuDNN plus the passes after it on every 1x1 layer of ResNet-50, VGG-16 and EfficientNet-B0
+# and on their 3x3 layers of up to 128 input channels; from 256 on, cuDNN's main loop wins
+# it back or ties (H200, batch 64; notes/fusion/README.md). NCHW was not measured.
 EPILOGUE_PAYS = {"max_channels_3x3": 128}
 
 
-def epilogue_pays(math: MathMode, channels: int, groups: int, taps: int) -> bool:
+def epilogue_pays(math: MathMode, channels_last: bool, channels: int, groups: int,
+                  taps: int) -> bool:  # fmt: skip
     """Whether an im2win kernel with a call's bias and epilogue fused beats PyTorch's
-    convolution followed by them: 16-bit dense layers, but long reductions over several
-    taps."""
+    convolution followed by them: 16-bit dense channels-last layers, but long reductions
+    over several taps."""
     long = taps > 1 and channels > EPILOGUE_PAYS["max_channels_3x3"]
-    return groups == 1 and math.tile_class == "16bit" and not long
+    dense = groups == 1 and channels_last
+    return dense and math.tile_class == "16bit" and not long
 
 
 def prefers_aten(channels: int, groups: int) -> bool:
@@ -51,7 +54,7 @@ def hands_to_aten(math: MathMode, channels_last: bool, channels: int, groups: in
     (`fused`: with a bias or an epilogue) runs PyTorch's convolution rather than im2win."""
     if math in FP32_ACCURATE and channels_last:
         return False
-    if fused and epilogue_pays(math, channels, groups, taps):
+    if fused and epilogue_pays(math, channels_last, channels, groups, taps):
         return False
     return prefers_aten(channels, groups)
 
@@ -86,7 +89,7 @@ class Aten(Variant):
         return problem.dtype != torch.float32
 
     def takes_epilogue(self, epilogue: Epilogue) -> bool:
-        return True  # in PyTorch ops after the convolution (`epilogue.apply`)
+        return True  # in PyTorch ops after the convolution (`epilogue.apply_in_place`)
 
     def launch(self, problem: ConvProblem, choice: Choice, target: Target, out: dict) -> Launch:
         convolution = _convolution(problem)
@@ -108,11 +111,7 @@ class Aten(Variant):
 
     def build(self, problem: ConvProblem, choice: Choice, target: Target) -> Into:
         launch = self.launch(problem, choice, target, {})
-        if problem.epilogue.empty:
-            return lambda x, weight, bias, y: y.copy_(launch(x, weight, bias))
-        return lambda x, weight, bias, y, scale, residual: y.copy_(
-            launch(x, weight, bias, scale, residual)
-        )
+        return lambda x, weight, bias, y, *epilogue: y.copy_(launch(x, weight, bias, *epilogue))
 
 
 def _convolution(problem: ConvProblem) -> Launch:
