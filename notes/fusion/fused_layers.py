@@ -5,7 +5,7 @@ time), L2 flushed, median of 20:
   stock   the original sequence: conv, batch norm, activation, add (native dtype, in place
           where the models do it)
   folded  the batch norm folded: conv with bias, then activation and add in native ops
-  aten    conv2d_fused on PyTorch's convolution (`variants/aten.py`: epilogue in fp32 ops)
+  aten    conv2d_fused on PyTorch's convolution, the epilogue after it in place (aten.py)
   im2win  conv2d_fused on the pointer kernel, the fastest of its tuning candidates
   auto    conv2d_fused as the library chooses (heuristic: the pointer kernel's default tiles,
           or aten)
@@ -24,7 +24,6 @@ import torch.nn.functional as F
 import im2win
 from im2win.bench import models as suite
 from im2win.bench.timing import CudaTimer
-from im2win.epilogue import Epilogue
 from im2win.fusion import FusedConv2d
 from im2win.params import conv_params
 from im2win.problem import ConvProblem, MathMode
@@ -93,7 +92,7 @@ def measure(call: dict, target) -> dict:
             residual_after_activation=m.residual == "after", config=config)  # fmt: skip
 
     params = conv_params(*geometry, kernel_size=tuple(m.weight.shape[2:]))
-    epilogue = Epilogue(activation=m.activation, residual=m.residual)
+    epilogue = m.epilogue
     problem = ConvProblem.of(inp, m.weight, params, MathMode.of(inp.dtype), epilogue)
     best_config, best = None, float("inf")
     for candidate in POINTER.candidates(problem, target):

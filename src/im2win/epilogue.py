@@ -54,6 +54,12 @@ class Epilogue:
         """True for a plain convolution: nothing after the bias."""
         return self.activation is None and self.residual is None and not self.scaled
 
+    @property
+    def constexprs(self) -> dict[str, str]:
+        """The kernels' flags for it (`kernels/common.py`, `apply_epilogue`): ACTIVATION and
+        RESIDUAL, '' where there is none. A scale is a pointer the kernel checks for."""
+        return {"ACTIVATION": self.activation or "", "RESIDUAL": self.residual or ""}
+
     def __str__(self) -> str:
         """The steps in the order they run, e.g. 'scale, + residual, relu'."""
         steps = ["scale"] if self.scaled else []

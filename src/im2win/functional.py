@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from .epilogue import apply, check_tensors, epilogue_of
-from .op import _autocast, autocast_inputs, conv2d_fused_op, conv2d_op
+from .op import autocast_inputs, conv2d_fused_op, conv2d_op
 from .ops import check_epilogue_backend, resolve_backend, window_transform
 from .params import (
     SUPPORTED_DTYPES,
@@ -150,11 +150,11 @@ def conv2d_fused(
     PyTorch's memory format, as `conv2d`'s. With none of scale, activation and residual it
     is `conv2d`.
 
-    Which kernels run the epilogue: the pointer kernel (streamed or materialized windows,
-    both reduction loops; under split-K the sum of the slices runs it) and, under
-    backend='auto', PyTorch's own convolution followed by the epilogue in PyTorch ops
-    (`im2win.explain(..., activation=...)` shows which); the reference backend computes it in
-    PyTorch ops; backend='paper' refuses it. A `config` pinning any other variant raises.
+    Every kernel variant runs the epilogue on its accumulator before the store (under
+    split-K the sum of the slices runs it); under backend='auto', PyTorch's own convolution
+    may run the call instead, followed by the epilogue in PyTorch ops in the output's dtype
+    (`im2win.explain(..., activation=...)` shows which). The reference backend computes it
+    in PyTorch ops; backend='paper' refuses it.
 
     Calls that record gradients (grad enabled and any tensor requiring it) compute the same
     math unfused: `conv2d` (whose gradients and tracing are its own), then the epilogue in
@@ -170,7 +170,7 @@ def conv2d_fused(
                       backend=backend, windows=windows, config=config)  # fmt: skip
     if config is not None or _direct(input):
         if torch._C._is_any_autocast_enabled():
-            input, weight, bias, residual = _autocast_fused(input, weight, bias, residual)
+            input, weight, bias, residual = autocast_inputs(input, weight, bias, residual)
         if not _records_grad(input, weight, bias, scale, residual):
             plan = fused_plan(
                 input, weight, bias, scale, residual, stride, padding, dilation, groups,
@@ -179,7 +179,7 @@ def conv2d_fused(
             )  # fmt: skip
             return plan.fused(input, weight, bias, scale, residual)
     else:
-        input, weight, bias, residual = _autocast_fused(input, weight, bias, residual)
+        input, weight, bias, residual = autocast_inputs(input, weight, bias, residual)
         if not _records_grad(input, weight, bias, scale, residual):
             params = _params_of_fused_op(input, weight, stride, padding, dilation, groups,
                                          precision, backend, windows)  # fmt: skip
@@ -211,18 +211,6 @@ def _records_grad(*tensors) -> bool:
     return torch.is_grad_enabled() and any(
         isinstance(t, torch.Tensor) and t.requires_grad for t in tensors
     )
-
-
-def _autocast_fused(input, weight, bias, residual):
-    """The tensors as autocast gives them to conv2d, and the residual alike (it must match
-    the output)."""
-    if not isinstance(input, torch.Tensor):  # for check_tensor to name
-        return input, weight, bias, residual
-    device_type = input.device.type
-    if not torch.is_autocast_enabled(device_type):
-        return input, weight, bias, residual
-    dtype = torch.get_autocast_dtype(device_type)
-    return tuple(_autocast(t, device_type, dtype) for t in (input, weight, bias, residual))
 
 
 def _conv_then_epilogue(input, weight, bias, stride, padding, dilation, groups, *, scale,

@@ -91,12 +91,16 @@ class FusedConv2d(nn.Module):
         geometry = (self.stride, self.padding, self.dilation, self.groups)
         if residual is not None and not self._fits(input, residual):
             acc = conv2d(input, self.weight, None, *geometry, precision=self.precision)
-            epilogue = Epilogue(activation=self.activation, residual=self.residual)
             dtype = torch.promote_types(acc.dtype, residual.dtype)
-            return apply(acc, epilogue, bias=self.bias, residual=residual, dtype=dtype)
+            return apply(acc, self.epilogue, bias=self.bias, residual=residual, dtype=dtype)
         return conv2d_fused(input, self.weight, self.bias, *geometry, activation=self.activation,
                             residual=residual, residual_after_activation=self.residual == "after",
                             precision=self.precision)  # fmt: skip
+
+    @property
+    def epilogue(self) -> Epilogue:
+        """What follows the bias: the activation and where the residual joins."""
+        return Epilogue(activation=self.activation, residual=self.residual)
 
     def _fits(self, input: torch.Tensor, residual: torch.Tensor) -> bool:
         """Whether `residual` has the output's shape and dtype, as the fused call needs."""
@@ -109,12 +113,8 @@ class FusedConv2d(nn.Module):
         text = (f"{cg * self.groups}, {k}, kernel_size=({r}, {s}), stride={self.stride}, "
                 f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
                 f"bias={self.bias is not None}")  # fmt: skip
-        if self.residual == "before":
-            text += ", + residual"
-        if self.activation:
-            text += f", {self.activation}"
-        if self.residual == "after":
-            text += ", + residual"
+        if not self.epilogue.empty:
+            text += f", {self.epilogue}"
         if self.precision is not None:
             text += f", precision={self.precision!r}"
         return text

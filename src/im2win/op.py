@@ -84,18 +84,22 @@ def _params(stride, padding, dilation, groups) -> ConvParams:
     return ConvParams(tuple(stride), tuple(padding), tuple(dilation), groups)
 
 
-def autocast_inputs(input, weight, bias):
-    """The tensors as autocast gives them to conv2d: floating tensors on the input's device
-    type, float64 excepted, in the autocast dtype when autocast is on there."""
+def autocast_inputs(input, *others):
+    """The tensors (input, weight, bias; a fused call's residual too) as autocast gives them
+    to conv2d: floating tensors on the input's device type, float64 excepted, in the
+    autocast dtype when autocast is on there. Arguments that are not tensors pass through,
+    for the checks after to name."""
+    if not isinstance(input, torch.Tensor):
+        return input, *others
     device_type = input.device.type
     if not torch.is_autocast_enabled(device_type):
-        return input, weight, bias
+        return input, *others
     dtype = torch.get_autocast_dtype(device_type)
-    return tuple(_autocast(t, device_type, dtype) for t in (input, weight, bias))
+    return tuple(_autocast(t, device_type, dtype) for t in (input, *others))
 
 
-def _autocast(t: torch.Tensor | None, device_type: str, dtype: torch.dtype):
-    eligible = t is not None and t.is_floating_point() and t.dtype != torch.float64
+def _autocast(t, device_type: str, dtype: torch.dtype):
+    eligible = isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != torch.float64
     return t.to(dtype) if eligible and t.device.type == device_type else t
 
 
@@ -121,7 +125,7 @@ for _device_type in ("cuda", "cpu"):
 
 # The fused operator is declared on the library directly, not through
 # `torch.library.custom_op`: it records no gradients, so the autograd wrapper and the
-# redispatch around the implementation (about 30 us of host time a call) buy nothing.
+# redispatch around the implementation would cost host time on every call for nothing.
 _LIBRARY.define(
     "conv2d_fused(Tensor input, Tensor weight, Tensor? bias, Tensor? scale, Tensor? residual, "
     "int[] stride, int[] padding, int[] dilation, int groups, str? activation, "

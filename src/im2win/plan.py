@@ -168,15 +168,15 @@ def fused_plan(input, weight, bias, scale, residual, stride, padding, dilation, 
         key = _fused_key(conv, scale, activation, residual, residual_after_activation)
     plan = None if key is None else _PLANS.get(key)
     if plan is None:
-        epilogue = epilogue_of(scale, activation, residual, residual_after_activation)
         check_tensor("input", input, dims=(3, 4))
         check_tensor("weight", weight, dims=(4,))
         params = conv_params(stride, padding, dilation, groups,
                              kernel_size=tuple(weight.shape[2:]))  # fmt: skip
-        plan = make_plan(input, weight, bias, params, precision=precision, backend=backend,
-                         windows=windows, config=config, epilogue=epilogue, scale=scale,
-                         residual=residual)  # fmt: skip
-        _keep(key, plan)
+        plan = _new_fused_plan(
+            key, input, weight, bias, scale, residual, params, activation=activation,
+            residual_after_activation=residual_after_activation, precision=precision,
+            backend=backend, windows=windows, config=config,
+        )  # fmt: skip
     return plan
 
 
@@ -188,11 +188,23 @@ def fused_params_plan(input, weight, bias, scale, residual, params: ConvParams, 
     key = _fused_key(conv, scale, activation, residual, residual_after_activation)
     plan = None if key is None else _PLANS.get(key)
     if plan is None:
-        epilogue = epilogue_of(scale, activation, residual, residual_after_activation)
-        plan = make_plan(input, weight, bias, params, precision=precision, backend=backend,
-                         windows=windows, config=None, epilogue=epilogue, scale=scale,
-                         residual=residual)  # fmt: skip
-        _keep(key, plan)
+        plan = _new_fused_plan(
+            key, input, weight, bias, scale, residual, params, activation=activation,
+            residual_after_activation=residual_after_activation, precision=precision,
+            backend=backend, windows=windows, config=None,
+        )  # fmt: skip
+    return plan
+
+
+def _new_fused_plan(key, input, weight, bias, scale, residual, params: ConvParams, *,
+                    activation, residual_after_activation, precision, backend, windows,
+                    config) -> Conv2dPlan:  # fmt: skip
+    """A fused call's plan, made and kept under `key` (None: not kept)."""
+    epilogue = epilogue_of(scale, activation, residual, residual_after_activation)
+    plan = make_plan(input, weight, bias, params, precision=precision, backend=backend,
+                     windows=windows, config=config, epilogue=epilogue, scale=scale,
+                     residual=residual)  # fmt: skip
+    _keep(key, plan)
     return plan
 
 

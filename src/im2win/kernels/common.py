@@ -31,12 +31,6 @@ def inside(h, w, H, W):
 
 
 @triton.jit
-def channel_bias(bias_ptr, channel, channel_ok, stride_b):
-    """fp32 bias of each output channel in `channel` (0 where not `channel_ok`)."""
-    return tl.load(bias_ptr + channel * stride_b, mask=channel_ok, other=0.0).to(tl.float32)
-
-
-@triton.jit
 def activation(x, ACTIVATION: tl.constexpr):
     """`ACTIVATION` ('' for none, or one of epilogue.ACTIVATIONS) of fp32 `x`, as PyTorch's
     (GELU exact: the erf form)."""

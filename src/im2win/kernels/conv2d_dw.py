@@ -22,7 +22,7 @@ import triton.language as tl
 from ..problem import ConvProblem
 from .common import apply_epilogue, inside, output_pixel, window_corner
 from .launch import launch
-from .sizes import cdiv
+from .sizes import cdiv, strides_or_zeros
 
 
 @triton.jit
@@ -142,13 +142,11 @@ def conv2d_fwd_dw(
         n, k, h, w, p, q, r, s, k // c,
         *x.stride(),
         weight.stride(0), weight.stride(2), weight.stride(3),
-        0 if bias is None else bias.stride(0), 0 if scale is None else scale.stride(0),
+        *strides_or_zeros(bias), *strides_or_zeros(scale),
         *y.stride(),
-        *((0,) * 4 if residual is None else residual.stride()),
+        *strides_or_zeros(residual, 4),
         *params.stride, *problem.pad_top_left, *params.dilation,
     )  # fmt: skip
-    epilogue = problem.epilogue
-    meta = dict(CHANNELS_LAST=problem.channels_last, ACTIVATION=epilogue.activation or "",
-                RESIDUAL=epilogue.residual or "", **config)  # fmt: skip
+    meta = dict(CHANNELS_LAST=problem.channels_last, **problem.epilogue.constexprs, **config)
     launch(_conv2d_fwd_dw_kernel, grid, args, meta, slot)
     return y

@@ -38,7 +38,7 @@ from ..problem import ConvProblem
 from . import split_k
 from .common import apply_epilogue, inside, output_pixel, store_output, window_corner
 from .launch import launch
-from .sizes import cdiv
+from .sizes import cdiv, strides_or_zeros
 
 
 @triton.jit
@@ -349,10 +349,9 @@ def _fixed_arguments(src: WindowSource, filt: torch.Tensor, out: torch.Tensor,
         n, cg, problem.kg, problem.h, problem.w, r, s, p, q,
         *src.pixel_strides,
         *src.red_strides, src.origin,
-        filt.stride(0), 0 if out_bias is None else out_bias.stride(0),
-        0 if out_scale is None else out_scale.stride(0),
+        filt.stride(0), *strides_or_zeros(out_bias), *strides_or_zeros(out_scale),
         *out.stride(),
-        *((0,) * 4 if out_residual is None else out_residual.stride()),
+        *strides_or_zeros(out_residual, 4),
         *params.stride, *problem.pad_top_left, *params.dilation,
     )  # fmt: skip
     epilogue = problem.epilogue if splits == 1 else NONE
@@ -362,8 +361,7 @@ def _fixed_arguments(src: WindowSource, filt: torch.Tensor, out: torch.Tensor,
         CONTIGUOUS_K=contiguous,
         MASKED=src.masked,
         WIDE_INDEX=needs_wide_index(tensors, n * p * q + config["BLOCK_M"], src.origin),
-        ACTIVATION=epilogue.activation or "",
-        RESIDUAL=epilogue.residual or "",
+        **epilogue.constexprs,
         PRECISION=problem.math.precision,
         UPCAST=interpreted and src.tensor.dtype != torch.float32,
         SPLIT_K=splits,

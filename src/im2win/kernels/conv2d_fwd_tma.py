@@ -50,7 +50,7 @@ from . import split_k
 from .common import apply_epilogue, store_output
 from .conv2d_fwd import kernel_filter
 from .launch import launch
-from .sizes import cdiv
+from .sizes import cdiv, strides_or_zeros
 
 
 @triton.heuristics({
@@ -135,15 +135,16 @@ def _conv2d_fwd_tma_kernel(
         n = (m0 + m) // (H * W)
         p = (m0 + m) // W % H
         q = (m0 + m) % W
-        n_col = n[:, None]
+        n_col = n.to(tl.int64)[:, None]
     else:
         p = p0 + m // BLOCK_Q
         q = q0 + m % BLOCK_Q
-        n_col = n  # one image a tile
+        n_col = n.to(tl.int64)  # one image a tile
     pixel_ok = (n < N) & (p < P) & (q < Q)
     # Bias and the fused epilogue (none under split-K: split_k.finish runs them on the sum).
     acc = apply_epilogue(
-        acc, n_col, p[:, None], q[:, None], channel[None, :], kn_ok[None, :],
+        acc, n_col, p.to(tl.int64)[:, None], q.to(tl.int64)[:, None], channel[None, :],
+        kn_ok[None, :],
         pixel_ok[:, None] & kn_ok[None, :], bias_ptr, scale_ptr, res_ptr,
         stride_b, stride_s, stride_rn, stride_rk, stride_rp, stride_rq,
         HAS_BIAS, HAS_SCALE, ACTIVATION, RESIDUAL,
@@ -257,8 +258,7 @@ def tma_launcher(
     epilogue = problem.epilogue if splits == 1 else NONE  # the kernel's; finish runs the rest
     meta = dict(PRECISION=problem.math.precision, RASTER=raster, STRIDED=problem.strided,
                 SPLIT_K=splits, UPCAST=interpreted and problem.dtype != torch.float32,
-                ACTIVATION=epilogue.activation or "", RESIDUAL=epilogue.residual or "",
-                **config)  # fmt: skip
+                **epilogue.constexprs, **config)  # fmt: skip
     finish_slot = None if slot is None else {}  # split_k.finish's kernel, as `slot`
 
     def launch_into(x, weight, bias, y, scale=None, residual=None):
@@ -273,9 +273,8 @@ def tma_launcher(
             out, out_bias, out_scale, out_residual = y, bias, scale, residual
         args = (
             x_desc, filt_desc, out_bias, out_scale, out_residual, out, *sizes,
-            0 if out_bias is None else out_bias.stride(0),
-            0 if out_scale is None else out_scale.stride(0), *out.stride(),
-            *((0,) * 4 if out_residual is None else out_residual.stride()), *geometry,
+            *strides_or_zeros(out_bias), *strides_or_zeros(out_scale), *out.stride(),
+            *strides_or_zeros(out_residual, 4), *geometry,
         )  # fmt: skip
         launch(_conv2d_fwd_tma_kernel, grid, args, meta, slot)
         if splits > 1:

@@ -26,7 +26,7 @@ import triton.language as tl
 from ..problem import ConvProblem
 from .common import apply_epilogue, inside, output_pixel, store_output, window_corner
 from .launch import launch
-from .sizes import cdiv
+from .sizes import cdiv, strides_or_zeros
 
 
 @triton.heuristics({
@@ -128,15 +128,13 @@ def conv2d_fwd_grouped(
         x, weight, bias, scale, residual, y,
         n, groups, cg, kg, h, w, p, q, r, s,
         *x.stride(), *weight.stride(),
-        0 if bias is None else bias.stride(0), 0 if scale is None else scale.stride(0),
+        *strides_or_zeros(bias), *strides_or_zeros(scale),
         *y.stride(),
-        *((0,) * 4 if residual is None else residual.stride()),
+        *strides_or_zeros(residual, 4),
         *params.stride, *problem.pad_top_left, *params.dilation,
     )  # fmt: skip
-    epilogue = problem.epilogue
     meta = dict(PRECISION=problem.math.precision, DENSE=dense,
-                UPCAST=interpreted and x.dtype != torch.float32,
-                ACTIVATION=epilogue.activation or "", RESIDUAL=epilogue.residual or "",
+                UPCAST=interpreted and x.dtype != torch.float32, **problem.epilogue.constexprs,
                 **config)  # fmt: skip
     launch(_conv2d_fwd_grouped_kernel, grid, args, meta, slot)
     return y

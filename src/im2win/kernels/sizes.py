@@ -5,6 +5,12 @@ microseconds a call, and a launch needed a dozen of them (notes/tuning.md, host 
 """
 
 
+def strides_or_zeros(t, dims: int = 1) -> tuple[int, ...]:
+    """`t`'s strides, or `dims` zeros for an optional tensor left out (a kernel never reads
+    it: its pointer is None)."""
+    return (0,) * dims if t is None else t.stride()
+
+
 def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 

@@ -18,7 +18,7 @@ from ..epilogue import NONE, Epilogue, apply
 from ..params import is_channels_last
 from .common import apply_epilogue, output_pixel
 from .launch import launch
-from .sizes import cdiv
+from .sizes import cdiv, strides_or_zeros
 
 
 def workspace(splits: int, y: torch.Tensor) -> torch.Tensor:
@@ -82,11 +82,9 @@ def finish(ws: torch.Tensor, splits: int, bias: torch.Tensor | None, y: torch.Te
     channel_stride = 1 if y.stride(1) == 1 else p * q
     args = (
         ws, bias, scale, residual, y, elements, k, p, q, channel_stride,
-        0 if bias is None else bias.stride(0), 0 if scale is None else scale.stride(0),
-        *((0,) * 4 if residual is None else residual.stride()),
+        *strides_or_zeros(bias), *strides_or_zeros(scale), *strides_or_zeros(residual, 4),
     )  # fmt: skip
     meta = dict(SPLITS=splits, HAS_BIAS=bias is not None, HAS_SCALE=scale is not None,
-                ACTIVATION=epilogue.activation or "", RESIDUAL=epilogue.residual or "",
-                BLOCK=block)  # fmt: skip
+                **epilogue.constexprs, BLOCK=block)  # fmt: skip
     launch(_sum_slices_kernel, (cdiv(elements, block),), args, meta, slot)
     return y

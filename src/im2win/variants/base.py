@@ -21,9 +21,8 @@ from ..epilogue import Epilogue
 from ..kernels.sizes import next_power_of_2
 from ..problem import ConvProblem
 
-# into(x, weight, bias, y): fills y [N, K, P, Q] (any strides) and returns it. A problem with
-# an epilogue (`problem.epilogue`) takes its tensors too: into(x, weight, bias, y, scale,
-# residual), each None where the epilogue has no use for it.
+# into(x, weight, bias, y, scale=None, residual=None): fills y [N, K, P, Q] (any strides) and
+# returns it; scale and residual as the problem's epilogue (`problem.epilogue`) asks for them.
 Into = Callable[..., torch.Tensor]
 # launch(x, weight, bias) -> a new output; with an epilogue, launch(x, weight, bias, scale,
 # residual).
@@ -145,11 +144,8 @@ class Variant:
     def launch(self, problem: ConvProblem, choice: Choice, target: Target, out: dict) -> Launch:
         """`build`'s call on a new output, `torch.empty(**out)`."""
         into = self.build(problem, choice, target)
-        if problem.epilogue.empty:
-            return lambda x, weight, bias: into(x, weight, bias, torch.empty(**out))
-        return lambda x, weight, bias, scale, residual: into(
-            x, weight, bias, torch.empty(**out), scale, residual
-        )
+        return lambda x, weight, bias, *epilogue: into(x, weight, bias, torch.empty(**out),
+                                                       *epilogue)  # fmt: skip
 
     def __repr__(self) -> str:
         return f"<variant {self.name}>"

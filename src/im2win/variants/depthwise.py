@@ -39,11 +39,7 @@ class Depthwise(Variant):
 
     def build(self, problem: ConvProblem, choice: Choice, target: Target) -> Into:
         config, slot = dict(choice.config), {}
-        if problem.epilogue.empty:
-            return lambda x, weight, bias, y: conv2d_fwd_dw(
-                x, weight, bias, y, problem, config=config, slot=slot
-            )
-        return lambda x, weight, bias, y, scale, residual: conv2d_fwd_dw(
+        return lambda x, weight, bias, y, scale=None, residual=None: conv2d_fwd_dw(
             x, weight, bias, y, problem, config=config, slot=slot, scale=scale,
             residual=residual,
         )  # fmt: skip

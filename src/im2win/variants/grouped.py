@@ -52,11 +52,7 @@ class PackedGroups(Variant):
 
     def build(self, problem: ConvProblem, choice: Choice, target: Target) -> Into:
         config, slot, interpreted = dict(choice.config), {}, target.interpreted
-        if problem.epilogue.empty:
-            return lambda x, weight, bias, y: conv2d_fwd_grouped(
-                x, weight, bias, y, problem, config=config, interpreted=interpreted, slot=slot
-            )
-        return lambda x, weight, bias, y, scale, residual: conv2d_fwd_grouped(
+        return lambda x, weight, bias, y, scale=None, residual=None: conv2d_fwd_grouped(
             x, weight, bias, y, problem, config=config, interpreted=interpreted, slot=slot,
             scale=scale, residual=residual,
         )  # fmt: skip

@@ -152,9 +152,7 @@ class Pointer(Variant):
             def source(x):
                 return streamed_windows(x, params, cg)
 
-            if problem.epilogue.empty:
-                return lambda x, weight, bias, y: run(x, weight, bias, y, source)
-            return lambda x, weight, bias, y, scale, residual: run(
+            return lambda x, weight, bias, y, scale=None, residual=None: run(
                 x, weight, bias, y, source, scale, residual
             )
 

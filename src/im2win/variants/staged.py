@@ -84,8 +84,6 @@ class StagedNchw(Variant):
         copy_slots = [{} for _ in starts]  # the copy kernel, once launched, per chunk
         shape = (images, problem.c, problem.h, problem.w)
 
-        fused = not problem.epilogue.empty
-
         def into(x, weight, bias, y, scale=None, residual=None):
             staged = torch.empty(shape, dtype=x.dtype, device=x.device,
                                  memory_format=torch.channels_last)  # fmt: skip
@@ -95,11 +93,8 @@ class StagedNchw(Variant):
                 x_chunk = staged[: min(images, n - i)]
                 copy_to_channels_last(x[i : i + images], x_chunk,
                                       interpreted=target.interpreted, slot=slot)  # fmt: skip
-                chunk = (x_chunk, weight, bias, y[i : i + images])
-                if fused:
-                    rest = None if residual is None else residual[i : i + images]
-                    chunk += (scale, rest)
-                into_chunk(*chunk)
+                rest = None if residual is None else residual[i : i + images]
+                into_chunk(x_chunk, weight, bias, y[i : i + images], scale, rest)
             return y
 
         return into
