@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import im2win
 from helpers import DEVICE, TOL, assert_close, randn, reference, torch_output_format
 from im2win.plan import trace
+from im2win.problem import MathMode
 
 OP = torch.ops.im2win.conv2d.default
 
@@ -291,3 +292,19 @@ def test_compiled_16bit_layers_cudnn_wins_are_traced_as_aten():
     torch._dynamo.reset()
     compiled = torch.compile(model, fullgraph=True)
     assert_close(compiled(x), reference_model(model, x), TOL[torch.bfloat16])
+
+
+def test_fp32_math_mode_is_read_when_a_graph_is_traced():
+    """The fp32 math mode follows torch's matmul precision inside a full graph too (dynamo
+    cannot trace the getter itself), and a change of precision recompiles."""
+    fn = torch.compile(lambda x: x + MathMode.of(x.dtype).value.count("tf32"), fullgraph=True,
+                       backend="eager")  # fmt: skip
+    x = torch.zeros(3)
+    saved = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        assert fn(x).tolist() == [0.0] * 3  # 'ieee'
+        torch.set_float32_matmul_precision("high")
+        assert fn(x).tolist() == [1.0] * 3  # 'tf32x3'
+    finally:
+        torch.set_float32_matmul_precision(saved)

@@ -77,7 +77,7 @@ class MathMode(enum.Enum):
                 )
             return _BY_DTYPE[dtype]
         if precision is None:
-            return _BY_MATMUL_PRECISION[torch.get_float32_matmul_precision()]
+            return _BY_MATMUL_PRECISION[_matmul_precision()]
         if precision not in FP32_PRECISIONS:
             raise ValueError(
                 f"precision must be one of {FP32_PRECISIONS} or None, got {precision!r}"
@@ -94,6 +94,15 @@ _DTYPES = {
     MathMode.BF16: torch.bfloat16,
     MathMode.FP64: torch.float64,
 }
+
+
+@torch.compiler.assume_constant_result
+def _matmul_precision() -> str:
+    """`torch.get_float32_matmul_precision()`, which dynamo cannot trace: under
+    `torch.compile` read when the graph is made (a change of it recompiles)."""
+    return torch.get_float32_matmul_precision()
+
+
 _BY_DTYPE = {torch.float16: MathMode.FP16, torch.bfloat16: MathMode.BF16,
              torch.float64: MathMode.FP64}  # fmt: skip
 _BY_MATMUL_PRECISION = {"highest": MathMode.IEEE, "high": MathMode.TF32X3,
