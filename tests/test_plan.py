@@ -120,8 +120,10 @@ RELAUNCHED = {
                           torch.float16, True, 0),
     "tma-nhwc": ("conv2d_fwd_tma", "_conv2d_fwd_tma_kernel", (2, 64, 16, 16), (128, 64, 3, 3), 1,
                  torch.bfloat16, True, 1),
-    "depthwise": ("conv2d_dw", "_conv2d_fwd_dw_kernel", (2, 6, 9, 7), (6, 1, 3, 3), 6,
-                  torch.float32, True, 1),
+    "depthwise-nhwc": ("conv2d_dw", "_conv2d_fwd_dw_rows_kernel", (2, 6, 9, 7), (6, 1, 3, 3), 6,
+                       torch.float32, True, 1),
+    "depthwise-nchw": ("conv2d_dw", "_conv2d_fwd_dw_kernel", (2, 6, 9, 7), (6, 1, 3, 3), 6,
+                       torch.float32, False, 1),
     "grouped": ("conv2d_grouped", "_conv2d_fwd_grouped_kernel", (2, 16, 9, 7), (24, 4, 3, 3), 4,
                 torch.bfloat16, False, 1),
 }  # fmt: skip

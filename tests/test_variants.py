@@ -189,7 +189,8 @@ def test_staged_choices_show_their_chunks():
         (dict(VARIANT="packed-groups", BLOCK_M=64, BLOCK_G=1, num_warps=4, num_stages=1),
          ["'packed-groups'", "cannot serve", "ieee"]),
         (dict(VARIANT="staged-nchw", IMAGES=0), ["IMAGES", "int >= 1"]),
-        (dict(VARIANT="depthwise", BLOCK_M=64, BLOCK_C=16, num_warps=4), ["square", "BLOCK_C"]),
+        (dict(VARIANT="depthwise", BLOCK_M=64, BLOCK_C=16, num_warps=4),
+         ["BLOCK_Q", "channels-last", "BLOCK_M", "NCHW"]),
     ],
 )  # fmt: skip
 def test_bad_pinned_variants(config, fragments):

@@ -152,7 +152,7 @@ class Variant:
 
 
 TILE_KEYS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps", "num_stages")
-MINIMUM = {"num_warps": 1, "BLOCK_G": 1}  # other BLOCK_* at least 16
+MINIMUM = {"num_warps": 1, "BLOCK_G": 1, "BLOCK_Q": 1}  # other BLOCK_* at least 16
 
 
 def check_tiles(config: dict, required: tuple[str, ...], optional: tuple[str, ...]) -> dict:

@@ -1,15 +1,17 @@
 """Depthwise convolutions (groups == C) by direct FMA (`kernels/conv2d_dw.py`): no channel
 reduction to make a GEMM of, in every math mode (fp32 arithmetic throughout); the fused
-epilogue in the store."""
+epilogue in the store. Channels-last tensors take tiles along one output row (BLOCK_Q
+columns), NCHW ones tiles of flat pixels (BLOCK_M)."""
 
 from __future__ import annotations
 
 from ..epilogue import Epilogue
-from ..kernels import conv2d_fwd_dw
+from ..kernels import conv2d_fwd_dw, conv2d_fwd_dw_rows
 from ..problem import ConvProblem
-from .base import Choice, Into, Target, Variant, check_tiles
+from .base import Choice, Into, Target, Variant, check_tiles, clamp_pow2
 
-TILE_KEYS = ("BLOCK_M", "BLOCK_C", "num_warps")
+ROW_KEYS = ("BLOCK_Q", "BLOCK_C", "num_warps")
+FLAT_KEYS = ("BLOCK_M", "BLOCK_C", "num_warps")
 
 
 class Depthwise(Variant):
@@ -19,18 +21,27 @@ class Depthwise(Variant):
         return problem.depthwise
 
     def heuristic(self, problem: ConvProblem, target: Target) -> dict | None:
-        return dict(target.table["depthwise"]["tiles"][problem.layout])
+        tiles = target.table["depthwise"]["tiles"][problem.layout]
+        if not problem.channels_last:
+            return dict(tiles)
+        # A tile no wider than the layer's channels or its rows, as the table sizes it.
+        block_c = clamp_pow2(problem.k, 16, tiles["BLOCK_C"])
+        block_q = clamp_pow2(problem.q, 8, tiles["pixels"] // block_c)
+        return dict(BLOCK_Q=block_q, BLOCK_C=block_c, num_warps=tiles["num_warps"])
 
     def check_config(self, config: dict) -> dict:
-        return check_tiles(config, TILE_KEYS, ())
+        if "BLOCK_Q" not in config:
+            return check_tiles(config, FLAT_KEYS, ())
+        if not isinstance(config.get("UNROLL_ROWS", True), bool):
+            raise ValueError(f"config['UNROLL_ROWS'] must be a bool, got {config['UNROLL_ROWS']!r}")
+        return check_tiles(config, ROW_KEYS, ("UNROLL_ROWS",))
 
     def finalize(self, problem: ConvProblem, config: dict, target: Target) -> dict:
-        # Triton 3.6 failed to compile the channels-last kernel with BLOCK_M != BLOCK_C
-        # (notes/tuning.md, depthwise).
-        if problem.channels_last and config["BLOCK_M"] != config["BLOCK_C"]:
+        if ("BLOCK_Q" in config) != problem.channels_last:
             raise ValueError(
-                "config: the depthwise kernel's channels-last tiles must be square "
-                f"(BLOCK_M == BLOCK_C), got {config}"
+                "config: the depthwise kernel takes BLOCK_Q (row tiles) on channels-last "
+                f"tensors and BLOCK_M (flat pixels) on NCHW ones, got {config} for "
+                f"{problem.layout}"
             )
         return dict(config)
 
@@ -39,7 +50,8 @@ class Depthwise(Variant):
 
     def build(self, problem: ConvProblem, choice: Choice, target: Target) -> Into:
         config, slot = dict(choice.config), {}
-        return lambda x, weight, bias, y, scale=None, residual=None: conv2d_fwd_dw(
+        kernel = conv2d_fwd_dw_rows if problem.channels_last else conv2d_fwd_dw
+        return lambda x, weight, bias, y, scale=None, residual=None: kernel(
             x, weight, bias, y, problem, config=config, slot=slot, scale=scale,
             residual=residual,
         )  # fmt: skip
