@@ -91,19 +91,19 @@ def main(argv):
     paths = [a for a in argv if not a.startswith("--")]
     torch.backends.cudnn.benchmark = True
     torch.backends.cudnn.allow_tf32 = False
-    rows = []
-    for (name, shape), dtype in itertools.product(LAYERS.items(), (torch.bfloat16, torch.float32)):
-        found = list(layer_rows(name, *shape, dtype, sweep))
-        rows += found
-        unrolled, rolled = found[0], found[1]
-        best = min((r for r in found if r["ok"]), key=lambda r: r["ms"])
-        print(f"{name:20s} {unrolled['dtype']:8s} stock {unrolled['stock_ms']:.4f} "
-              f"unrolled {unrolled['ms']:.4f} rolled {rolled['ms']:.4f} "
-              f"best {best['ms']:.4f} ({unrolled['stock_ms'] / best['ms']:.2f}x stock, "
-              f"{unrolled['copy_ms'] / best['ms']:.0%} of copy) {best['config']}"
-              + ("" if all(r["ok"] for r in found) else " WRONG"), flush=True)  # fmt: skip
     with open(paths[0] if paths else "row_tiles.jsonl", "w") as out:
-        out.writelines(json.dumps(r) + "\n" for r in rows)
+        for (name, shape), dtype in itertools.product(LAYERS.items(),
+                                                      (torch.bfloat16, torch.float32)):  # fmt: skip
+            found = list(layer_rows(name, *shape, dtype, sweep))
+            out.writelines(json.dumps(r) + "\n" for r in found)
+            out.flush()
+            unrolled, rolled = found[0], found[1]
+            best = min((r for r in found if r["ok"]), key=lambda r: r["ms"])
+            print(f"{name:20s} {unrolled['dtype']:8s} stock {unrolled['stock_ms']:.4f} "
+                  f"unrolled {unrolled['ms']:.4f} rolled {rolled['ms']:.4f} "
+                  f"best {best['ms']:.4f} ({unrolled['stock_ms'] / best['ms']:.2f}x stock, "
+                  f"{unrolled['copy_ms'] / best['ms']:.0%} of copy) {best['config']}"
+                  + ("" if all(r["ok"] for r in found) else " WRONG"), flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
