@@ -1,6 +1,6 @@
 """im2win: 2D convolution on NVIDIA GPUs through the image-to-window layout, in Triton."""
 
-from . import nn
+from . import grad, nn
 from .functional import conv2d, conv2d_fused, explain, transform, transform_filter
 from .fusion import optimize
 from .nn import convert, warmup
@@ -11,6 +11,7 @@ __all__ = [
     "conv2d_fused",
     "convert",
     "explain",
+    "grad",
     "nn",
     "optimize",
     "transform",

@@ -1,0 +1,205 @@
+"""A convolution's gradients as convolutions on the im2win kernels, the counterparts of
+`torch.nn.grad.conv2d_input` and `conv2d_weight`.
+
+Input gradient: the output gradient correlated with the filter flipped and its input and
+output channels swapped. A strided layer splits into stride_h x stride_w phases (the input
+rows and columns of one residue each): each phase is a stride-1 convolution with the taps
+that reach it, so no product is taken with the zeros a strided transposed convolution
+would insert. Weight gradient: the input with its batch and channel axes swapped,
+correlated with the output gradient, likewise swapped, as the filter (stride and dilation
+trade places).
+
+Both run `im2win.conv2d`, so every tier, layout and backend is the forward pass's. Not yet
+wired into autograd (which still runs PyTorch's backward) nor measured against cuDNN.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .functional import conv2d
+from .params import ConvParams, check_tensor, conv_params
+
+
+def conv2d_input(
+    input_size,
+    weight: torch.Tensor,
+    grad_output: torch.Tensor,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups: int = 1,
+    *,
+    precision: str | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """The gradient of `conv2d` with respect to its input [N, C, H, W] (`input_size`), from
+    `weight` [K, C/groups, R, S] and `grad_output` [N, K, P, Q]; the other arguments as
+    `conv2d` takes them. The result has grad_output's dtype and memory format."""
+    check_tensor("weight", weight, dims=(4,))
+    check_tensor("grad_output", grad_output, dims=(4,))
+    _check_like("weight", weight, grad_output)
+    params = conv_params(stride, padding, dilation, groups, kernel_size=tuple(weight.shape[2:]))
+    n, c, h, w = _input_size(input_size, weight, grad_output, params)
+    k, _, r, s = weight.shape
+    g = params.groups
+    # [g, K/g, C/g, R, S] -> [g, C/g, K/g, R, S]: per group, input and output channels swap.
+    swapped = weight.view(g, k // g, c // g, r, s).transpose(1, 2)
+    phases = [
+        (a, b, rows, cols)
+        for a, rows in _phases(h, r, params.stride[0], params.dilation[0], params.padding[0])
+        for b, cols in _phases(w, s, params.stride[1], params.dilation[1], params.padding[2])
+    ]
+    if params.stride == (1, 1):
+        (_, _, rows, cols), = phases  # fmt: skip
+        return _phase(grad_output, swapped, rows, cols, g, precision, backend)
+    fmt = torch.channels_last if _channels_last(grad_output) else torch.contiguous_format
+    grad_input = torch.empty(
+        (n, c, h, w), dtype=grad_output.dtype, device=grad_output.device, memory_format=fmt
+    ).zero_()  # phases no tap reaches stay zero
+    for a, b, rows, cols in phases:
+        if rows.taps and cols.taps:
+            grad_input[:, :, a :: params.stride[0], b :: params.stride[1]] = _phase(
+                grad_output, swapped, rows, cols, g, precision, backend
+            )
+    return grad_input
+
+
+def conv2d_weight(
+    input: torch.Tensor,
+    weight_size,
+    grad_output: torch.Tensor,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups: int = 1,
+    *,
+    precision: str | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """The gradient of `conv2d` with respect to its weight [K, C/groups, R, S]
+    (`weight_size`), from `input` [N, C, H, W] and `grad_output` [N, K, P, Q]; the other
+    arguments as `conv2d` takes them. The result has input's dtype, contiguous."""
+    check_tensor("input", input, dims=(4,))
+    check_tensor("grad_output", grad_output, dims=(4,))
+    _check_like("input", input, grad_output)
+    k, cg, r, s = _weight_size(weight_size)
+    params = conv_params(stride, padding, dilation, groups, kernel_size=(r, s))
+    n, c, h, w = input.shape
+    g = params.groups
+    if c != cg * g or k % g or grad_output.shape[:2] != (n, k):
+        raise ValueError(
+            f"weight_size {tuple(weight_size)} with groups={g} does not fit input "
+            f"{tuple(input.shape)} and grad_output {tuple(grad_output.shape)}"
+        )
+    _check_output(grad_output, (h, w), (r, s), params, "input")
+    # Batch = input channels of a group, channels = (group, image), groups = g: one call.
+    x = input.reshape(n, g, cg, h, w).permute(2, 1, 0, 3, 4).reshape(cg, g * n, h, w)
+    p, q = grad_output.shape[2:]
+    dy = grad_output.reshape(n, g, k // g, p, q).permute(1, 2, 0, 3, 4).reshape(k, n, p, q)
+    top, bottom, left, right = params.padding
+    x = _pad(x, top, bottom, left, right)
+    out = conv2d(x, dy, None, stride=params.dilation, dilation=params.stride, groups=g,
+                 precision=precision, backend=backend)  # fmt: skip
+    out = out[:, :, :r, :s]  # rows and columns past the filter's met only unused padding
+    return out.reshape(cg, g, k // g, r, s).permute(1, 2, 0, 3, 4).reshape(k, cg, r, s)
+
+
+class _Taps:
+    """The filter taps of one axis that reach one phase of input rows (or columns):
+    `taps` (ascending), the step between them in the output gradient (`dilation`), and the
+    padding that lines the phase's outputs up (`before`, `size`: the phase's length)."""
+
+    def __init__(self, taps: list[int], dilation: int, before: int, size: int):
+        self.taps, self.dilation, self.before, self.size = taps, dilation, before, size
+
+
+def _phases(size: int, kernel: int, stride: int, dilation: int, pad: int):
+    """(phase, _Taps) for each residue of input positions modulo `stride`.
+
+    Input position h = phase + stride*i takes tap t from output position
+    p = (h + pad - t*dilation) / stride where that divides: the taps of a phase step by
+    stride/gcd and their outputs by dilation/gcd, so each phase is a stride-1 correlation
+    of the output gradient with those taps reversed, dilated by dilation/gcd.
+    """
+    step = dilation // math.gcd(stride, dilation)
+    for phase in range(min(stride, size)):
+        taps = [t for t in range(kernel) if (phase + pad - t * dilation) % stride == 0]
+        length = -(-(size - phase) // stride)
+        if not taps:
+            yield phase, _Taps([], step, 0, length)
+            continue
+        first = (phase + pad - taps[0] * dilation) // stride  # output row of tap taps[0] at i=0
+        # Reversed taps j' = J-1-j read output row i + first - step*(J-1) + step*j'.
+        yield phase, _Taps(taps, step, step * (len(taps) - 1) - first, length)
+
+
+def _phase(grad_output, swapped, rows: _Taps, cols: _Taps, groups, precision, backend):
+    """One phase of the input gradient: a stride-1 correlation with its taps reversed."""
+    g, cg, kg = swapped.shape[:3]
+    taps = swapped[:, :, :, rows.taps][:, :, :, :, cols.taps].flip(-2, -1)
+    taps = taps.reshape(g * cg, kg, len(rows.taps), len(cols.taps))
+    p, q = grad_output.shape[2:]
+    span_h, span_w = rows.dilation * (len(rows.taps) - 1), cols.dilation * (len(cols.taps) - 1)
+    dy = _pad(grad_output, rows.before, rows.size + span_h - p - rows.before,
+              cols.before, cols.size + span_w - q - cols.before)  # fmt: skip
+    return conv2d(dy, taps.to(memory_format=torch.contiguous_format), None,
+                  dilation=(rows.dilation, cols.dilation), groups=groups, precision=precision,
+                  backend=backend)  # fmt: skip
+
+
+def _pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
+    """`x` with zeros added (or rows and columns cut, where negative) on each side; `x`
+    itself where there is nothing to do."""
+    if top == bottom == left == right == 0:
+        return x
+    fmt = torch.channels_last if _channels_last(x) else torch.contiguous_format
+    return F.pad(x, (left, right, top, bottom)).contiguous(memory_format=fmt)
+
+
+def _channels_last(t: torch.Tensor) -> bool:
+    return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+
+
+def _input_size(input_size, weight, grad_output, params: ConvParams) -> tuple[int, ...]:
+    size = tuple(input_size) if isinstance(input_size, (tuple, list, torch.Size)) else None
+    if size is None or len(size) != 4 or not all(isinstance(v, int) and v >= 0 for v in size):
+        raise ValueError(f"input_size must be four ints [N, C, H, W], got {input_size!r}")
+    n, c, h, w = size
+    k, cg, r, s = weight.shape
+    if c != cg * params.groups or k % params.groups or grad_output.shape[:2] != (n, k):
+        raise ValueError(
+            f"input_size {size} with groups={params.groups} does not fit weight "
+            f"{tuple(weight.shape)} and grad_output {tuple(grad_output.shape)}"
+        )
+    _check_output(grad_output, (h, w), (r, s), params, "input_size")
+    return size
+
+
+def _weight_size(weight_size) -> tuple[int, ...]:
+    size = tuple(weight_size) if isinstance(weight_size, (tuple, list, torch.Size)) else None
+    if size is None or len(size) != 4 or not all(isinstance(v, int) and v > 0 for v in size):
+        raise ValueError(
+            f"weight_size must be four positive ints [K, C/groups, R, S], got {weight_size!r}"
+        )
+    return size
+
+
+def _check_like(name: str, t: torch.Tensor, grad_output: torch.Tensor) -> None:
+    if t.dtype != grad_output.dtype or t.device != grad_output.device:
+        raise TypeError(
+            f"grad_output ({grad_output.dtype} on {grad_output.device}) must match {name} "
+            f"({t.dtype} on {t.device})"
+        )
+
+
+def _check_output(grad_output, hw, rs, params: ConvParams, name: str) -> None:
+    want = params.output_size(*hw, *rs)
+    if tuple(grad_output.shape[2:]) != want:
+        raise ValueError(
+            f"grad_output is {tuple(grad_output.shape)}, but a convolution of this {name} "
+            f"gives outputs of {want[0]} x {want[1]}"
+        )

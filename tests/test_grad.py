@@ -1,0 +1,78 @@
+"""`im2win.grad`: a convolution's input and weight gradients on the im2win kernels, against
+float64 autograd through `F.conv2d`, on odd shapes: strides that leave phases without
+taps, dilation with stride, groups and depthwise, 'same' padding with an even kernel,
+padding wider than the filter, batch 1, C = 1 and 3, both layouts."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from helpers import TOL, assert_close, randn
+from im2win import grad
+
+# input shape, weight shape, conv2d arguments
+CASES = {
+    "3x3_p1": ((2, 3, 9, 11), (5, 3, 3, 3), dict(padding=1)),
+    "3x3_s2_p1": ((2, 4, 9, 10), (6, 4, 3, 3), dict(stride=2, padding=1)),
+    "1x1_s2": ((1, 5, 7, 9), (3, 5, 1, 1), dict(stride=2)),
+    "5x3_s32_p21": ((1, 3, 13, 11), (4, 3, 5, 3), dict(stride=(3, 2), padding=(2, 1))),
+    "3x3_s2_d2_p2": ((2, 2, 12, 9), (3, 2, 3, 3), dict(stride=2, dilation=2, padding=2)),
+    "3x2_d31_same": ((1, 1, 8, 7), (2, 1, 3, 2), dict(dilation=(3, 1), padding="same")),
+    "1x1_p2": ((1, 2, 4, 5), (3, 2, 1, 1), dict(padding=2)),
+    "groups3_s2": ((2, 6, 9, 8), (9, 2, 3, 3), dict(stride=2, padding=1, groups=3)),
+    "depthwise_m2": ((1, 3, 7, 9), (6, 1, 3, 3), dict(stride=(1, 2), padding=1, groups=3)),
+    "7x7_s2_p3": ((1, 3, 15, 13), (4, 3, 7, 7), dict(stride=2, padding=3)),
+}
+
+
+def reference(x, w, dy, kw):
+    x = x.double().requires_grad_()
+    w = w.double().requires_grad_()
+    F.conv2d(x, w, **kw).backward(dy.double())
+    return x.grad, w.grad
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("case", CASES)
+def test_gradients_match_autograd(case, layout):
+    torch.manual_seed(3)
+    xshape, wshape, kw = CASES[case]
+    cl = layout == "channels_last"
+    x, w = randn(*xshape, channels_last=cl), randn(*wshape)
+    dy = randn(*F.conv2d(x, w, **kw).shape, channels_last=cl)
+    want_x, want_w = reference(x, w, dy, kw)
+    got_x = grad.conv2d_input(x.shape, w, dy, **kw)
+    got_w = grad.conv2d_weight(x, w.shape, dy, **kw)
+    assert got_x.shape == x.shape and got_w.shape == w.shape
+    assert got_x.dtype == got_w.dtype == torch.float32
+    assert_close(got_x, want_x, TOL[torch.float32])
+    assert_close(got_w, want_w, TOL[torch.float32])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_gradients_in_16_bit(dtype):
+    torch.manual_seed(4)
+    x, w = randn(2, 4, 9, 10, dtype=dtype), randn(6, 4, 3, 3, dtype=dtype)
+    dy = randn(2, 6, 5, 5, dtype=dtype)
+    want_x, want_w = reference(x, w, dy, dict(stride=2, padding=1))
+    assert_close(grad.conv2d_input(x.shape, w, dy, stride=2, padding=1), want_x, TOL[dtype])
+    assert_close(grad.conv2d_weight(x, w.shape, dy, stride=2, padding=1), want_w, TOL[dtype])
+
+
+@pytest.mark.parametrize(
+    "call, fragments",
+    [
+        (lambda x, w, dy: grad.conv2d_input((2, 3, 9), w, dy), ["input_size", "four ints"]),
+        (lambda x, w, dy: grad.conv2d_input((2, 3, 9, 12), w, dy, padding=1),
+         ["grad_output", "9 x 12"]),
+        (lambda x, w, dy: grad.conv2d_input(x.shape, w.double(), dy), ["grad_output", "weight"]),
+        (lambda x, w, dy: grad.conv2d_weight(x, (5, 3, 3), dy), ["weight_size", "four"]),
+        (lambda x, w, dy: grad.conv2d_weight(x, (5, 2, 3, 3), dy, padding=1),
+         ["weight_size", "groups=1", "input"]),
+        (lambda x, w, dy: grad.conv2d_weight(x.half(), w.shape, dy), ["grad_output", "input"]),
+    ],
+)  # fmt: skip
+def test_bad_arguments_are_named(call, fragments):
+    x, w, dy = randn(2, 3, 9, 11), randn(5, 3, 3, 3), randn(2, 5, 9, 11)
+    with pytest.raises((ValueError, TypeError), match=".*".join(fragments)):
+        call(x, w, dy)
