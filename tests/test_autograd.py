@@ -1,4 +1,5 @@
-"""Gradients of input, weight and bias against float64 torch.nn.functional.conv2d autograd."""
+"""Gradients of input, weight and bias against float64 torch.nn.functional.conv2d autograd,
+with PyTorch's backward kernels and with im2win's (`IM2WIN_BACKWARD`)."""
 
 import pytest
 import torch
@@ -6,6 +7,15 @@ import torch.nn.functional as F
 
 import im2win
 from helpers import TOL, assert_close, randn
+from im2win.autograd import BACKWARDS
+
+
+@pytest.fixture(autouse=True, params=BACKWARDS)
+def backward_kernels(request, monkeypatch):
+    """Every test here runs with each backward."""
+    monkeypatch.setenv("IM2WIN_BACKWARD", request.param)
+    return request.param
+
 
 # id: (input shape, weight shape, conv kwargs)
 CASES = {
@@ -98,3 +108,22 @@ def test_gradcheck_reference_backend(padding):
     b = randn(4, dtype=torch.float64).requires_grad_()
     fn = lambda x, w, b: im2win.conv2d(x, w, b, padding=padding, groups=2, backend="reference")
     assert torch.autograd.gradcheck(fn, (x, w, b))
+
+
+def test_im2win_backward_is_deterministic(backward_kernels):
+    """Two backward passes of a strided, grouped layer give the same bits."""
+    torch.manual_seed(5)
+    x, w = randn(2, 4, 9, 10, channels_last=True), randn(6, 2, 3, 3)
+    grad_out = randn(2, 6, 5, 5)
+    first = grads(im2win.conv2d, x, w, None, grad_out, stride=2, padding=1, groups=2)
+    again = grads(im2win.conv2d, x, w, None, grad_out, stride=2, padding=1, groups=2)
+    for a, b in zip(first[1:3], again[1:3], strict=True):
+        assert torch.equal(a, b)
+
+
+def test_unknown_backward_is_named(monkeypatch):
+    monkeypatch.setenv("IM2WIN_BACKWARD", "cudnn")
+    x, w = randn(1, 2, 5, 5), randn(3, 2, 3, 3).requires_grad_()
+    y = im2win.conv2d(x, w)
+    with pytest.raises(ValueError, match="IM2WIN_BACKWARD.*pytorch.*im2win.*'cudnn'"):
+        y.sum().backward()

@@ -1,12 +1,15 @@
 """The backward of every im2win convolution, and the autograd.Function of eager calls.
 
-Forward runs im2win. Backward is, for now, PyTorch's own convolution backward (exact, and
-the same on every device); im2win backward kernels, whose weight gradient can reuse the
-forward's window tensor, are on the roadmap. The registered operator (`op.py`) uses the same
-backward through `torch.library`'s autograd registration.
+Forward runs im2win. Backward is, by default, PyTorch's own convolution backward (exact, and
+the same on every device). With `IM2WIN_BACKWARD=im2win` it is `grad.py`'s: both gradients
+as convolutions on the im2win kernels (not yet measured against cuDNN, hence not the
+default). The registered operator (`op.py`) uses the same backward through
+`torch.library`'s autograd registration.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +41,8 @@ def conv2d_backward(grad_y, x, weight, params: ConvParams, tf32: bool,
                     needs: tuple[bool, bool, bool]):  # fmt: skip
     """(grad_x, grad_weight, grad_bias) of a batched convolution, each None where `needs`
     (input, weight, bias) says so; TF32 only if the forward used it."""
+    if backward_kernels() == "im2win":
+        return _im2win_backward(grad_y, x, weight, params, tf32, needs)
     top, bottom, left, right = params.padding
     pads = params.symmetric_padding
     if pads is None:  # aten's backward takes one pad per axis: pad explicitly instead
@@ -53,3 +58,28 @@ def conv2d_backward(grad_y, x, weight, params: ConvParams, tf32: bool,
     if grad_x is not None and pads is None:
         grad_x = grad_x[:, :, top : x.shape[2] - bottom, left : x.shape[3] - right]
     return grad_x, grad_w, grad_b if needs[2] else None
+
+
+BACKWARDS = ("pytorch", "im2win")
+
+
+def backward_kernels() -> str:
+    """Whose kernels compute the backward: `IM2WIN_BACKWARD`, 'pytorch' (the default) or
+    'im2win'."""
+    chosen = os.environ.get("IM2WIN_BACKWARD", "pytorch")
+    if chosen not in BACKWARDS:
+        raise ValueError(f"IM2WIN_BACKWARD must be one of {BACKWARDS}, got {chosen!r}")
+    return chosen
+
+
+def _im2win_backward(grad_y, x, weight, params: ConvParams, tf32: bool,
+                     needs: tuple[bool, bool, bool]):  # fmt: skip
+    """`conv2d_backward` on the im2win kernels (`grad.py`), in the forward's precision."""
+    from . import grad  # grad runs im2win.conv2d, whose operator imports this module
+
+    precision = ("tf32" if tf32 else "ieee") if x.dtype == torch.float32 else None
+    kw = dict(precision=precision, backend="auto")  # float64 (gradcheck): the reference
+    grad_x = grad.input_grad(tuple(x.shape), weight, grad_y, params, **kw) if needs[0] else None
+    grad_w = grad.weight_grad(x, tuple(weight.shape), grad_y, params, **kw) if needs[1] else None
+    grad_b = grad_y.sum((0, 2, 3)) if needs[2] else None
+    return grad_x, grad_w, grad_b

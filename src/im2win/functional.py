@@ -50,7 +50,7 @@ def conv2d(
     or the weight's strides are channels-last, else contiguous. C = 0 gives the bias (or
     zeros). It is the operator `torch.ops.im2win.conv2d`: `torch.compile` (fullgraph),
     `torch.export`, CUDA graphs and `torch.autocast` (cast as for `F.conv2d`) all see it.
-    Gradients flow (backward is PyTorch's own for now).
+    Gradients flow (backward is PyTorch's own unless `IM2WIN_BACKWARD=im2win`: `grad.py`).
 
     `precision`: float16 and bfloat16 multiply in their own type and accumulate in float32.
     float32 follows `torch.get_float32_matmul_precision()` unless `precision` is given:

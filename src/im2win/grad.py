@@ -9,8 +9,9 @@ would insert. Weight gradient: the input with its batch and channel axes swapped
 correlated with the output gradient, likewise swapped, as the filter (stride and dilation
 trade places).
 
-Both run `im2win.conv2d`, so every tier, layout and backend is the forward pass's. Not yet
-wired into autograd (which still runs PyTorch's backward) nor measured against cuDNN.
+Both run `im2win.conv2d`, so every tier, layout and backend is the forward pass's. The
+backward of im2win's convolution runs them with `IM2WIN_BACKWARD=im2win` (`autograd.py`);
+by default it is still PyTorch's, until these are measured against cuDNN.
 """
 
 from __future__ import annotations
@@ -43,7 +44,15 @@ def conv2d_input(
     check_tensor("grad_output", grad_output, dims=(4,))
     _check_like("weight", weight, grad_output)
     params = conv_params(stride, padding, dilation, groups, kernel_size=tuple(weight.shape[2:]))
-    n, c, h, w = _input_size(input_size, weight, grad_output, params)
+    size = _input_size(input_size, weight, grad_output, params)
+    return input_grad(size, weight, grad_output, params, precision=precision, backend=backend)
+
+
+def input_grad(input_size: tuple[int, ...], weight: torch.Tensor, grad_output: torch.Tensor,
+               params: ConvParams, *, precision: str | None,
+               backend: str) -> torch.Tensor:  # fmt: skip
+    """`conv2d_input` for checked arguments and parsed geometry (padding per side)."""
+    n, c, h, w = input_size
     k, _, r, s = weight.shape
     g = params.groups
     # [g, K/g, C/g, R, S] -> [g, C/g, K/g, R, S]: per group, input and output channels swap.
@@ -96,12 +105,22 @@ def conv2d_weight(
             f"{tuple(input.shape)} and grad_output {tuple(grad_output.shape)}"
         )
     _check_output(grad_output, (h, w), (r, s), params, "input")
+    return weight_grad(input, (k, cg, r, s), grad_output, params, precision=precision,
+                       backend=backend)  # fmt: skip
+
+
+def weight_grad(input: torch.Tensor, weight_size: tuple[int, ...], grad_output: torch.Tensor,
+                params: ConvParams, *, precision: str | None,
+                backend: str) -> torch.Tensor:  # fmt: skip
+    """`conv2d_weight` for checked arguments and parsed geometry (padding per side)."""
+    k, cg, r, s = weight_size
+    n, _, h, w = input.shape
+    g = params.groups
     # Batch = input channels of a group, channels = (group, image), groups = g: one call.
     x = input.reshape(n, g, cg, h, w).permute(2, 1, 0, 3, 4).reshape(cg, g * n, h, w)
     p, q = grad_output.shape[2:]
     dy = grad_output.reshape(n, g, k // g, p, q).permute(1, 2, 0, 3, 4).reshape(k, n, p, q)
-    top, bottom, left, right = params.padding
-    x = _pad(x, top, bottom, left, right)
+    x = _pad(x, *params.padding)
     out = conv2d(x, dy, None, stride=params.dilation, dilation=params.stride, groups=g,
                  precision=precision, backend=backend)  # fmt: skip
     out = out[:, :, :r, :s]  # rows and columns past the filter's met only unused padding
