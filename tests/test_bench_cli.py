@@ -348,3 +348,24 @@ def test_figures_on_an_unreadable_file_is_a_one_line_error(tmp_path):
     path.write_text("")
     path.chmod(0)
     assert "Permission denied" in _figures_exit(path)
+
+
+def test_bench_times_the_gradients(tmp_path):
+    """--directions dgrad,wgrad: im2win's gradients (and cuDNN's on a GPU) as rows of their
+    own, checked against float64 autograd; the forward methods are not run for them."""
+    args = shlex.split("bench --layers conv5 --tiers fp32 --layouts NHWC --batch 1 --repeats 1"
+                       " --methods im2win --directions dgrad,wgrad")  # fmt: skip
+    with redirect_stdout(io.StringIO()):
+        assert main([*args, "--out", str(tmp_path)]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [(r["direction"], r["method"]) for r in rows] == [
+        (d, m) for d in ("dgrad", "wgrad") for m in ("im2win-grad", "torch-convolution-backward")
+    ]
+    for row in rows:
+        if row["method"] == "torch-convolution-backward" and not GPU:
+            assert row["status"] == "unsupported" and "GPU" in row["note"]
+            continue
+        assert row["status"] == "ok" and row["ms"] > 0 and row["tflops"] > 0, row
+        assert 0 <= row["rel_err"] <= row["max_rel_err"]
+        want = row["input_mib"] if row["direction"] == "dgrad" else row["weight_mib"]
+        assert row["output_mib"] == pytest.approx(want)

@@ -31,6 +31,7 @@ import torch
 from . import __version__
 from .bench import models as model_suite
 from .bench.env import provenance
+from .bench.grads import DIRECTIONS, GRAD_METHODS
 from .bench.methods import METHODS
 from .bench.report import ResultWriter, format_table
 from .bench.run import LAYOUTS, BenchPlan, run_bench
@@ -171,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
         f"but {', '.join(name for name in METHODS if name not in defaults)})",
     )
     bench.add_argument(
+        "--directions",
+        type=_names(list(DIRECTIONS)),
+        default=["fprop"],
+        help="fprop (the forward, default), dgrad (input gradient), wgrad (weight gradient); "
+        f"the gradients compare {' and '.join(GRAD_METHODS)}, whatever --methods says",
+    )
+    bench.add_argument(
         "--models",
         type=_names(list(model_suite.MODELS)),
         help="with --suite models: comma-separated networks, from "
@@ -195,7 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_options(ablate)
     ablate.set_defaults(
-        run=_ablate, quick=False, tiers=["fp32"], layouts=["NCHW"], methods=ABLATION_METHODS
+        run=_ablate,
+        quick=False,
+        tiers=["fp32"],
+        layouts=["NCHW"],
+        methods=ABLATION_METHODS,
+        directions=["fprop"],
     )
 
     figures = commands.add_parser(
@@ -254,6 +267,7 @@ def _bench(args: argparse.Namespace, command: str) -> int:
         batch=batch,
         repeats=repeats,
         device=torch.device("cuda" if gpu else "cpu"),
+        directions=tuple(args.directions),
     )
     if not plan.cases():
         raise SystemExit(
@@ -268,7 +282,8 @@ def _bench(args: argparse.Namespace, command: str) -> int:
         rows = run_bench(plan, info, writer)
     table = format_table(rows)
     (out / "table.txt").write_text(table)
-    _draw(rows, out, ablation=args.run is _ablate)
+    forward = [row for row in rows if row["direction"] == "fprop"]  # the figures' subject
+    _draw(forward, out, ablation=args.run is _ablate)
     versions = f"torch {info['torch']} | triton {info['triton']} | cuDNN {info['cudnn']}"
     print(f"\nGPU {info['gpu']} | {versions} | commit {info['commit']} | {suite}, batch {batch}")
     print(table, end="")
@@ -278,6 +293,8 @@ def _bench(args: argparse.Namespace, command: str) -> int:
 
 def _bench_models(args: argparse.Namespace, command: str) -> int:
     """--suite models: each network, stock and converted, per mode and batch."""
+    if args.directions != ["fprop"]:
+        raise SystemExit("im2win bench: --directions does not apply to --suite models")
     for option in ("layers", "tiers"):
         if getattr(args, option) is not None:
             raise SystemExit(

@@ -58,7 +58,8 @@ def window_bytes(x: torch.Tensor, w: torch.Tensor, conv_kwargs: dict) -> int:
     return n * c * p * params.padded_width(width) * w.shape[2] * x.element_size()
 
 
-def _im2win_backend(device: torch.device) -> str:
+def im2win_backend(device: torch.device) -> str:
+    """What runs im2win's kernels on `device`, for the result rows."""
     backend = resolve_backend("auto", device, torch.float32)
     if backend == "triton" and device.type == "cpu" and kernels.interpreted():
         return "triton-interpreter"
@@ -113,7 +114,7 @@ def _cuda_only(label: str) -> Callable[[torch.device], str]:
     return lambda device: label if device.type == "cuda" else "unsupported"
 
 
-register(Method("im2win", ALL_TIERS, _im2win(), _im2win_backend))
+register(Method("im2win", ALL_TIERS, _im2win(), im2win_backend))
 # The two window sources on their own: materialized is the paper's scheme.
 for _windows, _default in (("materialized", True), ("streamed", False)):
     register(
@@ -121,13 +122,13 @@ for _windows, _default in (("materialized", True), ("streamed", False)):
             f"im2win-{_windows}",
             ALL_TIERS,
             _im2win(windows=_windows),
-            _im2win_backend,
+            im2win_backend,
             default=_default,
         )
     )
 # Tensor cores at fp32 accuracy, so it competes in the fp32 tier.
-register(Method("im2win-tf32x3", ("fp32",), _im2win(MathMode.TF32X3), _im2win_backend))
-register(Method("im2win-transform", ALL_TIERS, _transform, _im2win_backend, output="windows"))
+register(Method("im2win-tf32x3", ("fp32",), _im2win(MathMode.TF32X3), im2win_backend))
+register(Method("im2win-transform", ALL_TIERS, _transform, im2win_backend, output="windows"))
 for _name in paper.METHODS:
     register(Method(_name, ("fp32",), _paper(_name), _cuda_only("cuda-nvrtc")))
 for _name in baselines.baseline_names():

@@ -11,7 +11,8 @@ from pathlib import Path
 # One row per measurement. Provenance goes in every row, so a row copied out of its file
 # still says where it came from.
 FIELDS = (
-    "suite", "layer", "method", "tier", "layout", "batch", "dtype", "backend", "device",
+    "suite", "layer", "method", "tier", "layout", "direction", "batch", "dtype", "backend",
+    "device",
     "c", "hw", "k", "rs", "stride", "padding", "dilation", "groups", "flop",
     "ms", "host_us", "tflops", "rel_err", "max_rel_err", "within_tier", "status",
     "input_mib", "weight_mib", "output_mib", "peak_mib", "extra_mib", "analytic_extra_mib",
@@ -61,7 +62,8 @@ def _check(row: dict) -> str:
 
 # (header, cell) for each column of the printed table.
 COLUMNS: tuple[tuple[str, Callable[[dict], str]], ...] = (
-    *((key, itemgetter(key)) for key in ("layer", "tier", "layout", "method", "backend")),
+    *((key, itemgetter(key)) for key in ("layer", "tier", "layout", "method", "direction")),
+    ("backend", itemgetter("backend")),
     ("ms", _number("ms", ".3f")),
     ("host us", _number("host_us", ".1f")),
     ("TFLOPS", _number("tflops", ".3g")),

@@ -1,4 +1,6 @@
-"""The benchmark loop: layers x tiers x layouts x methods, one result row per measurement."""
+"""The benchmark loop: layers x tiers x layouts x directions x methods, one result row per
+measurement. The forward (fprop) runs the forward methods (`methods.py`), the gradients
+(dgrad, wgrad) the gradient methods (`grads.py`)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from im2win.baselines import Unsupported, reference_fp64
 from im2win.params import ConvParams, conv_params
 from im2win.reference import transform_reference
 
+from .grads import GRAD_METHODS, GradMethod
+from .grads import reference as grad_reference
 from .layers import Layer
 from .measure import MIB, allocated, allocator_peak, nbytes, relative_error
 from .methods import Method
@@ -33,15 +37,17 @@ class BenchPlan:
     batch: int
     repeats: int
     device: torch.device
+    directions: tuple[str, ...] = ("fprop",)
 
-    def cases(self) -> list[tuple[Layer, Tier, str, Method]]:
-        """Every (layer, tier, layout, method) to measure, in run order."""
+    def cases(self) -> list[tuple[Layer, Tier, str, str, Method | GradMethod]]:
+        """Every (layer, tier, layout, direction, method) to measure, in run order."""
         return [
-            (layer, tier, layout, method)
+            (layer, tier, layout, direction, method)
             for layer in self.layers
             for tier in self.tiers
             for layout in self.layouts
-            for method in self.methods
+            for direction in self.directions
+            for method in (self.methods if direction == "fprop" else GRAD_METHODS.values())
             if tier.name in method.tiers
         ]
 
@@ -56,7 +62,8 @@ class _Operands:
         self.x = torch.randn(x_shape, generator=gen, device=device)
         self.w = torch.randn(w_shape, generator=gen, device=device)
         self.kwargs = layer.conv_kwargs()
-        self._refs: dict[torch.dtype, torch.Tensor] = {}
+        self._refs: dict[tuple[torch.dtype, str], torch.Tensor] = {}
+        self._dy: torch.Tensor | None = None
 
     def inputs(self, tier: Tier, layout: str) -> tuple[torch.Tensor, torch.Tensor]:
         fmt = torch.channels_last if layout == "NHWC" else torch.contiguous_format
@@ -65,15 +72,34 @@ class _Operands:
             self.w.to(dtype=tier.dtype, memory_format=fmt),
         )
 
-    def reference(self, tier: Tier) -> torch.Tensor:
-        """float64 convolution of the tier's rounded inputs: error then measures arithmetic."""
-        if tier.dtype not in self._refs:
+    def grad_output(self, tier: Tier, layout: str) -> torch.Tensor:
+        """The output gradient the backward directions start from, made on first use."""
+        if self._dy is None:
+            gen = torch.Generator(self.x.device).manual_seed(1)
+            params = conv_params(**self.kwargs, kernel_size=tuple(self.w.shape[2:]))
+            p, q = params.output_size(*self.x.shape[2:], *self.w.shape[2:])
+            dims = (self.x.shape[0], self.w.shape[0], p, q)
+            self._dy = torch.randn(dims, generator=gen, device=self.x.device)
+        fmt = torch.channels_last if layout == "NHWC" else torch.contiguous_format
+        return self._dy.to(dtype=tier.dtype, memory_format=fmt)
+
+    def reference(self, tier: Tier, direction: str = "fprop") -> torch.Tensor:
+        """float64 result of the tier's rounded inputs: error then measures arithmetic."""
+        key = (tier.dtype, direction)
+        if key not in self._refs:
             x, w = (t.to(tier.dtype) for t in (self.x, self.w))
-            self._refs[tier.dtype] = reference_fp64(x, w, None, **self.kwargs)
-        return self._refs[tier.dtype]
+            if direction == "fprop":
+                self._refs[key] = reference_fp64(x, w, None, **self.kwargs)
+            else:
+                dy = self._dy.to(tier.dtype)
+                self._refs[key] = grad_reference(x, w, dy, self.kwargs, direction)
+        return self._refs[key]
 
 
-def _measure(plan, timer, ops: _Operands, tier: Tier, layout: str, method: Method) -> dict:
+def _measure(plan, timer, ops: _Operands, tier: Tier, layout: str, direction: str,
+             method: Method | GradMethod) -> dict:  # fmt: skip
+    if direction != "fprop":
+        return _measure_grad(plan, timer, ops, tier, layout, direction, method)
     x, w = ops.inputs(tier, layout)
     before = allocated(plan.device)
     prepared = method.build(x, w, ops.kwargs, tier)
@@ -102,6 +128,31 @@ def _measure(plan, timer, ops: _Operands, tier: Tier, layout: str, method: Metho
     }
 
 
+def _measure_grad(plan, timer, ops: _Operands, tier: Tier, layout: str, direction: str,
+                  method: GradMethod) -> dict:  # fmt: skip
+    """`_measure` for a gradient: input and weight as in the forward; its output is the
+    gradient, and the output gradient it reads counts with the operands."""
+    x, w = ops.inputs(tier, layout)
+    dy = ops.grad_output(tier, layout)
+    before = allocated(plan.device)
+    prepared = method.build(x, w, dy, ops.kwargs, tier, direction)
+    ms = timer(prepared.run, plan.repeats)
+    host = host_ms(prepared.run, plan.repeats, plan.device)
+    grad, peak = allocator_peak(prepared.run, plan.device, before)  # after warm-up
+    operand_bytes = nbytes(x) + nbytes(w) + nbytes(dy)
+    return {
+        "ms": ms,
+        "host_us": host * 1e3,
+        "rel_err": relative_error(grad, ops.reference(tier, direction)),
+        "input_mib": nbytes(x) / MIB,
+        "weight_mib": nbytes(w) / MIB,
+        "output_mib": nbytes(grad) / MIB,
+        "peak_mib": None if peak is None else (peak + operand_bytes) / MIB,
+        "extra_mib": None if peak is None else max(0, peak - nbytes(grad)) / MIB,
+        "analytic_extra_mib": prepared.extra_bytes / MIB,
+    }
+
+
 def _roofline(row: dict, tier: Tier, ceilings: Ceilings) -> dict:
     """The layer's floor (compute or compulsory bytes) and how close the method came to it."""
     compulsory = (row["input_mib"] + row["weight_mib"] + row["output_mib"]) * MIB
@@ -119,10 +170,12 @@ def _params(ops: _Operands, w: torch.Tensor) -> ConvParams:
     return conv_params(**ops.kwargs, kernel_size=tuple(w.shape[2:]))
 
 
-def _row(plan: BenchPlan, layer: Layer, tier: Tier, layout: str, method: Method) -> dict:
+def _row(plan: BenchPlan, layer: Layer, tier: Tier, layout: str, direction: str,
+         method: Method | GradMethod) -> dict:  # fmt: skip
     return {
         "suite": plan.suite, "layer": layer.name, "method": method.name, "tier": tier.name,
-        "layout": layout, "batch": plan.batch, "dtype": str(tier.dtype).removeprefix("torch."),
+        "layout": layout, "direction": direction, "batch": plan.batch,
+        "dtype": str(tier.dtype).removeprefix("torch."),
         "backend": method.backend(plan.device), "device": plan.device.type,
         "c": layer.c, "hw": layer.hw, "k": layer.k, "rs": layer.rs, "stride": layer.stride,
         "padding": layer.padding, "dilation": layer.dilation, "groups": layer.groups,
@@ -149,20 +202,21 @@ def run_bench(plan: BenchPlan, provenance: dict[str, str], writer: ResultWriter)
     # A bar with ETA on stderr, so stdout stays the notice, the table and the file names.
     progress = tqdm(total=len(cases), file=sys.stderr, unit="case", dynamic_ncols=True)
     rows, ops = [], None
-    for layer, tier, layout, method in cases:
-        progress.set_description(f"{layer.name} {tier.name} {layout} {method.name}")
+    for layer, tier, layout, direction, method in cases:
+        gradient = "" if direction == "fprop" else f" {direction}"
+        progress.set_description(f"{layer.name} {tier.name} {layout}{gradient} {method.name}")
         if ops is None or ops.layer is not layer:
             ops = None  # free the previous layer's tensors before allocating the next
             if plan.device.type == "cuda":
                 torch.cuda.empty_cache()
             ops = _Operands(layer, plan.batch, plan.device)
-        row = _row(plan, layer, tier, layout, method)
+        row = _row(plan, layer, tier, layout, direction, method)
         try:
-            row.update(_measure(plan, timer, ops, tier, layout, method))
-            if method.output == "conv":
+            row.update(_measure(plan, timer, ops, tier, layout, direction, method))
+            if direction != "fprop" or method.output == "conv":  # a gradient: the conv's FLOPs
                 row["tflops"] = row["flop"] / (row["ms"] * 1e-3) / 1e12
-                if ceilings is not None:
-                    row.update(_roofline(row, tier, ceilings))
+            if direction == "fprop" and method.output == "conv" and ceilings is not None:
+                row.update(_roofline(row, tier, ceilings))
             row["within_tier"] = row["rel_err"] <= tier.max_rel_err
             row["status"] = "ok" if row["within_tier"] else "over-bound"
         except Unsupported as exc:  # recorded as such: not a failure of the run
