@@ -76,3 +76,18 @@ def test_bad_arguments_are_named(call, fragments):
     x, w, dy = randn(2, 3, 9, 11), randn(5, 3, 3, 3), randn(2, 5, 9, 11)
     with pytest.raises((ValueError, TypeError), match=".*".join(fragments)):
         call(x, w, dy)
+
+
+def test_weight_gradient_in_slices_is_reproducible(monkeypatch):
+    """The weight-gradient kernel's reduction cut into slices (as on a GPU's many SMs)
+    matches autograd and gives the same bits on every run."""
+    from im2win.variants import INTERPRETER
+
+    monkeypatch.setitem(INTERPRETER.table["wgrad"], "waves", 64)  # as many slices as allowed
+    torch.manual_seed(6)
+    xshape, wshape, kw = CASES["3x3_s2_p1"]
+    x, w = randn(*xshape, channels_last=True), randn(*wshape)
+    dy = randn(*F.conv2d(x, w, **kw).shape)
+    first = grad.conv2d_weight(x, w.shape, dy, **kw)
+    assert torch.equal(first, grad.conv2d_weight(x, w.shape, dy, **kw))
+    assert_close(first, reference(x, w, dy, kw)[1], TOL[torch.float32])

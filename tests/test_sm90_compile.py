@@ -1,7 +1,8 @@
-"""The depthwise kernels compile for Hopper (sm_90a) on any machine: Triton's interpreter
-runs Python, so it accepts code the GPU compiler rejects (an `if` on a constexpr whose
-branches return tensors of other shapes made the channels-last kernel fail on every GPU
-while the CPU suite passed). Each compile runs in a subprocess without the interpreter."""
+"""Kernels compile for Hopper (sm_90a) on any machine: Triton's interpreter runs Python, so
+it accepts code the GPU compiler rejects (an `if` on a constexpr whose branches return
+tensors of other shapes made the depthwise channels-last kernel fail on every GPU while the
+CPU suite passed). Here: the depthwise kernels, and the weight-gradient kernel, which has
+not run on a GPU yet. Each compile runs in a subprocess without the interpreter."""
 
 import json
 import os
@@ -16,10 +17,11 @@ COMPILE = textwrap.dedent("""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    from im2win.kernels import conv2d_dw
+    import importlib
 
-    kernel, dtype, constexprs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-    fn = getattr(conv2d_dw, kernel)
+    module, kernel, dtype = sys.argv[1], sys.argv[2], sys.argv[3]
+    constexprs = json.loads(sys.argv[4])
+    fn = getattr(importlib.import_module("im2win.kernels." + module), kernel)
     while not isinstance(fn, triton.runtime.jit.JITFunction):  # through @triton.heuristics
         fn = fn.fn
     signature, values = {}, {}
@@ -35,22 +37,34 @@ COMPILE = textwrap.dedent("""
 EPILOGUE = dict(HAS_BIAS=True, HAS_SCALE=True, ACTIVATION="silu", RESIDUAL="before")
 PLAIN = dict(HAS_BIAS=False, HAS_SCALE=False, ACTIVATION="", RESIDUAL="")
 KERNELS = {
-    "rows-unrolled": ("_conv2d_fwd_dw_rows_kernel",
-                      dict(R=3, S=3, BLOCK_Q=16, BLOCK_C=64, UNROLL_ROWS=True)),
-    "rows-rolled": ("_conv2d_fwd_dw_rows_kernel",
-                    dict(R=7, S=7, BLOCK_Q=8, BLOCK_C=128, UNROLL_ROWS=False)),
-    "flat-nchw": ("_conv2d_fwd_dw_kernel", dict(BLOCK_M=128, BLOCK_C=16)),
+    "dw-rows-unrolled": ("conv2d_dw", "_conv2d_fwd_dw_rows_kernel",
+                         dict(R=3, S=3, BLOCK_Q=16, BLOCK_C=64, UNROLL_ROWS=True)),
+    "dw-rows-rolled": ("conv2d_dw", "_conv2d_fwd_dw_rows_kernel",
+                       dict(R=7, S=7, BLOCK_Q=8, BLOCK_C=128, UNROLL_ROWS=False)),
+    "dw-flat-nchw": ("conv2d_dw", "_conv2d_fwd_dw_kernel", dict(BLOCK_M=128, BLOCK_C=16)),
 }  # fmt: skip
+WGRAD = dict(BLOCK_M=32, BLOCK_K=64, BLOCK_J=64, UPCAST=False)
+
+
+def compile_for_sm90(module: str, kernel: str, dtype: str, constexprs: dict) -> None:
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    done = subprocess.run(
+        [sys.executable, "-c", COMPILE, module, kernel, dtype, json.dumps(constexprs)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 @pytest.mark.parametrize("epilogue", [EPILOGUE, PLAIN], ids=["epilogue", "plain"])
 @pytest.mark.parametrize("dtype", ["bf16", "fp32"])
 @pytest.mark.parametrize("case", KERNELS)
 def test_depthwise_kernels_compile_for_sm90(case, dtype, epilogue):
-    kernel, tiles = KERNELS[case]
-    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    done = subprocess.run(
-        [sys.executable, "-c", COMPILE, kernel, dtype, json.dumps({**tiles, **epilogue})],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
+    module, kernel, tiles = KERNELS[case]
+    compile_for_sm90(module, kernel, dtype, {**tiles, **epilogue})
+
+
+@pytest.mark.parametrize("dtype, precision", [("bf16", "ieee"), ("fp32", "tf32"), ("fp32", "ieee")])
+@pytest.mark.parametrize("channels_last", [True, False], ids=["nhwc", "nchw"])
+def test_weight_gradient_kernel_compiles_for_sm90(dtype, precision, channels_last):
+    constexprs = dict(WGRAD, CHANNELS_LAST=channels_last, PRECISION=precision)
+    compile_for_sm90("conv2d_wgrad", "_conv2d_wgrad_kernel", dtype, constexprs)

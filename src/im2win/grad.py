@@ -7,11 +7,13 @@ rows and columns of one residue each): each phase is a stride-1 convolution with
 that reach it, so no product is taken with the zeros a strided transposed convolution
 would insert. Weight gradient: the input with its batch and channel axes swapped,
 correlated with the output gradient, likewise swapped, as the filter (stride and dilation
-trade places).
+trade places), or, where the im2win kernels run, one GEMM per group over the input's windows
+with the reduction split into slices summed in order (`kernels/conv2d_wgrad.py`).
 
-Both run `im2win.conv2d`, so every tier, layout and backend is the forward pass's. The
-backward of im2win's convolution runs them with `IM2WIN_BACKWARD=im2win` (`autograd.py`);
-by default it is still PyTorch's, until these are measured against cuDNN.
+The input gradient runs `im2win.conv2d`, so every tier, layout and backend is the forward
+pass's; the weight-gradient kernel takes every tier and layout as well. The backward of
+im2win's convolution runs them with `IM2WIN_BACKWARD=im2win` (`autograd.py`); by default
+it is still PyTorch's, until these are measured against cuDNN.
 """
 
 from __future__ import annotations
@@ -21,8 +23,13 @@ import math
 import torch
 import torch.nn.functional as F
 
+from . import kernels
 from .functional import conv2d
+from .kernels.sizes import cdiv
+from .ops import resolve_backend
 from .params import ConvParams, check_tensor, conv_params
+from .problem import ConvProblem, MathMode
+from .variants import target_of
 
 
 def conv2d_input(
@@ -112,10 +119,14 @@ def conv2d_weight(
 def weight_grad(input: torch.Tensor, weight_size: tuple[int, ...], grad_output: torch.Tensor,
                 params: ConvParams, *, precision: str | None,
                 backend: str) -> torch.Tensor:  # fmt: skip
-    """`conv2d_weight` for checked arguments and parsed geometry (padding per side)."""
+    """`conv2d_weight` for checked arguments and parsed geometry (padding per side): the
+    weight-gradient kernel (`kernels/conv2d_wgrad.py`) where the im2win kernels run, else
+    (float64, the reference backend) the convolution below."""
     k, cg, r, s = weight_size
     n, _, h, w = input.shape
     g = params.groups
+    if resolve_backend(backend, input.device, input.dtype) == "triton":
+        return _wgrad_kernel(input, weight_size, grad_output, params, precision)
     # Batch = input channels of a group, channels = (group, image), groups = g: one call.
     x = input.reshape(n, g, cg, h, w).permute(2, 1, 0, 3, 4).reshape(cg, g * n, h, w)
     p, q = grad_output.shape[2:]
@@ -125,6 +136,25 @@ def weight_grad(input: torch.Tensor, weight_size: tuple[int, ...], grad_output: 
                  precision=precision, backend=backend)  # fmt: skip
     out = out[:, :, :r, :s]  # rows and columns past the filter's met only unused padding
     return out.reshape(cg, g, k // g, r, s).permute(1, 2, 0, 3, 4).reshape(k, cg, r, s)
+
+
+def _wgrad_kernel(input, weight_size, grad_output, params: ConvParams, precision):
+    weight = torch.empty(weight_size, dtype=input.dtype, device="meta")
+    problem = ConvProblem.of(input, weight, params, MathMode.of(input.dtype, precision))
+    interpreted = kernels.interpreted()
+    target = target_of(input.device, interpreted)
+    rule = target.table["wgrad"]
+    config = dict(rule["tile"])
+    k, cg, r, s = weight_size
+    tiles = (
+        params.groups
+        * cdiv(k // params.groups, config["BLOCK_K"])
+        * cdiv(cg * r * s, config["BLOCK_J"])
+    )
+    # Enough slices of the reduction for `waves` full waves of programs.
+    config["SLICES"] = min(rule["max_slices"], max(1, cdiv(rule["waves"] * target.sms, tiles)))
+    return kernels.conv2d_wgrad(input, grad_output, weight_size, problem, config=config,
+                                interpreted=interpreted)  # fmt: skip
 
 
 class _Taps:

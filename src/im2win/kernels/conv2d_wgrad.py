@@ -1,0 +1,121 @@
+"""Weight gradient of a convolution: one GEMM per group over its windows, the reduction split
+across the batch and output positions with no atomics.
+
+    dW[k, c, r, s] = sum_{n, p, q} dY[n, k, p, q] * X[n, c, p*sh + r*dh - top, q*sw + s*dw - left]
+
+Per group, dW is [Kg, Cg*R*S] = dY^T [Kg, M] @ windows [M, Cg*R*S] with M = N*P*Q: row m of
+the window matrix is output pixel m's window, read straight from the input (as the pointer
+forward kernel reads its windows) with zeros where it covers the padding. The reduction over
+M is long and the output small, so program (k tile, j tile, slice) sums its slice of M into a
+partial of its own, and the partials are added in a fixed order after: the result does not
+depend on scheduling, so it is bitwise reproducible.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..problem import ConvProblem
+from .common import inside, output_pixel, window_corner
+from .sizes import cdiv
+
+
+@triton.jit
+def _conv2d_wgrad_kernel(
+    x_ptr, dy_ptr, part_ptr,
+    M, KG, J, H, W, P, Q, S, RS, CG, SLICE,
+    stride_xn, stride_xc, stride_xh, stride_xw,
+    stride_dn, stride_dk, stride_dp, stride_dq,
+    stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w,
+    CHANNELS_LAST: tl.constexpr,
+    PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_J: tl.constexpr,
+):  # fmt: skip
+    """partial[slice, group, k, j] over output pixels [slice * SLICE, (slice + 1) * SLICE).
+
+    Reduction index j = (c, r, s): channel-fastest (j = (r*S + s)*CG + c) for channels-last
+    inputs, whose channels are contiguous, else tap-fastest (j = c*RS + r*S + s).
+    """
+    group = tl.program_id(0)
+    k_tiles = tl.cdiv(KG, BLOCK_K)
+    k = (tl.program_id(1) % k_tiles) * BLOCK_K + tl.arange(0, BLOCK_K)  # [BLOCK_K]
+    j = (tl.program_id(1) // k_tiles) * BLOCK_J + tl.arange(0, BLOCK_J)  # [BLOCK_J]
+    split = tl.program_id(2)
+    k_ok, j_ok = k < KG, j < J
+    if CHANNELS_LAST:
+        c, rs = j % CG, j // CG
+    else:
+        c, rs = j // RS, j % RS
+    r, s = rs // S, rs % S
+    x_channel = (group * CG + c).to(tl.int64) * stride_xc  # [BLOCK_J]
+    dy_channel = (group * KG + k).to(tl.int64) * stride_dk  # [BLOCK_K]
+    m_start = split.to(tl.int64) * SLICE
+    m_end = tl.minimum(m_start + SLICE, M)
+    acc = tl.zeros([BLOCK_K, BLOCK_J], tl.float32)
+    for m0 in range(m_start, m_end, BLOCK_M):
+        m = m0 + tl.arange(0, BLOCK_M)  # [BLOCK_M] output pixel
+        m_ok = m < m_end
+        n, p, q = output_pixel(m, P, Q)
+        dy_pixel = n * stride_dn + p * stride_dp + q * stride_dq
+        dy = tl.load(dy_ptr + dy_channel[:, None] + dy_pixel[None, :],
+                     mask=k_ok[:, None] & m_ok[None, :], other=0.0)  # fmt: skip
+        h0, w0 = window_corner(p, q, stride_h, stride_w, pad_top, pad_left)
+        h = h0[:, None] + (r * dilation_h)[None, :]  # [BLOCK_M, BLOCK_J]
+        w = w0[:, None] + (s * dilation_w)[None, :]
+        x_ok = m_ok[:, None] & j_ok[None, :] & inside(h, w, H, W)
+        x_off = (n * stride_xn)[:, None] + x_channel[None, :] + h * stride_xh + w * stride_xw
+        x = tl.load(x_ptr + x_off, mask=x_ok, other=0.0)  # [BLOCK_M, BLOCK_J]
+        if UPCAST:  # the interpreter computes 16-bit dots wrongly; fp32 is exact there
+            dy, x = dy.to(tl.float32), x.to(tl.float32)
+        acc = tl.dot(dy, x, acc, input_precision=PRECISION)
+    part = ((split * tl.num_programs(0) + group) * KG + k).to(tl.int64)[:, None] * J + j[None, :]
+    tl.store(part_ptr + part, acc, mask=k_ok[:, None] & j_ok[None, :])
+
+
+def conv2d_wgrad(
+    x: torch.Tensor,
+    grad_output: torch.Tensor,
+    weight_shape: tuple[int, int, int, int],
+    problem: ConvProblem,
+    *,
+    config: dict,
+    interpreted: bool,
+) -> torch.Tensor:
+    """dW [K, C/groups, R, S] (contiguous, in x's dtype) of a call of `problem`'s signature
+    from `x` [N, C, H, W] and `grad_output` [N, K, P, Q], any strides.
+
+    `config`: BLOCK_M output pixels a step, BLOCK_K x BLOCK_J the partial's tile, SLICES
+    (how many parts the reduction is cut into), num_warps, num_stages.
+    """
+    n, _, h, w = x.shape
+    k, cg, r, s = weight_shape
+    _, _, p, q = grad_output.shape
+    g, params = problem.groups, problem.params
+    kg, j, m = k // g, cg * r * s, n * p * q
+    slices = max(1, min(config["SLICES"], cdiv(m, config["BLOCK_M"])))
+    per_slice = cdiv(cdiv(m, slices), config["BLOCK_M"]) * config["BLOCK_M"]
+    slices = cdiv(m, per_slice)
+    partial = torch.empty((slices, g, kg, j), dtype=torch.float32, device=x.device)
+    grid = (g, cdiv(kg, config["BLOCK_K"]) * cdiv(j, config["BLOCK_J"]), slices)
+    _conv2d_wgrad_kernel[grid](
+        x, grad_output, partial,
+        m, kg, j, h, w, p, q, s, r * s, cg, per_slice,
+        *x.stride(), *grad_output.stride(),
+        *params.stride, *problem.pad_top_left, *params.dilation,
+        CHANNELS_LAST=problem.channels_last,
+        PRECISION=problem.math.precision if problem.math.tensor_cores else "ieee",
+        UPCAST=interpreted and x.dtype != torch.float32,
+        BLOCK_M=config["BLOCK_M"], BLOCK_K=config["BLOCK_K"], BLOCK_J=config["BLOCK_J"],
+        num_warps=config["num_warps"], num_stages=config["num_stages"],
+    )  # fmt: skip
+    total = partial.sum(0)  # [g, kg, j], the slices added in order: reproducible
+    if problem.channels_last:  # j = (r, s, c)
+        grad = total.view(k, r, s, cg).permute(0, 3, 1, 2)
+    else:  # j = (c, r, s)
+        grad = total.view(k, cg, r, s)
+    return grad.to(x.dtype).contiguous()
