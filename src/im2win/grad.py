@@ -1,4 +1,4 @@
-"""A convolution's gradients as convolutions on the im2win kernels, the counterparts of
+"""A convolution's gradients on the im2win kernels, the counterparts of
 `torch.nn.grad.conv2d_input` and `conv2d_weight`.
 
 Input gradient: the output gradient correlated with the filter flipped and its input and
@@ -19,6 +19,7 @@ it is still PyTorch's, until these are measured against cuDNN.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -157,13 +158,16 @@ def _wgrad_kernel(input, weight_size, grad_output, params: ConvParams, precision
                                 interpreted=interpreted)  # fmt: skip
 
 
+@dataclass(frozen=True)
 class _Taps:
     """The filter taps of one axis that reach one phase of input rows (or columns):
     `taps` (ascending), the step between them in the output gradient (`dilation`), and the
     padding that lines the phase's outputs up (`before`, `size`: the phase's length)."""
 
-    def __init__(self, taps: list[int], dilation: int, before: int, size: int):
-        self.taps, self.dilation, self.before, self.size = taps, dilation, before, size
+    taps: list[int]
+    dilation: int
+    before: int
+    size: int
 
 
 def _phases(size: int, kernel: int, stride: int, dilation: int, pad: int):

@@ -1,5 +1,5 @@
 """The layer bench's backward directions: a layer's input gradient (dgrad) and weight gradient
-(wgrad), im2win's (`im2win.grad`, convolutions on the im2win kernels) against PyTorch's
+(wgrad), im2win's (`im2win.grad`, on the im2win kernels) against PyTorch's
 `aten.convolution_backward` (cuDNN's pick with cudnn.benchmark), in the same tier and layout.
 
 Each result is checked against float64 autograd through `F.conv2d` on the tier's rounded
@@ -24,7 +24,6 @@ from .methods import im2win_backend
 from .tiers import TIERS, Tier
 
 DIRECTIONS = ("fprop", "dgrad", "wgrad")
-BACKWARD = DIRECTIONS[1:]
 
 GradBuilder = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, dict, Tier, str], Prepared]
 
