@@ -1,12 +1,14 @@
 """Gradients of input, weight and bias against float64 torch.nn.functional.conv2d autograd,
 with PyTorch's backward kernels and with im2win's (`IM2WIN_BACKWARD`)."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 import im2win
-from helpers import TOL, assert_close, randn
+from helpers import DEVICE, TOL, assert_close, randn
 from im2win.autograd import BACKWARDS
 
 
@@ -127,3 +129,32 @@ def test_unknown_backward_is_named(monkeypatch):
     y = im2win.conv2d(x, w)
     with pytest.raises(ValueError, match="IM2WIN_BACKWARD.*pytorch.*im2win.*'cudnn'"):
         y.sum().backward()
+
+
+def test_a_converted_model_trains_as_stock(backward_kernels):
+    """Five SGD steps of a small CNN (strided, grouped and padded convs, batch norm in
+    training mode) converted to im2win follow the stock model's losses and end at its
+    weights, with each backward."""
+    torch.manual_seed(7)
+    stock = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=2), torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 4, 1, stride=2), torch.nn.Flatten(), torch.nn.Linear(4 * 3 * 3, 5),
+    ).to(DEVICE)  # fmt: skip
+    converted = im2win.convert(copy.deepcopy(stock))
+    x, target = randn(4, 3, 10, 10), randn(4, 5)
+    losses = []
+    for model in (stock, converted):
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        curve = []
+        for _ in range(5):
+            opt.zero_grad()
+            loss = F.mse_loss(model(x), target)
+            loss.backward()
+            opt.step()
+            curve.append(loss.item())
+        losses.append(curve)
+    assert losses[0][-1] < losses[0][0]  # it learns
+    assert losses[1] == pytest.approx(losses[0], rel=1e-4)
+    for a, b in zip(stock.parameters(), converted.parameters(), strict=True):
+        assert_close(b, a.detach().double(), TOL[torch.float32])
