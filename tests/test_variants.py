@@ -229,10 +229,14 @@ def test_workspace_of_each_choice():
         ((64, 64, 56, 56), (64, 64, 1, 1), torch.float32, False, "aten"),  # fp32 NCHW
         ((64, 3, 224, 224), (64, 3, 7, 7), torch.bfloat16, True, "im2win"),  # stem
         ((64, 64, 56, 56), (64, 64, 3, 3), torch.float32, True, "im2win"),  # fp32 NHWC
+        ((64, 144, 56, 56), (144, 1, 3, 3), torch.float32, True, "aten"),  # fp32 depthwise 3x3
+        ((64, 96, 56, 56), (96, 1, 7, 7), torch.float32, True, "im2win"),  # fp32 depthwise 7x7
     ],
 )
 def test_auto_hands_the_layers_cudnn_wins_to_aten(xshape, wshape, dtype, channels_last, runs):
-    problem = problem_of(xshape, wshape, dtype, channels_last=channels_last, padding=1)
+    groups = xshape[1] if wshape[1] == 1 else 1
+    problem = problem_of(xshape, wshape, dtype, channels_last=channels_last,
+                         padding=wshape[2] // 2, groups=groups)  # fmt: skip
     choice = variants.choose(problem, HOPPER, aten=True)
     assert (choice.variant.name == "aten") == (runs == "aten")
     assert variants.choose(problem, HOPPER).variant.name != "aten"  # backend='triton'

@@ -4,7 +4,8 @@ exactly what the stock one would, so converting a model never makes it slower.
 
 The heuristic keeps im2win where the H100 standings (`results/h100-0a4e98e/`) put it ahead
 of cuDNN: small-channel first layers (C <= 4; the paper's stems at 1.0-4.0x in every tier)
-and fp32-accurate channels-last layers (1.56-1.63x geomean over the paper's layers); and,
+and fp32-accurate channels-last layers (1.56-1.63x geomean over the paper's layers; but
+depthwise ones under 7x7, measured on the H200); and,
 in 16-bit channels-last, dense layers with a bias or a fused epilogue, which cuDNN runs as
 extra passes over the output (`EPILOGUE_PAYS`). Everything else runs here. Autotuning
 times this choice beside every im2win candidate instead. A fused epilogue runs after the
@@ -31,6 +32,12 @@ STEM_CHANNELS = 4  # at most this many input channels: a first layer, im2win's s
 # it back or ties (H200, batch 64; notes/fusion/README.md). NCHW was not measured.
 EPILOGUE_PAYS = {"max_channels_3x3": 128}
 
+# fp32-accurate channels-last depthwise layers: cuDNN beat the row-tile kernel on the 3x3 and
+# 5x5 layers of EfficientNet-B0 and the extra suite (it ran 0.75-1.04x of cuDNN at each
+# layer's best tile); the kernel won on ConvNeXt-T's 7x7 layers (1.12-1.20x) but the last
+# one, on 7x7 maps (H200; notes/depthwise/README.md).
+DEPTHWISE_FP32_MIN_TAPS = 49
+
 
 def epilogue_pays(math: MathMode, channels_last: bool, channels: int, groups: int,
                   taps: int) -> bool:  # fmt: skip
@@ -53,7 +60,7 @@ def hands_to_aten(math: MathMode, channels_last: bool, channels: int, groups: in
     """The heuristic's choice on a GPU, from what a traced call knows too: whether a layer
     (`fused`: with a bias or an epilogue) runs PyTorch's convolution rather than im2win."""
     if math in FP32_ACCURATE and channels_last:
-        return False
+        return groups == channels > 1 and taps < DEPTHWISE_FP32_MIN_TAPS
     if fused and epilogue_pays(math, channels_last, channels, groups, taps):
         return False
     return prefers_aten(channels, groups)
