@@ -38,7 +38,7 @@ def _conv2d_wgrad_kernel(
 ):  # fmt: skip
     """partial[slice, group, k, j] over output pixels [slice * SLICE, (slice + 1) * SLICE).
 
-    Reduction index j = (c, r, s): channel-fastest (j = (r*S + s)*CG + c) for channels-last
+    Gradient column j = (c, r, s): channel-fastest (j = (r*S + s)*CG + c) for channels-last
     inputs, whose channels are contiguous, else tap-fastest (j = c*RS + r*S + s).
     """
     group = tl.program_id(0)
