@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from helpers import TOL, assert_close, randn
 from im2win import grad
+from im2win.params import conv_params
 
 # input shape, weight shape, conv2d arguments
 CASES = {
@@ -91,3 +92,9 @@ def test_weight_gradient_in_slices_is_reproducible(monkeypatch):
     first = grad.conv2d_weight(x, w.shape, dy, **kw)
     assert torch.equal(first, grad.conv2d_weight(x, w.shape, dy, **kw))
     assert_close(first, reference(x, w, dy, kw)[1], TOL[torch.float32])
+    # The bias gradient, summed in the same pass and in the same slices.
+    params = conv_params(**kw, kernel_size=(3, 3))
+    weight, bias = grad.weight_grad(x, tuple(w.shape), dy, params, precision=None,
+                                    backend="auto", bias=True)  # fmt: skip
+    assert torch.equal(weight, first)
+    assert_close(bias, dy.double().sum((0, 2, 3)), TOL[torch.float32])

@@ -20,7 +20,7 @@ COMPILE = textwrap.dedent("""
     import importlib
 
     module, kernel, dtype = sys.argv[1], sys.argv[2], sys.argv[3]
-    constexprs = json.loads(sys.argv[4])
+    constexprs, pointers = json.loads(sys.argv[4]), json.loads(sys.argv[5])
     fn = getattr(importlib.import_module("im2win.kernels." + module), kernel)
     while not isinstance(fn, triton.runtime.jit.JITFunction):  # through @triton.heuristics
         fn = fn.fn
@@ -29,7 +29,8 @@ COMPILE = textwrap.dedent("""
         if name in constexprs:
             signature[name], values[(i,)] = "constexpr", constexprs[name]
         else:
-            signature[name] = "*" + dtype if name.endswith("_ptr") else "i32"
+            pointer = "*" + pointers.get(name, dtype)
+            signature[name] = pointer if name.endswith("_ptr") else "i32"
     source = ASTSource(fn, signature, constexprs=values)
     triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
 """)
@@ -44,12 +45,16 @@ KERNELS = {
     "dw-flat-nchw": ("conv2d_dw", "_conv2d_fwd_dw_kernel", dict(BLOCK_M=128, BLOCK_C=16)),
 }  # fmt: skip
 WGRAD = dict(BLOCK_M=32, BLOCK_K=64, BLOCK_J=64, UPCAST=False)
+WGRAD_POINTERS = {"part_ptr": "fp32", "bias_part_ptr": "fp32"}  # fp32 partial sums
 
 
-def compile_for_sm90(module: str, kernel: str, dtype: str, constexprs: dict) -> None:
+def compile_for_sm90(module: str, kernel: str, dtype: str, constexprs: dict,
+                     pointers: dict | None = None) -> None:  # fmt: skip
+    """Compile `kernel` with every pointer of `dtype` (but those `pointers` names)."""
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    args = [module, kernel, dtype, json.dumps(constexprs), json.dumps(pointers or {})]
     done = subprocess.run(
-        [sys.executable, "-c", COMPILE, module, kernel, dtype, json.dumps(constexprs)],
+        [sys.executable, "-c", COMPILE, *args],
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -66,5 +71,7 @@ def test_depthwise_kernels_compile_for_sm90(case, dtype, epilogue):
 @pytest.mark.parametrize("dtype, precision", [("bf16", "ieee"), ("fp32", "tf32"), ("fp32", "ieee")])
 @pytest.mark.parametrize("channels_last", [True, False], ids=["nhwc", "nchw"])
 def test_weight_gradient_kernel_compiles_for_sm90(dtype, precision, channels_last):
-    constexprs = dict(WGRAD, CHANNELS_LAST=channels_last, PRECISION=precision)
-    compile_for_sm90("conv2d_wgrad", "_conv2d_wgrad_kernel", dtype, constexprs)
+    # The bias gradient in the same pass on channels-last inputs, not on NCHW ones.
+    constexprs = dict(WGRAD, CHANNELS_LAST=channels_last, PRECISION=precision,
+                      HAS_BIAS=channels_last)  # fmt: skip
+    compile_for_sm90("conv2d_wgrad", "_conv2d_wgrad_kernel", dtype, constexprs, WGRAD_POINTERS)

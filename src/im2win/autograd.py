@@ -80,6 +80,10 @@ def _im2win_backward(grad_y, x, weight, params: ConvParams, tf32: bool,
     precision = ("tf32" if tf32 else "ieee") if x.dtype == torch.float32 else None
     kw = dict(precision=precision, backend="auto")  # float64 (gradcheck): the reference
     grad_x = grad.input_grad(tuple(x.shape), weight, grad_y, params, **kw) if needs[0] else None
-    grad_w = grad.weight_grad(x, tuple(weight.shape), grad_y, params, **kw) if needs[1] else None
-    grad_b = grad_y.sum((0, 2, 3)) if needs[2] else None
+    grad_w = grad_b = None
+    if needs[1]:  # the bias gradient comes in the weight gradient's pass
+        grad_w, grad_b = grad.weight_grad(x, tuple(weight.shape), grad_y, params, **kw,
+                                          bias=needs[2])  # fmt: skip
+    elif needs[2]:
+        grad_b = grad_y.sum((0, 2, 3))
     return grad_x, grad_w, grad_b

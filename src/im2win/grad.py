@@ -113,21 +113,23 @@ def conv2d_weight(
             f"{tuple(input.shape)} and grad_output {tuple(grad_output.shape)}"
         )
     _check_output(grad_output, (h, w), (r, s), params, "input")
-    return weight_grad(input, (k, cg, r, s), grad_output, params, precision=precision,
-                       backend=backend)  # fmt: skip
+    grad_weight, _ = weight_grad(input, (k, cg, r, s), grad_output, params,
+                                 precision=precision, backend=backend)  # fmt: skip
+    return grad_weight
 
 
 def weight_grad(input: torch.Tensor, weight_size: tuple[int, ...], grad_output: torch.Tensor,
-                params: ConvParams, *, precision: str | None,
-                backend: str) -> torch.Tensor:  # fmt: skip
-    """`conv2d_weight` for checked arguments and parsed geometry (padding per side): the
-    weight-gradient kernel (`kernels/conv2d_wgrad.py`) where the im2win kernels run, else
-    (float64, the reference backend) the convolution below."""
+                params: ConvParams, *, precision: str | None, backend: str,
+                bias: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    """`conv2d_weight` for checked arguments and parsed geometry (padding per side), and with
+    `bias` the bias gradient too (else None): the weight-gradient kernel
+    (`kernels/conv2d_wgrad.py`, the bias in the same pass) where the im2win kernels run,
+    else (float64, the reference backend) the convolution below."""
     k, cg, r, s = weight_size
     n, _, h, w = input.shape
     g = params.groups
     if resolve_backend(backend, input.device, input.dtype) == "triton":
-        return _wgrad_kernel(input, weight_size, grad_output, params, precision)
+        return _wgrad_kernel(input, weight_size, grad_output, params, precision, bias)
     # Batch = input channels of a group, channels = (group, image), groups = g: one call.
     x = input.reshape(n, g, cg, h, w).permute(2, 1, 0, 3, 4).reshape(cg, g * n, h, w)
     p, q = grad_output.shape[2:]
@@ -136,10 +138,11 @@ def weight_grad(input: torch.Tensor, weight_size: tuple[int, ...], grad_output: 
     out = conv2d(x, dy, None, stride=params.dilation, dilation=params.stride, groups=g,
                  precision=precision, backend=backend)  # fmt: skip
     out = out[:, :, :r, :s]  # rows and columns past the filter's met only unused padding
-    return out.reshape(cg, g, k // g, r, s).permute(1, 2, 0, 3, 4).reshape(k, cg, r, s)
+    grad_weight = out.reshape(cg, g, k // g, r, s).permute(1, 2, 0, 3, 4).reshape(k, cg, r, s)
+    return grad_weight, grad_output.sum((0, 2, 3)) if bias else None
 
 
-def _wgrad_kernel(input, weight_size, grad_output, params: ConvParams, precision):
+def _wgrad_kernel(input, weight_size, grad_output, params: ConvParams, precision, bias: bool):
     weight = torch.empty(weight_size, dtype=input.dtype, device="meta")
     problem = ConvProblem.of(input, weight, params, MathMode.of(input.dtype, precision))
     interpreted = kernels.interpreted()
@@ -155,7 +158,7 @@ def _wgrad_kernel(input, weight_size, grad_output, params: ConvParams, precision
     # Enough slices of the reduction for `waves` full waves of programs.
     config["SLICES"] = min(rule["max_slices"], max(1, cdiv(rule["waves"] * target.sms, tiles)))
     return kernels.conv2d_wgrad(input, grad_output, weight_size, problem, config=config,
-                                interpreted=interpreted)  # fmt: skip
+                                interpreted=interpreted, bias=bias)  # fmt: skip
 
 
 @dataclass(frozen=True)

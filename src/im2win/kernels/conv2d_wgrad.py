@@ -24,27 +24,31 @@ from .sizes import cdiv
 
 @triton.jit
 def _conv2d_wgrad_kernel(
-    x_ptr, dy_ptr, part_ptr,
+    x_ptr, dy_ptr, part_ptr, bias_part_ptr,
     M, KG, J, H, W, P, Q, S, RS, CG, SLICE,
     stride_xn, stride_xc, stride_xh, stride_xw,
     stride_dn, stride_dk, stride_dp, stride_dq,
     stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w,
     CHANNELS_LAST: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
     PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_K: tl.constexpr,
     BLOCK_J: tl.constexpr,
 ):  # fmt: skip
-    """partial[slice, group, k, j] over output pixels [slice * SLICE, (slice + 1) * SLICE).
+    """partial[slice, group, k, j] over output pixels [slice * SLICE, (slice + 1) * SLICE);
+    with HAS_BIAS, the first column tile's programs also sum the output gradient into
+    bias_partial[slice, group, k].
 
     Gradient column j = (c, r, s): channel-fastest (j = (r*S + s)*CG + c) for channels-last
     inputs, whose channels are contiguous, else tap-fastest (j = c*RS + r*S + s).
     """
     group = tl.program_id(0)
     k_tiles = tl.cdiv(KG, BLOCK_K)
+    j_tile = tl.program_id(1) // k_tiles
     k = (tl.program_id(1) % k_tiles) * BLOCK_K + tl.arange(0, BLOCK_K)  # [BLOCK_K]
-    j = (tl.program_id(1) // k_tiles) * BLOCK_J + tl.arange(0, BLOCK_J)  # [BLOCK_J]
+    j = j_tile * BLOCK_J + tl.arange(0, BLOCK_J)  # [BLOCK_J]
     split = tl.program_id(2)
     k_ok, j_ok = k < KG, j < J
     if CHANNELS_LAST:
@@ -57,6 +61,7 @@ def _conv2d_wgrad_kernel(
     m_start = split.to(tl.int64) * SLICE
     m_end = tl.minimum(m_start + SLICE, M)
     acc = tl.zeros([BLOCK_K, BLOCK_J], tl.float32)
+    bias = tl.zeros([BLOCK_K], tl.float32)
     for m0 in range(m_start, m_end, BLOCK_M):
         m = m0 + tl.arange(0, BLOCK_M)  # [BLOCK_M] output pixel
         m_ok = m < m_end
@@ -70,11 +75,16 @@ def _conv2d_wgrad_kernel(
         x_ok = m_ok[:, None] & j_ok[None, :] & inside(h, w, H, W)
         x_off = (n * stride_xn)[:, None] + x_channel[None, :] + h * stride_xh + w * stride_xw
         x = tl.load(x_ptr + x_off, mask=x_ok, other=0.0)  # [BLOCK_M, BLOCK_J]
+        if HAS_BIAS:
+            bias += tl.sum(dy.to(tl.float32), axis=1)
         if UPCAST:  # the interpreter computes 16-bit dots wrongly; fp32 is exact there
             dy, x = dy.to(tl.float32), x.to(tl.float32)
         acc = tl.dot(dy, x, acc, input_precision=PRECISION)
-    part = ((split * tl.num_programs(0) + group) * KG + k).to(tl.int64)[:, None] * J + j[None, :]
-    tl.store(part_ptr + part, acc, mask=k_ok[:, None] & j_ok[None, :])
+    row = (split * tl.num_programs(0) + group) * KG + k  # [BLOCK_K]: (slice, group, k)
+    tl.store(part_ptr + row.to(tl.int64)[:, None] * J + j[None, :], acc,
+             mask=k_ok[:, None] & j_ok[None, :])  # fmt: skip
+    if HAS_BIAS:  # one program per (slice, group, k tile) writes it: the first column tile's
+        tl.store(bias_part_ptr + row, bias, mask=k_ok & (j_tile == 0))
 
 
 def conv2d_wgrad(
@@ -85,9 +95,11 @@ def conv2d_wgrad(
     *,
     config: dict,
     interpreted: bool,
-) -> torch.Tensor:
-    """dW [K, C/groups, R, S] (contiguous, in x's dtype) of a call of `problem`'s signature
-    from `x` [N, C, H, W] and `grad_output` [N, K, P, Q], any strides.
+    bias: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(dW [K, C/groups, R, S] (contiguous, in x's dtype), and with `bias` the bias
+    gradient [K] in the same pass, else None) of a call of `problem`'s signature from `x`
+    [N, C, H, W] and `grad_output` [N, K, P, Q], any strides.
 
     `config`: BLOCK_M output pixels a step, BLOCK_K x BLOCK_J the partial's tile, SLICES
     (how many parts the reduction is cut into), num_warps, num_stages.
@@ -101,13 +113,16 @@ def conv2d_wgrad(
     per_slice = cdiv(cdiv(m, slices), config["BLOCK_M"]) * config["BLOCK_M"]
     slices = cdiv(m, per_slice)
     partial = torch.empty((slices, g, kg, j), dtype=torch.float32, device=x.device)
+    bias_partial = torch.empty((slices, g, kg), dtype=torch.float32, device=x.device) if (
+        bias) else None  # fmt: skip
     grid = (g, cdiv(kg, config["BLOCK_K"]) * cdiv(j, config["BLOCK_J"]), slices)
     _conv2d_wgrad_kernel[grid](
-        x, grad_output, partial,
+        x, grad_output, partial, bias_partial,
         m, kg, j, h, w, p, q, s, r * s, cg, per_slice,
         *x.stride(), *grad_output.stride(),
         *params.stride, *problem.pad_top_left, *params.dilation,
         CHANNELS_LAST=problem.channels_last,
+        HAS_BIAS=bias,
         PRECISION=problem.math.precision if problem.math.tensor_cores else "ieee",
         UPCAST=interpreted and x.dtype != torch.float32,
         BLOCK_M=config["BLOCK_M"], BLOCK_K=config["BLOCK_K"], BLOCK_J=config["BLOCK_J"],
@@ -118,4 +133,5 @@ def conv2d_wgrad(
         grad = total.view(k, r, s, cg).permute(0, 3, 1, 2)
     else:  # j = (c, r, s)
         grad = total.view(k, cg, r, s)
-    return grad.to(x.dtype).contiguous()
+    grad_bias = None if bias_partial is None else bias_partial.sum(0).view(k).to(x.dtype)
+    return grad.to(x.dtype).contiguous(), grad_bias
