@@ -1,4 +1,4 @@
-"""Depthwise channels-last layers: the row-tile kernel (`conv2d_fwd_dw_rows`) with the
+"""Depthwise channels-last layers: the row-tile kernel (`conv2d_fwd_dw` with BLOCK_Q) with the
 variant's tiles, its filter rows unrolled and not, against `F.conv2d` with
 cudnn.benchmark, on the depthwise layers of EfficientNet-B0 and ConvNeXt-T (batch 64) and
 the extra suite's (batch 128). `--sweep` times a grid of tiles as well.
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from triton.testing import do_bench
 
-from im2win.kernels import conv2d_fwd_dw_rows
+from im2win.kernels import conv2d_fwd_dw
 from im2win.params import conv_params
 from im2win.problem import ConvProblem, MathMode
 from im2win.variants import BY_NAME, target_of
@@ -79,7 +79,7 @@ def layer_rows(name, batch, c, size, k, s, dtype, sweep):
                     if t["BLOCK_C"] <= max(32, 2 * c)]  # fmt: skip
     for config in configs:
         y.fill_(float("nan"))
-        run = lambda: conv2d_fwd_dw_rows(x, w, None, y, problem, config=config)  # noqa: B023, E731
+        run = lambda: conv2d_fwd_dw(x, w, None, y, problem, config=config)  # noqa: B023, E731
         run()
         err = ((y.float() - ref).abs().max() / ref.abs().max()).item()
         yield dict(common, config=config, heuristic=config in configs[:2], ms=bench(run),

@@ -6,7 +6,7 @@ launchers here take a config and run it.
 
 from triton.runtime.interpreter import InterpretedFunction
 
-from .conv2d_dw import conv2d_fwd_dw, conv2d_fwd_dw_rows
+from .conv2d_dw import conv2d_fwd_dw
 from .conv2d_fwd import WindowSource, pointer_launcher
 from .conv2d_fwd_tma import (
     raster_supported,
@@ -30,7 +30,6 @@ __all__ = [
     "MAX_COPY_IMAGES",
     "WindowSource",
     "conv2d_fwd_dw",
-    "conv2d_fwd_dw_rows",
     "conv2d_wgrad",
     "conv2d_fwd_grouped",
     "copy_to_channels_last",

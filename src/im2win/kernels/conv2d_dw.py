@@ -9,8 +9,8 @@ channel) and tap and accumulating in fp32 (so every tier is fp32-accurate arithm
     Y[n, k, p, q] = sum_{r, f} X[n, k // M, p*sh + r*dh - top, q*sw + f*dw - left] * W[k, 0, r, f]
 
 with M = K / C output channels per input channel. Threads run along the layout's contiguous
-dimension: NCHW tiles take BLOCK_M flat output pixels (`conv2d_fwd_dw`), channels-last ones
-BLOCK_Q columns of one output row (`conv2d_fwd_dw_rows`). The fused epilogue
+dimension: NCHW tiles take BLOCK_M flat output pixels, channels-last ones BLOCK_Q columns
+of one output row. The fused epilogue
 (`epilogue.py`) runs on the tile before its one store.
 """
 
@@ -172,42 +172,6 @@ def unrolls_rows(element_size: int) -> bool:
     return element_size >= 4
 
 
-def conv2d_fwd_dw_rows(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    y: torch.Tensor,
-    problem: ConvProblem,
-    *,
-    config: dict,
-    slot: dict | None = None,
-    scale: torch.Tensor | None = None,
-    residual: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """`conv2d_fwd_dw` with the row tiles of `_conv2d_fwd_dw_rows_kernel`: for channels-last
-    tensors. `config`: BLOCK_Q output columns x BLOCK_C channels a program, num_warps, and
-    optionally UNROLL_ROWS (default `unrolls_rows`)."""
-    n, c, h, w = x.shape
-    k, _, r, s = weight.shape
-    _, _, p, q = y.shape
-    params = problem.params
-    grid = (n * p * cdiv(q, config["BLOCK_Q"]), cdiv(k, config["BLOCK_C"]))
-    args = (
-        x, weight, bias, scale, residual, y,
-        k, h, w, p, q, k // c,
-        *x.stride(),
-        weight.stride(0), weight.stride(2), weight.stride(3),
-        *strides_or_zeros(bias), *strides_or_zeros(scale),
-        *y.stride(),
-        *strides_or_zeros(residual, 4),
-        *params.stride, *problem.pad_top_left, *params.dilation,
-    )  # fmt: skip
-    meta = dict(R=r, S=s, **problem.epilogue.constexprs, **config)
-    meta.setdefault("UNROLL_ROWS", unrolls_rows(x.element_size()))
-    launch(_conv2d_fwd_dw_rows_kernel, grid, args, meta, slot)
-    return y
-
-
 def conv2d_fwd_dw(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -220,21 +184,32 @@ def conv2d_fwd_dw(
     scale: torch.Tensor | None = None,
     residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Fill `y` [N, K, P, Q] (any strides) from an NCHW `x` [N, C, H, W] and weight [K, 1, R, S]
-    of a call of `problem`'s signature, its epilogue (`scale` [K], `residual` shaped as `y`, any
+    """Fill `y` [N, K, P, Q] (any strides) from `x` [N, C, H, W] and weight [K, 1, R, S] of a
+    call of `problem`'s signature, its epilogue (`scale` [K], `residual` shaped as `y`, any
     strides) fused into the store.
 
-    `config`: BLOCK_M pixels x BLOCK_C channels a program, num_warps. `slot`: see
-    `launch.launch`.
+    `config`: the row tiles of channels-last tensors (BLOCK_Q output columns x BLOCK_C
+    channels, optionally UNROLL_ROWS, default `unrolls_rows`) or the flat tiles of NCHW ones
+    (BLOCK_M pixels x BLOCK_C channels); num_warps. `slot`: see `launch.launch`.
     """
     n, c, h, w = x.shape
     k, _, r, s = weight.shape
     _, _, p, q = y.shape
     params = problem.params
-    grid = (cdiv(n * p * q, config["BLOCK_M"]), cdiv(k, config["BLOCK_C"]))
+    meta = dict(**problem.epilogue.constexprs, **config)
+    if "BLOCK_Q" in config:
+        kernel = _conv2d_fwd_dw_rows_kernel
+        grid = (n * p * cdiv(q, config["BLOCK_Q"]), cdiv(k, config["BLOCK_C"]))
+        sizes = (k, h, w, p, q, k // c)
+        meta.update(R=r, S=s)
+        meta.setdefault("UNROLL_ROWS", unrolls_rows(x.element_size()))
+    else:
+        kernel = _conv2d_fwd_dw_kernel
+        grid = (cdiv(n * p * q, config["BLOCK_M"]), cdiv(k, config["BLOCK_C"]))
+        sizes = (n, k, h, w, p, q, r, s, k // c)
     args = (
         x, weight, bias, scale, residual, y,
-        n, k, h, w, p, q, r, s, k // c,
+        *sizes,
         *x.stride(),
         weight.stride(0), weight.stride(2), weight.stride(3),
         *strides_or_zeros(bias), *strides_or_zeros(scale),
@@ -242,6 +217,5 @@ def conv2d_fwd_dw(
         *strides_or_zeros(residual, 4),
         *params.stride, *problem.pad_top_left, *params.dilation,
     )  # fmt: skip
-    meta = dict(**problem.epilogue.constexprs, **config)
-    launch(_conv2d_fwd_dw_kernel, grid, args, meta, slot)
+    launch(kernel, grid, args, meta, slot)
     return y

@@ -6,7 +6,7 @@ columns), NCHW ones tiles of flat pixels (BLOCK_M)."""
 from __future__ import annotations
 
 from ..epilogue import Epilogue
-from ..kernels import conv2d_fwd_dw, conv2d_fwd_dw_rows
+from ..kernels import conv2d_fwd_dw
 from ..problem import ConvProblem
 from .base import Choice, Into, Target, Variant, check_tiles, clamp_pow2
 
@@ -50,8 +50,7 @@ class Depthwise(Variant):
 
     def build(self, problem: ConvProblem, choice: Choice, target: Target) -> Into:
         config, slot = dict(choice.config), {}
-        kernel = conv2d_fwd_dw_rows if problem.channels_last else conv2d_fwd_dw
-        return lambda x, weight, bias, y, scale=None, residual=None: kernel(
+        return lambda x, weight, bias, y, scale=None, residual=None: conv2d_fwd_dw(
             x, weight, bias, y, problem, config=config, slot=slot, scale=scale,
             residual=residual,
         )  # fmt: skip
