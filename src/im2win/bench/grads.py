@@ -34,6 +34,7 @@ class GradMethod:
     build: GradBuilder  # (x, weight, grad_output, conv kwargs, tier, direction)
     backend: Callable[[torch.device], str]  # what actually runs, for the result row
     tiers: tuple[str, ...] = tuple(TIERS)
+    output: str = "grad"  # as `methods.Method.output`: what `run()` returns
 
 
 def _im2win(x, w, dy, conv_kwargs: dict, tier: Tier, direction: str) -> Prepared:

@@ -98,11 +98,17 @@ class _Operands:
 
 def _measure(plan, timer, ops: _Operands, tier: Tier, layout: str, direction: str,
              method: Method | GradMethod) -> dict:  # fmt: skip
-    if direction != "fprop":
-        return _measure_grad(plan, timer, ops, tier, layout, direction, method)
+    """One case's timing, error and memory. A gradient's output is the gradient, and the
+    output gradient it reads counts with the operands."""
     x, w = ops.inputs(tier, layout)
+    operands = [x, w]
+    if direction != "fprop":
+        operands.append(ops.grad_output(tier, layout))
     before = allocated(plan.device)
-    prepared = method.build(x, w, ops.kwargs, tier)
+    if direction == "fprop":
+        prepared = method.build(x, w, ops.kwargs, tier)
+    else:
+        prepared = method.build(x, w, operands[2], ops.kwargs, tier, direction)
     ms = timer(prepared.run, plan.repeats)
     host = host_ms(prepared.run, plan.repeats, plan.device)
     y, peak = allocator_peak(prepared.run, plan.device, before)  # after warm-up
@@ -111,8 +117,8 @@ def _measure(plan, timer, ops: _Operands, tier: Tier, layout: str, direction: st
             x, w.shape[2], _params(ops, w), channels_last=layout == "NHWC"
         ).double()
     else:
-        ref = ops.reference(tier)
-    operand_bytes = nbytes(x) + nbytes(w)
+        ref = ops.reference(tier, direction)
+    operand_bytes = sum(nbytes(t) for t in operands)
     return {
         "ms": ms,
         "host_us": host * 1e3,
@@ -124,31 +130,6 @@ def _measure(plan, timer, ops: _Operands, tier: Tier, layout: str, direction: st
         # extra: only what it needs beyond operands and output (window tensor, workspace).
         "peak_mib": None if peak is None else (peak + operand_bytes) / MIB,
         "extra_mib": None if peak is None else max(0, peak - nbytes(y)) / MIB,
-        "analytic_extra_mib": prepared.extra_bytes / MIB,
-    }
-
-
-def _measure_grad(plan, timer, ops: _Operands, tier: Tier, layout: str, direction: str,
-                  method: GradMethod) -> dict:  # fmt: skip
-    """`_measure` for a gradient: input and weight as in the forward; its output is the
-    gradient, and the output gradient it reads counts with the operands."""
-    x, w = ops.inputs(tier, layout)
-    dy = ops.grad_output(tier, layout)
-    before = allocated(plan.device)
-    prepared = method.build(x, w, dy, ops.kwargs, tier, direction)
-    ms = timer(prepared.run, plan.repeats)
-    host = host_ms(prepared.run, plan.repeats, plan.device)
-    grad, peak = allocator_peak(prepared.run, plan.device, before)  # after warm-up
-    operand_bytes = nbytes(x) + nbytes(w) + nbytes(dy)
-    return {
-        "ms": ms,
-        "host_us": host * 1e3,
-        "rel_err": relative_error(grad, ops.reference(tier, direction)),
-        "input_mib": nbytes(x) / MIB,
-        "weight_mib": nbytes(w) / MIB,
-        "output_mib": nbytes(grad) / MIB,
-        "peak_mib": None if peak is None else (peak + operand_bytes) / MIB,
-        "extra_mib": None if peak is None else max(0, peak - nbytes(grad)) / MIB,
         "analytic_extra_mib": prepared.extra_bytes / MIB,
     }
 
@@ -213,7 +194,7 @@ def run_bench(plan: BenchPlan, provenance: dict[str, str], writer: ResultWriter)
         row = _row(plan, layer, tier, layout, direction, method)
         try:
             row.update(_measure(plan, timer, ops, tier, layout, direction, method))
-            if direction != "fprop" or method.output == "conv":  # a gradient: the conv's FLOPs
+            if method.output != "windows":  # a gradient counts the convolution's FLOPs
                 row["tflops"] = row["flop"] / (row["ms"] * 1e-3) / 1e12
             if direction == "fprop" and method.output == "conv" and ceilings is not None:
                 row.update(_roofline(row, tier, ceilings))
