@@ -28,7 +28,7 @@ from . import kernels
 from .functional import conv2d
 from .kernels.sizes import cdiv
 from .ops import resolve_backend
-from .params import ConvParams, check_tensor, conv_params
+from .params import ConvParams, check_tensor, conv_params, is_channels_last
 from .problem import ConvProblem, MathMode
 from .variants import target_of
 
@@ -73,7 +73,7 @@ def input_grad(input_size: tuple[int, ...], weight: torch.Tensor, grad_output: t
     if params.stride == (1, 1):
         (_, _, rows, cols), = phases  # fmt: skip
         return _phase(grad_output, swapped, rows, cols, g, precision, backend)
-    fmt = torch.channels_last if _channels_last(grad_output) else torch.contiguous_format
+    fmt = torch.channels_last if is_channels_last(grad_output) else torch.contiguous_format
     grad_input = torch.empty(
         (n, c, h, w), dtype=grad_output.dtype, device=grad_output.device, memory_format=fmt
     ).zero_()  # phases no tap reaches stay zero
@@ -134,9 +134,8 @@ def weight_grad(input: torch.Tensor, weight_size: tuple[int, ...], grad_output: 
     x = input.reshape(n, g, cg, h, w).permute(2, 1, 0, 3, 4).reshape(cg, g * n, h, w)
     p, q = grad_output.shape[2:]
     dy = grad_output.reshape(n, g, k // g, p, q).permute(1, 2, 0, 3, 4).reshape(k, n, p, q)
-    x = _pad(x, *params.padding)
-    out = conv2d(x, dy, None, stride=params.dilation, dilation=params.stride, groups=g,
-                 precision=precision, backend=backend)  # fmt: skip
+    out = _correlate(x, dy, params.padding, stride=params.dilation, dilation=params.stride,
+                     groups=g, precision=precision, backend=backend)  # fmt: skip
     out = out[:, :, :r, :s]  # rows and columns past the filter's met only unused padding
     grad_weight = out.reshape(cg, g, k // g, r, s).permute(1, 2, 0, 3, 4).reshape(k, cg, r, s)
     return grad_weight, grad_output.sum((0, 2, 3)) if bias else None
@@ -200,24 +199,25 @@ def _phase(grad_output, swapped, rows: _Taps, cols: _Taps, groups, precision, ba
     taps = taps.reshape(g * cg, kg, len(rows.taps), len(cols.taps))
     p, q = grad_output.shape[2:]
     span_h, span_w = rows.dilation * (len(rows.taps) - 1), cols.dilation * (len(cols.taps) - 1)
-    dy = _pad(grad_output, rows.before, rows.size + span_h - p - rows.before,
-              cols.before, cols.size + span_w - q - cols.before)  # fmt: skip
-    return conv2d(dy, taps.to(memory_format=torch.contiguous_format), None,
-                  dilation=(rows.dilation, cols.dilation), groups=groups, precision=precision,
-                  backend=backend)  # fmt: skip
+    pads = (rows.before, rows.size + span_h - p - rows.before,
+            cols.before, cols.size + span_w - q - cols.before)  # fmt: skip
+    return _correlate(grad_output, taps.to(memory_format=torch.contiguous_format), pads,
+                      dilation=(rows.dilation, cols.dilation), groups=groups,
+                      precision=precision, backend=backend)  # fmt: skip
 
 
-def _pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
-    """`x` with zeros added (or rows and columns cut, where negative) on each side; `x`
-    itself where there is nothing to do."""
-    if top == bottom == left == right == 0:
-        return x
-    fmt = torch.channels_last if _channels_last(x) else torch.contiguous_format
-    return F.pad(x, (left, right, top, bottom)).contiguous(memory_format=fmt)
-
-
-def _channels_last(t: torch.Tensor) -> bool:
-    return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+def _correlate(x: torch.Tensor, w: torch.Tensor, pads: tuple[int, int, int, int],
+               **conv_kwargs) -> torch.Tensor:  # fmt: skip
+    """`conv2d` of `x` padded by `pads` (top, bottom, left, right; negative: rows or columns
+    cut). The padding both sides share is the convolution's own; only the rest (uneven or
+    negative, rare) costs a padded copy of `x`."""
+    top, bottom, left, right = pads
+    pad_h, pad_w = max(0, min(top, bottom)), max(0, min(left, right))
+    rest = (left - pad_w, right - pad_w, top - pad_h, bottom - pad_h)
+    if any(rest):
+        fmt = torch.channels_last if is_channels_last(x) else torch.contiguous_format
+        x = F.pad(x, rest).contiguous(memory_format=fmt)
+    return conv2d(x, w, None, padding=(pad_h, pad_w), **conv_kwargs)
 
 
 def _input_size(input_size, weight, grad_output, params: ConvParams) -> tuple[int, ...]:
