@@ -142,13 +142,21 @@ def weight_grad(input: torch.Tensor, weight_size: tuple[int, ...], grad_output: 
 
 
 def _wgrad_kernel(input, weight_size, grad_output, params: ConvParams, precision, bias: bool):
-    weight = torch.empty(weight_size, dtype=input.dtype, device="meta")
-    problem = ConvProblem.of(input, weight, params, MathMode.of(input.dtype, precision))
     interpreted = kernels.interpreted()
     target = target_of(input.device, interpreted)
     rule = target.table["wgrad"]
     config = dict(rule["tile"])
     k, cg, r, s = weight_size
+    if cg % 16 == 0:
+        # Tap tiles (the kernel's TAP_TILES): BLOCK_J channels of one tap, read as contiguous
+        # rows of a channels-last input; an NCHW one is copied to channels-last first, since
+        # its window rows would otherwise be gathers of single elements.
+        config["BLOCK_J"] = min(config["BLOCK_J"], cg & -cg)  # a power of two dividing cg
+        if not is_channels_last(input) and rule["nchw_to_channels_last"]:
+            input = input.contiguous(memory_format=torch.channels_last)
+            grad_output = grad_output.contiguous(memory_format=torch.channels_last)
+    weight = torch.empty(weight_size, dtype=input.dtype, device="meta")
+    problem = ConvProblem.of(input, weight, params, MathMode.of(input.dtype, precision))
     tiles = (
         params.groups
         * cdiv(k // params.groups, config["BLOCK_K"])
@@ -163,13 +171,20 @@ def _wgrad_kernel(input, weight_size, grad_output, params: ConvParams, precision
 @dataclass(frozen=True)
 class _Taps:
     """The filter taps of one axis that reach one phase of input rows (or columns):
-    `taps` (ascending), the step between them in the output gradient (`dilation`), and the
-    padding that lines the phase's outputs up (`before`, `size`: the phase's length)."""
+    `taps` (ascending, every stride/gcd(stride, dilation)-th), the step between them in
+    the output gradient (`dilation`), and the padding that lines the phase's outputs up
+    (`before`, `size`: the phase's length)."""
 
-    taps: list[int]
+    taps: range
     dilation: int
     before: int
     size: int
+
+    @property
+    def slice(self) -> slice:
+        """The taps as a slice of the filter axis: a view, where a list index would copy
+        through the host and wait for the GPU."""
+        return slice(self.taps.start, self.taps.stop, self.taps.step)
 
 
 def _phases(size: int, kernel: int, stride: int, dilation: int, pad: int):
@@ -180,22 +195,25 @@ def _phases(size: int, kernel: int, stride: int, dilation: int, pad: int):
     stride/gcd and their outputs by dilation/gcd, so each phase is a stride-1 correlation
     of the output gradient with those taps reversed, dilated by dilation/gcd.
     """
-    step = dilation // math.gcd(stride, dilation)
+    divisor = math.gcd(stride, dilation)
+    period, step = stride // divisor, dilation // divisor
     for phase in range(min(stride, size)):
-        taps = [t for t in range(kernel) if (phase + pad - t * dilation) % stride == 0]
         length = -(-(size - phase) // stride)
-        if not taps:
-            yield phase, _Taps([], step, 0, length)
+        reach = (t for t in range(period) if (phase + pad - t * dilation) % stride == 0)
+        first = next(reach, None)
+        if first is None or first >= kernel:
+            yield phase, _Taps(range(0), step, 0, length)
             continue
-        first = (phase + pad - taps[0] * dilation) // stride  # output row of tap taps[0] at i=0
-        # Reversed taps j' = J-1-j read output row i + first - step*(J-1) + step*j'.
-        yield phase, _Taps(taps, step, step * (len(taps) - 1) - first, length)
+        taps = range(first, kernel, period)
+        row = (phase + pad - taps[0] * dilation) // stride  # output row of the first tap at i=0
+        # Reversed taps j' = J-1-j read output row i + row - step*(J-1) + step*j'.
+        yield phase, _Taps(taps, step, step * (len(taps) - 1) - row, length)
 
 
 def _phase(grad_output, swapped, rows: _Taps, cols: _Taps, groups, precision, backend):
     """One phase of the input gradient: a stride-1 correlation with its taps reversed."""
     g, cg, kg = swapped.shape[:3]
-    taps = swapped[:, :, :, rows.taps][:, :, :, :, cols.taps].flip(-2, -1)
+    taps = swapped[:, :, :, rows.slice, cols.slice].flip(-2, -1)
     taps = taps.reshape(g * cg, kg, len(rows.taps), len(cols.taps))
     p, q = grad_output.shape[2:]
     span_h, span_w = rows.dilation * (len(rows.taps) - 1), cols.dilation * (len(cols.taps) - 1)
