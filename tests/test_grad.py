@@ -1,7 +1,8 @@
 """`im2win.grad`: a convolution's input and weight gradients on the im2win kernels, against
 float64 autograd through `F.conv2d`, on odd shapes: strides that leave phases without
 taps, dilation with stride, groups and depthwise, 'same' padding with an even kernel,
-padding wider than the filter, batch 1, C = 1 and 3, both layouts."""
+padding wider than the filter, batch 1, C = 1 and 3, channels per group a multiple of 16,
+both layouts."""
 
 import pytest
 import torch
@@ -23,6 +24,9 @@ CASES = {
     "groups3_s2": ((2, 6, 9, 8), (9, 2, 3, 3), dict(stride=2, padding=1, groups=3)),
     "depthwise_m2": ((1, 3, 7, 9), (6, 1, 3, 3), dict(stride=(1, 2), padding=1, groups=3)),
     "7x7_s2_p3": ((1, 3, 15, 13), (4, 3, 7, 7), dict(stride=2, padding=3)),
+    # Cg a multiple of 16: the weight gradient's tap tiles (NCHW inputs copied channels-last)
+    "c32_3x3_s2_p1": ((2, 32, 7, 6), (5, 32, 3, 3), dict(stride=2, padding=1)),
+    "c32_g2_3x2_d2": ((1, 32, 6, 7), (6, 16, 3, 2), dict(dilation=2, padding=1, groups=2)),
 }
 
 

@@ -30,6 +30,7 @@ def _conv2d_wgrad_kernel(
     stride_dn, stride_dk, stride_dp, stride_dq,
     stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w,
     CHANNELS_LAST: tl.constexpr,
+    TAP_TILES: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
@@ -42,7 +43,9 @@ def _conv2d_wgrad_kernel(
     bias_partial[slice, group, k].
 
     Gradient column j = (c, r, s): channel-fastest (j = (r*S + s)*CG + c) for channels-last
-    inputs, whose channels are contiguous, else tap-fastest (j = c*RS + r*S + s).
+    inputs, whose channels are contiguous, else tap-fastest (j = c*RS + r*S + s). With
+    TAP_TILES (channels-last, BLOCK_J dividing CG) a tile's columns are BLOCK_J channels of one
+    tap, so its window rows are contiguous loads.
     """
     group = tl.program_id(0)
     k_tiles = tl.cdiv(KG, BLOCK_K)
@@ -51,7 +54,10 @@ def _conv2d_wgrad_kernel(
     j = j_tile * BLOCK_J + tl.arange(0, BLOCK_J)  # [BLOCK_J]
     split = tl.program_id(2)
     k_ok, j_ok = k < KG, j < J
-    if CHANNELS_LAST:
+    if TAP_TILES:  # one tap for the whole tile: r and s the same in every column
+        c = (j_tile * BLOCK_J) % CG + tl.arange(0, BLOCK_J)
+        rs = tl.zeros([BLOCK_J], tl.int32) + (j_tile * BLOCK_J) // CG
+    elif CHANNELS_LAST:
         c, rs = j % CG, j // CG
     else:
         c, rs = j // RS, j % RS
@@ -122,6 +128,7 @@ def conv2d_wgrad(
         *x.stride(), *grad_output.stride(),
         *params.stride, *problem.pad_top_left, *params.dilation,
         CHANNELS_LAST=problem.channels_last,
+        TAP_TILES=problem.channels_last and cg % config["BLOCK_J"] == 0,
         HAS_BIAS=bias,
         PRECISION=problem.math.precision if problem.math.tensor_cores else "ieee",
         UPCAST=interpreted and x.dtype != torch.float32,
