@@ -28,6 +28,7 @@ from helpers import (
     rel_err,
     torch_output_format,
 )
+from im2win import grad
 from im2win.bench.env import git_commit
 from im2win.bench.layers import PAPER_BATCH, PAPER_LAYERS
 from im2win.variants.tma import TMA_RASTER, TMA_WINDOW
@@ -258,6 +259,28 @@ def test_fp32_gradients(case, layout):
     F.conv2d(*leaves64, **kw).backward(grad_out.double())
     for got, want in zip(leaves, leaves64, strict=True):
         assert_close(got.grad, want.grad, GPU_TIER_TOL["ieee"])
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("tier", ["bf16", "fp16", "tf32", "tf32x3", "ieee"])
+@pytest.mark.parametrize("case", ODD_CASES)
+def test_grad_kernels_on_odd_shapes(case, tier, layout):
+    """`im2win.grad`'s input and weight gradients on the GPU's kernels, every tier, against
+    float64 autograd; the weight gradient's slices give the same bits twice."""
+    torch.manual_seed(4)
+    xshape, wshape, kw = ODD_CASES[case]
+    dtype, precision = TIERS[tier]
+    x, w, _ = case_tensors(xshape, wshape, layout, dtype)
+    dy = torch.randn_like(F.conv2d(x.float(), w.float(), **kw)).to(dtype)
+    x64, w64 = x.double().requires_grad_(), w.double().requires_grad_()
+    F.conv2d(x64, w64, **kw).backward(dy.double())
+    got_x = grad.conv2d_input(x.shape, w, dy, **kw, precision=precision)
+    got_w = grad.conv2d_weight(x, w.shape, dy, **kw, precision=precision)
+    assert got_x.dtype == got_w.dtype == dtype
+    assert got_x.is_contiguous(memory_format=torch_output_format(x, w))
+    assert_close(got_x, x64.grad, GPU_TIER_TOL[tier])
+    assert_close(got_w, w64.grad, GPU_TIER_TOL[tier])
+    assert torch.equal(got_w, grad.conv2d_weight(x, w.shape, dy, **kw, precision=precision))
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
