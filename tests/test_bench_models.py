@@ -162,7 +162,7 @@ def test_defaults_are_every_model_and_mode_at_batch_1_and_64(monkeypatch, tmp_pa
     ]  # fmt: skip
     assert plan.modes == [
         "eager-bf16-cl", "eager-fp32", "autocast-bf16", "graph-bf16-cl", "compile-bf16-cl",
-        "train-bf16-cl", "optimized-bf16-cl", "optimized-graph-bf16-cl",
+        "train-bf16-cl", "train-im2win-bf16-cl", "optimized-bf16-cl", "optimized-graph-bf16-cl",
         "optimized-vs-frozen-bf16-cl", "optimized-graph-vs-frozen-bf16-cl",
         "optimized-frozen-bf16-cl", "optimized-frozen-graph-bf16-cl",
     ]  # fmt: skip
@@ -319,3 +319,24 @@ def test_frozen_runners_compile_the_stock_arm_with_freezing(monkeypatch):
     with torch.no_grad():
         assert torch.equal(arm.first(), model(x))
     assert freezing == [True] and torch._inductor.config.freezing is False
+
+
+def test_train_im2win_mode_runs_the_converted_arm_on_im2win_backward(toy_suite, monkeypatch):
+    """train-im2win-bf16-cl: the im2win arm's backward is im2win's (IM2WIN_BACKWARD) and
+    only while it runs; the stock arm's is PyTorch's."""
+    import os
+
+    monkeypatch.delenv("IM2WIN_BACKWARD", raising=False)
+    seen = []
+
+    def run_arm(*args):
+        seen.append(os.environ["IM2WIN_BACKWARD"])
+        raise RuntimeError("stop")  # the environment is what this test is about
+
+    monkeypatch.setattr(suite, "_run_arm", run_arm)
+    plan = suite.ModelsPlan(["toy"], ["train-im2win-bf16-cl"], [2], 1, torch.device("cpu"))
+    mode = suite.MODES["train-im2win-bf16-cl"]
+    fields = suite.compare(Toy().eval(), suite.MODELS["toy"], mode, 2, plan, timer=None)
+    assert seen == ["pytorch", "im2win"]  # stock's arm, then im2win's
+    assert fields["error"] == "stock: RuntimeError: stop; im2win: RuntimeError: stop"
+    assert "IM2WIN_BACKWARD" not in os.environ

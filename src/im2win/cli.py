@@ -9,8 +9,8 @@ Examples:
   im2win bench --layers conv1,conv8 --methods im2win,cudnn-IMPLICIT_GEMM --batch 64
   im2win bench --layers conv1-mini,conv5-mini    the CPU run's miniature layers, on a GPU
   im2win bench --suite models     whole networks (torchvision, timm), stock against
-                                  im2win.convert (or optimize), in eight modes at
-                                  batch 1 and 64
+                                  im2win.convert (or optimize), in every mode
+                                  (eager, graphs, compiled, training) at batch 1 and 64
   im2win bench --suite models --models resnet50 --modes eager-bf16-cl --batch 1
   im2win ablate           the paper kernel with each optimisation removed in turn (fp32, NCHW)
   im2win figures DIR      figures and summary tables from a finished run's results.jsonl

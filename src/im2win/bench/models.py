@@ -17,6 +17,7 @@ import copy
 import gc
 import importlib
 import math
+import os
 import statistics
 import sys
 import time
@@ -79,6 +80,7 @@ class Mode:
     about: str = ""
     optimized: bool = False  # the im2win arm is `im2win.optimize(stock)`, not `convert`
     stock_runner: str | None = None  # the stock arm's runner, where not `runner`
+    backward: str = "pytorch"  # the im2win arm's IM2WIN_BACKWARD (autograd.py) while it runs
 
     def runner_of(self, arm: str) -> str:
         return self.stock_runner or self.runner if arm == "stock" else self.runner
@@ -102,6 +104,8 @@ MODES: dict[str, Mode] = {
              about="eager-bf16-cl through torch.compile (default mode)"),
         Mode("train-bf16-cl", "train", torch.bfloat16, True, _TRAIN,
              about="one SGD step (forward, cross-entropy, backward, step), bf16 channels_last"),
+        Mode("train-im2win-bf16-cl", "train", torch.bfloat16, True, _TRAIN, backward="im2win",
+             about="train-bf16-cl, the im2win arm's backward on im2win's kernels too"),
         Mode("optimized-bf16-cl", "eager", torch.bfloat16, True, _BF16, optimized=True,
              about="eager-bf16-cl, the im2win arm im2win.optimize'd (fused conv chains)"),
         Mode("optimized-graph-bf16-cl", "graph", torch.bfloat16, True, _BF16, optimized=True,
@@ -203,6 +207,20 @@ def _arms(base: torch.nn.Module, mode: Mode, device: torch.device):
     return stock, im2win.convert(copy.deepcopy(stock))
 
 
+@contextlib.contextmanager
+def backward_kernels(name: str):
+    """IM2WIN_BACKWARD set to `name` inside, as it was after."""
+    saved = os.environ.get("IM2WIN_BACKWARD")
+    os.environ["IM2WIN_BACKWARD"] = name
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["IM2WIN_BACKWARD"]
+        else:
+            os.environ["IM2WIN_BACKWARD"] = saved
+
+
 def _run_arm(model, runner: str, mode: Mode, x, target, repeats: int, timer) -> dict:
     """First call (seconds, logits), then median time and peak of one call."""
     if _compiles(runner):
@@ -271,9 +289,11 @@ def compare(base: torch.nn.Module, spec: ModelSpec, mode: Mode, batch: int, plan
     stock, converted = _arms(base, mode, plan.device)
     result, errors = {}, []
     for arm, model in (("stock", stock), ("im2win", converted)):
+        backward = mode.backward if arm == "im2win" else "pytorch"
         try:
-            result[arm] = _run_arm(model, mode.runner_of(arm), mode, x, target, plan.repeats,
-                                   timer)  # fmt: skip
+            with backward_kernels(backward):
+                result[arm] = _run_arm(model, mode.runner_of(arm), mode, x, target,
+                                       plan.repeats, timer)  # fmt: skip
         except Exception as exc:  # one arm failing must not cost the other, or the run
             errors.append(f"{arm}: {_error(exc)}")
             _free(plan.device)
