@@ -23,6 +23,9 @@ CASES = {
     "1x1_p2": ((1, 2, 4, 5), (3, 2, 1, 1), dict(padding=2)),
     "groups3_s2": ((2, 6, 9, 8), (9, 2, 3, 3), dict(stride=2, padding=1, groups=3)),
     "depthwise_m2": ((1, 3, 7, 9), (6, 1, 3, 3), dict(stride=(1, 2), padding=1, groups=3)),
+    # the depthwise weight-gradient kernel: channels past one block, taps not a power of two
+    "depthwise_5x3_s2": ((2, 20, 9, 8), (20, 1, 5, 3), dict(stride=2, padding=(2, 1), groups=20)),
+    "depthwise_d2": ((1, 5, 8, 9), (5, 1, 3, 3), dict(dilation=2, padding=2, groups=5)),
     "7x7_s2_p3": ((1, 3, 15, 13), (4, 3, 7, 7), dict(stride=2, padding=3)),
     # Cg a multiple of 16: the weight gradient's tap tiles (NCHW inputs copied channels-last)
     "c32_3x3_s2_p1": ((2, 32, 7, 6), (5, 32, 3, 3), dict(stride=2, padding=1)),
@@ -83,21 +86,22 @@ def test_bad_arguments_are_named(call, fragments):
         call(x, w, dy)
 
 
-def test_weight_gradient_in_slices_is_reproducible(monkeypatch):
-    """The weight-gradient kernel's reduction cut into slices (as on a GPU's many SMs)
+@pytest.mark.parametrize("case", ["3x3_s2_p1", "depthwise_5x3_s2"])
+def test_weight_gradient_in_slices_is_reproducible(monkeypatch, case):
+    """The weight-gradient kernels' reduction cut into slices (as on a GPU's many SMs)
     matches autograd and gives the same bits on every run."""
     from im2win.variants import INTERPRETER
 
     monkeypatch.setitem(INTERPRETER.table["wgrad"], "waves", 64)  # as many slices as allowed
     torch.manual_seed(6)
-    xshape, wshape, kw = CASES["3x3_s2_p1"]
+    xshape, wshape, kw = CASES[case]
     x, w = randn(*xshape, channels_last=True), randn(*wshape)
     dy = randn(*F.conv2d(x, w, **kw).shape)
     first = grad.conv2d_weight(x, w.shape, dy, **kw)
     assert torch.equal(first, grad.conv2d_weight(x, w.shape, dy, **kw))
     assert_close(first, reference(x, w, dy, kw)[1], TOL[torch.float32])
     # The bias gradient, summed in the same pass and in the same slices.
-    params = conv_params(**kw, kernel_size=(3, 3))
+    params = conv_params(**kw, kernel_size=wshape[2:])
     weight, bias = grad.weight_grad(x, tuple(w.shape), dy, params, precision=None,
                                     backend="auto", bias=True)  # fmt: skip
     assert torch.equal(weight, first)

@@ -1,6 +1,7 @@
 """Weight-gradient tiles: `grad.conv2d_weight` (the kernel of `kernels/conv2d_wgrad.py`) with a
 grid of tiles and slice counts, against `aten.convolution_backward` (weight only,
-cudnn.benchmark), on paper and ResNet-50 layers, bf16 and tf32, channels-last and NCHW.
+cudnn.benchmark), on paper, ResNet-50 and depthwise and grouped layers, bf16 and tf32,
+channels-last (and NCHW on three); the depthwise kernel with its own grid of configs.
 
 Every result is checked against an fp32 (IEEE) weight gradient of the same inputs. Times:
 `triton.testing.do_bench` (L2 cleared before each call), median ms of the whole call (the
@@ -16,14 +17,15 @@ import torch
 from triton.testing import do_bench
 
 from im2win import grad
-from im2win.bench.layers import PAPER_LAYERS, RESNET50_LAYERS
+from im2win.bench.layers import EXTRA_LAYERS, PAPER_LAYERS, RESNET50_LAYERS
 from im2win.variants import target_of
 
-LAYERS = {layer.name: layer for layer in (*PAPER_LAYERS, *RESNET50_LAYERS)}
+LAYERS = {layer.name: layer for layer in (*PAPER_LAYERS, *RESNET50_LAYERS, *EXTRA_LAYERS)}
 # name: batch
 RUNS = {"conv1": 128, "conv5": 128, "conv8": 128, "conv11": 128, "r50-l1-3x3": 32,
         "r50-l2-1x1-512": 32, "r50-l3-3x3": 32, "r50-l4-1x1-reduce": 32,
-        "r50-l4-3x3-s2": 32}  # fmt: skip
+        "r50-l4-3x3-s2": 32, "dw3x3-112": 64, "dw3x3-s2-56": 64, "dw3x3-14": 64,
+        "dw7x7-56": 64, "grouped32-3x3-28": 64}  # fmt: skip
 TILES = [
     dict(BLOCK_M=32, BLOCK_K=64, BLOCK_J=64, num_warps=4, num_stages=3),
     dict(BLOCK_M=64, BLOCK_K=64, BLOCK_J=64, num_warps=4, num_stages=3),
@@ -32,6 +34,16 @@ TILES = [
     dict(BLOCK_M=32, BLOCK_K=128, BLOCK_J=128, num_warps=8, num_stages=3),
     dict(BLOCK_M=64, BLOCK_K=128, BLOCK_J=128, num_warps=8, num_stages=3),
     dict(BLOCK_M=64, BLOCK_K=128, BLOCK_J=128, num_warps=8, num_stages=4),
+]
+NCHW_TOO = ("conv8", "r50-l1-3x3", "dw3x3-112")  # NCHW inputs: copied channels-last first
+# The depthwise kernel's (`wgrad` rule's `depthwise`): channels a program, window block size.
+DEPTHWISE = [
+    dict(BLOCK_C=32, ELEMENTS=4096, num_warps=4),
+    dict(BLOCK_C=16, ELEMENTS=2048, num_warps=4),
+    dict(BLOCK_C=32, ELEMENTS=2048, num_warps=4),
+    dict(BLOCK_C=32, ELEMENTS=8192, num_warps=8),
+    dict(BLOCK_C=64, ELEMENTS=4096, num_warps=4),
+    dict(BLOCK_C=64, ELEMENTS=8192, num_warps=8),
 ]
 WAVES = (2, 4)
 
@@ -64,9 +76,10 @@ def rows(name: str, batch: int, dtype: torch.dtype, channels_last: bool):
     common = dict(layer=name, batch=batch, dtype=str(dtype).removeprefix("torch."),
                   layout="NHWC" if channels_last else "NCHW", stock_ms=stock)  # fmt: skip
     try:
-        for tile in TILES:
+        depthwise = layer.groups == layer.c == layer.k
+        for tile in DEPTHWISE if depthwise else TILES:
             for waves in WAVES:
-                rule.update(tile=tile, waves=waves)
+                rule.update({"depthwise" if depthwise else "tile": tile, "waves": waves})
                 run = lambda: grad.conv2d_weight(x, w.shape, dy, **kw, precision=precision)  # noqa: E731
                 try:
                     got = run()
@@ -87,7 +100,7 @@ def main(argv):
     with open(argv[0] if argv else "wgrad_tiles.jsonl", "w") as out:
         for name, batch in RUNS.items():
             for dtype in (torch.bfloat16, torch.float32):
-                for channels_last in (True, False):
+                for channels_last in (True, False) if name in NCHW_TOO else (True,):
                     found = list(rows(name, batch, dtype, channels_last))
                     out.writelines(json.dumps(r) + "\n" for r in found)
                     out.flush()

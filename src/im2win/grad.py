@@ -147,6 +147,8 @@ def _wgrad_kernel(input, weight_size, grad_output, params: ConvParams, precision
     rule = target.table["wgrad"]
     config = dict(rule["tile"])
     k, cg, r, s = weight_size
+    if cg == 1 and k == params.groups:  # depthwise: its own kernel, all taps a program
+        return _wgrad_depthwise(input, weight_size, grad_output, params, rule, target, bias)
     if cg % 16 == 0:
         # Tap tiles (the kernel's TAP_TILES): BLOCK_J channels of one tap, read as contiguous
         # rows of a channels-last input; an NCHW one is copied to channels-last first, since
@@ -166,6 +168,20 @@ def _wgrad_kernel(input, weight_size, grad_output, params: ConvParams, precision
     config["SLICES"] = min(rule["max_slices"], max(1, cdiv(rule["waves"] * target.sms, tiles)))
     return kernels.conv2d_wgrad(input, grad_output, weight_size, problem, config=config,
                                 interpreted=interpreted, bias=bias)  # fmt: skip
+
+
+def _wgrad_depthwise(input, weight_size, grad_output, params, rule: dict, target, bias: bool):
+    if not is_channels_last(input) and rule["nchw_to_channels_last"]:
+        # Channels-last, a program's channels are contiguous rows (NCHW: single elements).
+        input = input.contiguous(memory_format=torch.channels_last)
+        grad_output = grad_output.contiguous(memory_format=torch.channels_last)
+    weight = torch.empty(weight_size, dtype=input.dtype, device="meta")
+    problem = ConvProblem.of(input, weight, params, MathMode.of(input.dtype, None))
+    config = dict(rule["depthwise"])
+    programs = cdiv(weight_size[0], config["BLOCK_C"])
+    config["SLICES"] = min(rule["max_slices"], max(1, cdiv(rule["waves"] * target.sms, programs)))
+    return kernels.conv2d_wgrad_depthwise(input, grad_output, weight_size, problem,
+                                          config=config, bias=bias)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from .conv2d_fwd_tma import (
     tma_supported,
 )
 from .conv2d_grouped import conv2d_fwd_grouped
-from .conv2d_wgrad import conv2d_wgrad
+from .conv2d_wgrad import conv2d_wgrad, conv2d_wgrad_depthwise
 from .relayout import MAX_COPY_IMAGES, copy_to_channels_last
 from .transform import _im2win_transform_kernel, im2win_transform
 
@@ -31,6 +31,7 @@ __all__ = [
     "WindowSource",
     "conv2d_fwd_dw",
     "conv2d_wgrad",
+    "conv2d_wgrad_depthwise",
     "conv2d_fwd_grouped",
     "copy_to_channels_last",
     "im2win_transform",

@@ -142,3 +142,100 @@ def conv2d_wgrad(
         grad = total.view(k, cg, r, s)
     grad_bias = None if bias_partial is None else bias_partial.sum(0).view(k).to(x.dtype)
     return grad.to(x.dtype).contiguous(), grad_bias
+
+
+@triton.jit
+def _conv2d_wgrad_dw_kernel(
+    x_ptr, dy_ptr, part_ptr, bias_part_ptr,
+    M, C, H, W, P, Q, S, RS, SLICE,
+    stride_xn, stride_xc, stride_xh, stride_xw,
+    stride_dn, stride_dk, stride_dp, stride_dq,
+    stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    TAPS: tl.constexpr,
+):  # fmt: skip
+    """Depthwise (one input and one output channel a group): partial[slice, tap, c] over output
+    pixels [slice * SLICE, (slice + 1) * SLICE) for BLOCK_C channels and every tap at once,
+    so each output gradient element is read once; bias_partial[slice, c] likewise.
+
+    No GEMM is left in a depthwise gradient (one product per tap, channel and pixel): a
+    program multiplies a [BLOCK_M, TAPS, BLOCK_C] block of windows by the output gradient
+    broadcast along the taps and sums over the pixels. Neighbouring taps and pixels read
+    the same inputs, from the cache after the first.
+    """
+    c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)  # [BLOCK_C]
+    split = tl.program_id(1)
+    tap = tl.arange(0, TAPS)  # [TAPS], RS rounded up to a power of two
+    r, s = tap // S, tap % S
+    c_ok, tap_ok = c < C, tap < RS
+    x_channel = c.to(tl.int64) * stride_xc
+    dy_channel = c.to(tl.int64) * stride_dk
+    m_start = split.to(tl.int64) * SLICE
+    m_end = tl.minimum(m_start + SLICE, M)
+    acc = tl.zeros([TAPS, BLOCK_C], tl.float32)
+    bias = tl.zeros([BLOCK_C], tl.float32)
+    for m0 in range(m_start, m_end, BLOCK_M):
+        m = m0 + tl.arange(0, BLOCK_M)  # [BLOCK_M]
+        m_ok = m < m_end
+        n, p, q = output_pixel(m, P, Q)
+        dy_off = (n * stride_dn + p * stride_dp + q * stride_dq)[:, None] + dy_channel[None, :]
+        dy = tl.load(dy_ptr + dy_off, mask=m_ok[:, None] & c_ok[None, :], other=0.0)
+        dy = dy.to(tl.float32)  # [BLOCK_M, BLOCK_C]
+        h0, w0 = window_corner(p, q, stride_h, stride_w, pad_top, pad_left)
+        h = h0[:, None] + (r * dilation_h)[None, :]  # [BLOCK_M, TAPS]
+        w = w0[:, None] + (s * dilation_w)[None, :]
+        pixel_ok = m_ok[:, None] & tap_ok[None, :] & inside(h, w, H, W)
+        x_off = (n[:, None] * stride_xn + h * stride_xh + w * stride_xw)[:, :, None] + (
+            x_channel[None, None, :])  # fmt: skip
+        x = tl.load(x_ptr + x_off, mask=pixel_ok[:, :, None] & c_ok[None, None, :], other=0.0)
+        acc += tl.sum(x.to(tl.float32) * dy[:, None, :], axis=0)
+        if HAS_BIAS:
+            bias += tl.sum(dy, axis=0)
+    row = split * RS + tap  # [TAPS]: (slice, tap), RS taps a slice
+    tl.store(part_ptr + row.to(tl.int64)[:, None] * C + c[None, :], acc,
+             mask=tap_ok[:, None] & c_ok[None, :])  # fmt: skip
+    if HAS_BIAS:
+        tl.store(bias_part_ptr + split * C + c, bias, mask=c_ok)
+
+
+def conv2d_wgrad_depthwise(
+    x: torch.Tensor,
+    grad_output: torch.Tensor,
+    weight_shape: tuple[int, int, int, int],
+    problem: ConvProblem,
+    *,
+    config: dict,
+    bias: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`conv2d_wgrad` of a depthwise convolution (groups = C = K): dW [C, 1, R, S].
+
+    `config`: BLOCK_C channels a program, ELEMENTS (the window block's size: BLOCK_M pixels
+    a step is ELEMENTS / (taps x BLOCK_C)), SLICES, num_warps.
+    """
+    n, c, h, w = x.shape
+    _, _, r, s = weight_shape
+    _, _, p, q = grad_output.shape
+    params = problem.params
+    taps = triton.next_power_of_2(r * s)
+    block_m = max(1, config["ELEMENTS"] // (taps * config["BLOCK_C"]))
+    m = n * p * q
+    slices = max(1, min(config["SLICES"], cdiv(m, block_m)))
+    per_slice = cdiv(cdiv(m, slices), block_m) * block_m
+    slices = cdiv(m, per_slice)
+    partial = torch.empty((slices, r * s, c), dtype=torch.float32, device=x.device)
+    bias_partial = torch.empty((slices, c), dtype=torch.float32, device=x.device) if (
+        bias) else None  # fmt: skip
+    grid = (cdiv(c, config["BLOCK_C"]), slices)
+    _conv2d_wgrad_dw_kernel[grid](
+        x, grad_output, partial, bias_partial,
+        m, c, h, w, p, q, s, r * s, per_slice,
+        *x.stride(), *grad_output.stride(),
+        *params.stride, *problem.pad_top_left, *params.dilation,
+        HAS_BIAS=bias, BLOCK_M=block_m, BLOCK_C=config["BLOCK_C"], TAPS=taps,
+        num_warps=config["num_warps"],
+    )  # fmt: skip
+    grad = partial.sum(0).t().reshape(c, 1, r, s)  # the slices added in order: reproducible
+    grad_bias = None if bias_partial is None else bias_partial.sum(0).to(x.dtype)
+    return grad.to(x.dtype).contiguous(), grad_bias
