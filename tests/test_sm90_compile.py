@@ -69,12 +69,11 @@ def test_depthwise_kernels_compile_for_sm90(case, dtype, epilogue):
 
 
 @pytest.mark.parametrize("dtype, precision", [("bf16", "ieee"), ("fp32", "tf32"), ("fp32", "ieee")])
-@pytest.mark.parametrize("columns", ["taps", "nhwc", "nchw"])
-def test_weight_gradient_kernel_compiles_for_sm90(dtype, precision, columns):
+@pytest.mark.parametrize("channels_last", [True, False], ids=["nhwc", "nchw"])
+def test_weight_gradient_kernel_compiles_for_sm90(dtype, precision, channels_last):
     # The bias gradient in the same pass on channels-last inputs, not on NCHW ones.
-    channels_last = columns != "nchw"
-    constexprs = dict(WGRAD, CHANNELS_LAST=channels_last, TAP_TILES=columns == "taps",
-                      PRECISION=precision, HAS_BIAS=channels_last)  # fmt: skip
+    constexprs = dict(WGRAD, CHANNELS_LAST=channels_last, PRECISION=precision,
+                      HAS_BIAS=channels_last)  # fmt: skip
     compile_for_sm90("conv2d_wgrad", "_conv2d_wgrad_kernel", dtype, constexprs, WGRAD_POINTERS)
 
 

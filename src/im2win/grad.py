@@ -149,14 +149,11 @@ def _wgrad_kernel(input, weight_size, grad_output, params: ConvParams, precision
     k, cg, r, s = weight_size
     if cg == 1 and k == params.groups:  # depthwise: its own kernel, all taps a program
         return _wgrad_depthwise(input, weight_size, grad_output, params, rule, target, bias)
-    if cg % 16 == 0:
-        # Tap tiles (the kernel's TAP_TILES): BLOCK_J channels of one tap, read as contiguous
-        # rows of a channels-last input; an NCHW one is copied to channels-last first, since
-        # its window rows would otherwise be gathers of single elements.
-        config["BLOCK_J"] = min(config["BLOCK_J"], cg & -cg)  # a power of two dividing cg
-        if not is_channels_last(input) and rule["nchw_to_channels_last"]:
-            input = input.contiguous(memory_format=torch.channels_last)
-            grad_output = grad_output.contiguous(memory_format=torch.channels_last)
+    if not is_channels_last(input) and rule["nchw_to_channels_last"]:
+        # A tile's window columns are gathered (channel, tap) pairs: channels-last makes
+        # each pixel's gather one run of memory, where NCHW scatters it across planes.
+        input = input.contiguous(memory_format=torch.channels_last)
+        grad_output = grad_output.contiguous(memory_format=torch.channels_last)
     weight = torch.empty(weight_size, dtype=input.dtype, device="meta")
     problem = ConvProblem.of(input, weight, params, MathMode.of(input.dtype, precision))
     tiles = (

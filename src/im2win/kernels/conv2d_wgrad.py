@@ -30,7 +30,6 @@ def _conv2d_wgrad_kernel(
     stride_dn, stride_dk, stride_dp, stride_dq,
     stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w,
     CHANNELS_LAST: tl.constexpr,
-    TAP_TILES: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
@@ -43,9 +42,7 @@ def _conv2d_wgrad_kernel(
     bias_partial[slice, group, k].
 
     Gradient column j = (c, r, s): channel-fastest (j = (r*S + s)*CG + c) for channels-last
-    inputs, whose channels are contiguous, else tap-fastest (j = c*RS + r*S + s). With
-    TAP_TILES (channels-last, BLOCK_J dividing CG) a tile's columns are BLOCK_J channels of one
-    tap, so its window rows are contiguous loads.
+    inputs, whose channels are contiguous, else tap-fastest (j = c*RS + r*S + s).
     """
     group = tl.program_id(0)
     k_tiles = tl.cdiv(KG, BLOCK_K)
@@ -54,10 +51,7 @@ def _conv2d_wgrad_kernel(
     j = j_tile * BLOCK_J + tl.arange(0, BLOCK_J)  # [BLOCK_J]
     split = tl.program_id(2)
     k_ok, j_ok = k < KG, j < J
-    if TAP_TILES:  # one tap for the whole tile: r and s the same in every column
-        c = (j_tile * BLOCK_J) % CG + tl.arange(0, BLOCK_J)
-        rs = tl.zeros([BLOCK_J], tl.int32) + (j_tile * BLOCK_J) // CG
-    elif CHANNELS_LAST:
+    if CHANNELS_LAST:
         c, rs = j % CG, j // CG
     else:
         c, rs = j // RS, j % RS
@@ -128,7 +122,6 @@ def conv2d_wgrad(
         *x.stride(), *grad_output.stride(),
         *params.stride, *problem.pad_top_left, *params.dilation,
         CHANNELS_LAST=problem.channels_last,
-        TAP_TILES=problem.channels_last and cg % config["BLOCK_J"] == 0,
         HAS_BIAS=bias,
         PRECISION=problem.math.precision if problem.math.tensor_cores else "ieee",
         UPCAST=interpreted and x.dtype != torch.float32,
@@ -174,8 +167,10 @@ def _conv2d_wgrad_dw_kernel(
     dy_channel = c.to(tl.int64) * stride_dk
     m_start = split.to(tl.int64) * SLICE
     m_end = tl.minimum(m_start + SLICE, M)
-    acc = tl.zeros([TAPS, BLOCK_C], tl.float32)
-    bias = tl.zeros([BLOCK_C], tl.float32)
+    # Summed over the pixels only after the loop: a sum across threads every step costs more
+    # than the products.
+    acc = tl.zeros([BLOCK_M, TAPS, BLOCK_C], tl.float32)
+    bias = tl.zeros([BLOCK_M, BLOCK_C], tl.float32)
     for m0 in range(m_start, m_end, BLOCK_M):
         m = m0 + tl.arange(0, BLOCK_M)  # [BLOCK_M]
         m_ok = m < m_end
@@ -190,14 +185,14 @@ def _conv2d_wgrad_dw_kernel(
         x_off = (n[:, None] * stride_xn + h * stride_xh + w * stride_xw)[:, :, None] + (
             x_channel[None, None, :])  # fmt: skip
         x = tl.load(x_ptr + x_off, mask=pixel_ok[:, :, None] & c_ok[None, None, :], other=0.0)
-        acc += tl.sum(x.to(tl.float32) * dy[:, None, :], axis=0)
+        acc += x.to(tl.float32) * dy[:, None, :]
         if HAS_BIAS:
-            bias += tl.sum(dy, axis=0)
+            bias += dy
     row = split * RS + tap  # [TAPS]: (slice, tap), RS taps a slice
-    tl.store(part_ptr + row.to(tl.int64)[:, None] * C + c[None, :], acc,
+    tl.store(part_ptr + row.to(tl.int64)[:, None] * C + c[None, :], tl.sum(acc, axis=0),
              mask=tap_ok[:, None] & c_ok[None, :])  # fmt: skip
     if HAS_BIAS:
-        tl.store(bias_part_ptr + split * C + c, bias, mask=c_ok)
+        tl.store(bias_part_ptr + split * C + c, tl.sum(bias, axis=0), mask=c_ok)
 
 
 def conv2d_wgrad_depthwise(
