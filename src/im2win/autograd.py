@@ -2,9 +2,9 @@
 
 Forward runs im2win. Backward is, by default, PyTorch's own convolution backward (exact, and
 the same on every device). With `IM2WIN_BACKWARD=im2win` it is `grad.py`'s: both gradients
-on the im2win kernels (not yet measured against cuDNN, hence not the default). The
-registered operator (`op.py`) uses the same backward through `torch.library`'s autograd
-registration.
+on the im2win kernels (slower than cuDNN on the H200 so far, notes/backward; hence not the
+default). The registered operator (`op.py`) uses the same backward through
+`torch.library`'s autograd registration.
 """
 
 from __future__ import annotations

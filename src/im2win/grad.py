@@ -13,7 +13,7 @@ with the reduction split into slices summed in order (`kernels/conv2d_wgrad.py`)
 The input gradient runs `im2win.conv2d`, so every tier, layout and backend is the forward
 pass's; the weight-gradient kernel takes every tier and layout as well. The backward of
 im2win's convolution runs them with `IM2WIN_BACKWARD=im2win` (`autograd.py`); by default
-it is still PyTorch's, until these are measured against cuDNN.
+it is still PyTorch's, which these do not yet beat (notes/backward).
 """
 
 from __future__ import annotations
