@@ -7,7 +7,7 @@ backward runs on im2win's kernels too (`IM2WIN_BACKWARD`). `--out` writes the cu
 step times and provenance as JSON.
 
     python examples/train.py --steps 300 --dtype bfloat16 --channels-last
-    python examples/train.py --steps 3 --batch 4 --size 16      # a minute on a CPU
+    python examples/train.py --steps 3 --batch 4 --size 16 --width 8   # a quick check on a CPU
 """
 
 from __future__ import annotations

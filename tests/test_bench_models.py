@@ -4,6 +4,7 @@ ones (torchvision and timm are not installed here), run through Triton's interpr
 import csv
 import io
 import json
+import os
 import shlex
 import sys
 from contextlib import redirect_stdout
@@ -324,8 +325,6 @@ def test_frozen_runners_compile_the_stock_arm_with_freezing(monkeypatch):
 def test_train_im2win_mode_runs_the_converted_arm_on_im2win_backward(toy_suite, monkeypatch):
     """train-im2win-bf16-cl: the im2win arm's backward is im2win's (IM2WIN_BACKWARD) and
     only while it runs; the stock arm's is PyTorch's."""
-    import os
-
     monkeypatch.delenv("IM2WIN_BACKWARD", raising=False)
     seen = []
 

@@ -8,7 +8,8 @@ that reach it, so no product is taken with the zeros a strided transposed convol
 would insert. Weight gradient: the input with its batch and channel axes swapped,
 correlated with the output gradient, likewise swapped, as the filter (stride and dilation
 trade places), or, where the im2win kernels run, one GEMM per group over the input's windows
-with the reduction split into slices summed in order (`kernels/conv2d_wgrad.py`).
+(depthwise layers: every tap of a block of channels at once) with the reduction split into
+slices summed in order (`kernels/conv2d_wgrad.py`).
 
 The input gradient runs `im2win.conv2d`, so every tier, layout and backend is the forward
 pass's; the weight-gradient kernel takes every tier and layout as well. The backward of

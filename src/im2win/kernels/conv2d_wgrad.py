@@ -8,7 +8,8 @@ the window matrix is output pixel m's window, read straight from the input (as t
 forward kernel reads its windows) with zeros where it covers the padding. The reduction over
 M is long and the output small, so program (k tile, j tile, slice) sums its slice of M into a
 partial of its own, and the partials are added in a fixed order after: the result does not
-depend on scheduling, so it is bitwise reproducible.
+depend on scheduling, so it is bitwise reproducible. Depthwise layers, with no GEMM left
+in them, have a kernel of their own (`conv2d_wgrad_depthwise`), reduced the same way.
 """
 
 from __future__ import annotations
@@ -167,8 +168,8 @@ def _conv2d_wgrad_dw_kernel(
     dy_channel = c.to(tl.int64) * stride_dk
     m_start = split.to(tl.int64) * SLICE
     m_end = tl.minimum(m_start + SLICE, M)
-    # Summed over the pixels only after the loop: a sum across threads every step costs more
-    # than the products.
+    # Summed over the pixels once, after the loop: that sum crosses threads, the products
+    # do not.
     acc = tl.zeros([BLOCK_M, TAPS, BLOCK_C], tl.float32)
     bias = tl.zeros([BLOCK_M, BLOCK_C], tl.float32)
     for m0 in range(m_start, m_end, BLOCK_M):
