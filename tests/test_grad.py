@@ -27,7 +27,7 @@ CASES = {
     "depthwise_5x3_s2": ((2, 20, 9, 8), (20, 1, 5, 3), dict(stride=2, padding=(2, 1), groups=20)),
     "depthwise_d2": ((1, 5, 8, 9), (5, 1, 3, 3), dict(dilation=2, padding=2, groups=5)),
     "7x7_s2_p3": ((1, 3, 15, 13), (4, 3, 7, 7), dict(stride=2, padding=3)),
-    # Cg a multiple of 16: the weight gradient's tap tiles (NCHW inputs copied channels-last)
+    # Cg a multiple of 16: vector-wide window loads in the weight gradient (NCHW copied first)
     "c32_3x3_s2_p1": ((2, 32, 7, 6), (5, 32, 3, 3), dict(stride=2, padding=1)),
     "c32_g2_3x2_d2": ((1, 32, 6, 7), (6, 16, 3, 2), dict(dilation=2, padding=1, groups=2)),
 }

@@ -1,8 +1,8 @@
 """Kernels compile for Hopper (sm_90a) on any machine: Triton's interpreter runs Python, so
 it accepts code the GPU compiler rejects (an `if` on a constexpr whose branches return
 tensors of other shapes made the depthwise channels-last kernel fail on every GPU while the
-CPU suite passed). Here: the depthwise kernels, and the weight-gradient kernel, which has
-not run on a GPU yet. Each compile runs in a subprocess without the interpreter."""
+CPU suite passed). Here: the depthwise kernels and the weight-gradient kernels. Each
+compile runs in a subprocess without the interpreter."""
 
 import json
 import os
