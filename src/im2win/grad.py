@@ -146,40 +146,29 @@ def _wgrad_kernel(input, weight_size, grad_output, params: ConvParams, precision
     interpreted = kernels.interpreted()
     target = target_of(input.device, interpreted)
     rule = target.table["wgrad"]
-    config = dict(rule["tile"])
     k, cg, r, s = weight_size
-    if cg == 1 and k == params.groups:  # depthwise: its own kernel, all taps a program
-        return _wgrad_depthwise(input, weight_size, grad_output, params, rule, target, bias)
     if not is_channels_last(input) and rule["nchw_to_channels_last"]:
-        # A tile's window columns are gathered (channel, tap) pairs: channels-last makes
-        # each pixel's gather one run of memory, where NCHW scatters it across planes.
+        # Both kernels read a pixel's window channel-fastest: one run of memory in a
+        # channels-last tensor, single elements scattered across planes in an NCHW one.
         input = input.contiguous(memory_format=torch.channels_last)
         grad_output = grad_output.contiguous(memory_format=torch.channels_last)
     weight = torch.empty(weight_size, dtype=input.dtype, device="meta")
     problem = ConvProblem.of(input, weight, params, MathMode.of(input.dtype, precision))
-    tiles = (
-        params.groups
-        * cdiv(k // params.groups, config["BLOCK_K"])
-        * cdiv(cg * r * s, config["BLOCK_J"])
-    )
+    depthwise = cg == 1 and k == params.groups  # no GEMM left: a kernel of its own
+    if depthwise:
+        config = dict(rule["depthwise"])
+        programs = cdiv(k, config["BLOCK_C"])
+    else:
+        config = dict(rule["tile"])
+        kg = k // params.groups
+        programs = params.groups * cdiv(kg, config["BLOCK_K"]) * cdiv(cg * r * s, config["BLOCK_J"])
     # Enough slices of the reduction for `waves` full waves of programs.
-    config["SLICES"] = min(rule["max_slices"], max(1, cdiv(rule["waves"] * target.sms, tiles)))
+    config["SLICES"] = min(rule["max_slices"], max(1, cdiv(rule["waves"] * target.sms, programs)))
+    if depthwise:
+        return kernels.conv2d_wgrad_depthwise(input, grad_output, weight_size, problem,
+                                              config=config, bias=bias)  # fmt: skip
     return kernels.conv2d_wgrad(input, grad_output, weight_size, problem, config=config,
                                 interpreted=interpreted, bias=bias)  # fmt: skip
-
-
-def _wgrad_depthwise(input, weight_size, grad_output, params, rule: dict, target, bias: bool):
-    if not is_channels_last(input) and rule["nchw_to_channels_last"]:
-        # Channels-last, a program's channels are contiguous rows (NCHW: single elements).
-        input = input.contiguous(memory_format=torch.channels_last)
-        grad_output = grad_output.contiguous(memory_format=torch.channels_last)
-    weight = torch.empty(weight_size, dtype=input.dtype, device="meta")
-    problem = ConvProblem.of(input, weight, params, MathMode.of(input.dtype, None))
-    config = dict(rule["depthwise"])
-    programs = cdiv(weight_size[0], config["BLOCK_C"])
-    config["SLICES"] = min(rule["max_slices"], max(1, cdiv(rule["waves"] * target.sms, programs)))
-    return kernels.conv2d_wgrad_depthwise(input, grad_output, weight_size, problem,
-                                          config=config, bias=bias)  # fmt: skip
 
 
 @dataclass(frozen=True)

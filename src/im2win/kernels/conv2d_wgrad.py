@@ -110,9 +110,7 @@ def conv2d_wgrad(
     _, _, p, q = grad_output.shape
     g, params = problem.groups, problem.params
     kg, j, m = k // g, cg * r * s, n * p * q
-    slices = max(1, min(config["SLICES"], cdiv(m, config["BLOCK_M"])))
-    per_slice = cdiv(cdiv(m, slices), config["BLOCK_M"]) * config["BLOCK_M"]
-    slices = cdiv(m, per_slice)
+    slices, per_slice = _slices(m, config["SLICES"], config["BLOCK_M"])
     partial = torch.empty((slices, g, kg, j), dtype=torch.float32, device=x.device)
     bias_partial = torch.empty((slices, g, kg), dtype=torch.float32, device=x.device) if (
         bias) else None  # fmt: skip
@@ -136,6 +134,13 @@ def conv2d_wgrad(
         grad = total.view(k, cg, r, s)
     grad_bias = None if bias_partial is None else bias_partial.sum(0).view(k).to(x.dtype)
     return grad.to(x.dtype).contiguous(), grad_bias
+
+
+def _slices(m: int, wanted: int, block_m: int) -> tuple[int, int]:
+    """(slices, pixels a slice) cutting M output pixels into at most `wanted` slices of whole
+    BLOCK_M steps, none empty (no slice at all for no pixels)."""
+    per_slice = max(1, cdiv(cdiv(m, max(1, min(wanted, cdiv(m, block_m)))), block_m)) * block_m
+    return cdiv(m, per_slice), per_slice
 
 
 @triton.jit
@@ -217,9 +222,7 @@ def conv2d_wgrad_depthwise(
     taps = triton.next_power_of_2(r * s)
     block_m = max(1, config["ELEMENTS"] // (taps * config["BLOCK_C"]))
     m = n * p * q
-    slices = max(1, min(config["SLICES"], cdiv(m, block_m)))
-    per_slice = cdiv(cdiv(m, slices), block_m) * block_m
-    slices = cdiv(m, per_slice)
+    slices, per_slice = _slices(m, config["SLICES"], block_m)
     partial = torch.empty((slices, r * s, c), dtype=torch.float32, device=x.device)
     bias_partial = torch.empty((slices, c), dtype=torch.float32, device=x.device) if (
         bias) else None  # fmt: skip
