@@ -208,7 +208,7 @@ def _arms(base: torch.nn.Module, mode: Mode, device: torch.device):
 
 
 @contextlib.contextmanager
-def backward_kernels(name: str):
+def im2win_backward_set_to(name: str):
     """IM2WIN_BACKWARD set to `name` inside, as it was after."""
     saved = os.environ.get("IM2WIN_BACKWARD")
     os.environ["IM2WIN_BACKWARD"] = name
@@ -291,7 +291,7 @@ def compare(base: torch.nn.Module, spec: ModelSpec, mode: Mode, batch: int, plan
     for arm, model in (("stock", stock), ("im2win", converted)):
         backward = mode.backward if arm == "im2win" else "pytorch"
         try:
-            with backward_kernels(backward):
+            with im2win_backward_set_to(backward):
                 result[arm] = _run_arm(model, mode.runner_of(arm), mode, x, target,
                                        plan.repeats, timer)  # fmt: skip
         except Exception as exc:  # one arm failing must not cost the other, or the run
