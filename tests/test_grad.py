@@ -4,6 +4,8 @@ taps, dilation with stride, groups and depthwise, 'same' padding with an even ke
 padding wider than the filter, batch 1, C = 1 and 3, channels per group a multiple of 16,
 both layouts."""
 
+import importlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -30,7 +32,14 @@ CASES = {
     # Cg a multiple of 16: vector-wide window loads in the weight gradient (NCHW copied first)
     "c32_3x3_s2_p1": ((2, 32, 7, 6), (5, 32, 3, 3), dict(stride=2, padding=1)),
     "c32_g2_3x2_d2": ((1, 32, 6, 7), (6, 16, 3, 2), dict(dilation=2, padding=1, groups=2)),
+    # The TMA weight-gradient kernel (channels-last copies, Cg a multiple of 16, K and Kg
+    # 16 bytes of channels): pixels past the patches, output channels past a tile, a
+    # stride's parity view, groups.
+    "tma_c32_3x3_p1": ((2, 32, 9, 7), (24, 32, 3, 3), dict(padding=1)),
+    "tma_c16_3x3_s2_p1": ((1, 16, 8, 10), (8, 16, 3, 3), dict(stride=2, padding=1)),
+    "tma_c32_g2_3x3_d2": ((1, 32, 6, 6), (16, 16, 3, 3), dict(dilation=2, padding=2, groups=2)),
 }
+TMA_CASES = [case for case in CASES if case.startswith("tma_")]
 
 
 def reference(x, w, dy, kw):
@@ -116,3 +125,26 @@ def test_empty_batch(wshape, groups):
     zeros = torch.zeros(wshape, device=x.device)
     assert torch.equal(grad.conv2d_weight(x, wshape, dy, groups=groups), zeros)
     assert grad.conv2d_input(x.shape, w, dy, groups=groups).shape == x.shape
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("case", TMA_CASES)
+def test_weight_gradient_by_tma(monkeypatch, case, dtype):
+    """The cases the TMA weight-gradient kernel serves go through it (counted), and match
+    autograd in fp32 and bf16, with the bias gradient of the same pass."""
+    conv2d_wgrad = importlib.import_module("im2win.kernels.conv2d_wgrad")  # the module
+    calls = []
+    tma = conv2d_wgrad.conv2d_wgrad_tma
+    monkeypatch.setattr(
+        conv2d_wgrad, "conv2d_wgrad_tma", lambda *a, **k: calls.append(1) or tma(*a, **k)
+    )
+    torch.manual_seed(7)
+    xshape, wshape, kw = CASES[case]
+    x, w = randn(*xshape, dtype=dtype, channels_last=True), randn(*wshape, dtype=dtype)
+    dy = randn(*F.conv2d(x.float(), w.float(), **kw).shape, dtype=dtype)
+    params = conv_params(**kw, kernel_size=wshape[2:])
+    weight, bias = grad.weight_grad(x, tuple(w.shape), dy, params, precision=None,
+                                    backend="auto", bias=True)  # fmt: skip
+    assert calls and weight.dtype == dtype
+    assert_close(weight, reference(x, w, dy, kw)[1], TOL[dtype])
+    assert_close(bias, dy.double().sum((0, 2, 3)), TOL[dtype])

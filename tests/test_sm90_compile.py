@@ -1,8 +1,9 @@
 """Kernels compile for Hopper (sm_90a) on any machine: Triton's interpreter runs Python, so
 it accepts code the GPU compiler rejects (an `if` on a constexpr whose branches return
 tensors of other shapes made the depthwise channels-last kernel fail on every GPU while the
-CPU suite passed). Here: the depthwise kernels and the weight-gradient kernels. Each
-compile runs in a subprocess without the interpreter."""
+CPU suite passed). Here: the depthwise kernels and the weight-gradient kernels (the TMA
+one with the tiles of its rule). Each compile runs in a subprocess without the
+interpreter."""
 
 import json
 import os
@@ -11,6 +12,8 @@ import sys
 import textwrap
 
 import pytest
+
+from helpers import HOPPER
 
 COMPILE = textwrap.dedent("""
     import json, sys
@@ -21,6 +24,7 @@ COMPILE = textwrap.dedent("""
 
     module, kernel, dtype = sys.argv[1], sys.argv[2], sys.argv[3]
     constexprs, pointers = json.loads(sys.argv[4]), json.loads(sys.argv[5])
+    options = json.loads(sys.argv[6])
     fn = getattr(importlib.import_module("im2win.kernels." + module), kernel)
     while not isinstance(fn, triton.runtime.jit.JITFunction):  # through @triton.heuristics
         fn = fn.fn
@@ -28,11 +32,13 @@ COMPILE = textwrap.dedent("""
     for i, name in enumerate(fn.arg_names):
         if name in constexprs:
             signature[name], values[(i,)] = "constexpr", constexprs[name]
+        elif name.endswith("_desc"):  # a TMA descriptor: its type given whole
+            signature[name] = pointers[name]
         else:
             pointer = "*" + pointers.get(name, dtype)
             signature[name] = pointer if name.endswith("_ptr") else "i32"
     source = ASTSource(fn, signature, constexprs=values)
-    triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
+    triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
 """)
 
 EPILOGUE = dict(HAS_BIAS=True, HAS_SCALE=True, ACTIVATION="silu", RESIDUAL="before")
@@ -49,10 +55,13 @@ WGRAD_POINTERS = {"part_ptr": "fp32", "bias_part_ptr": "fp32"}  # fp32 partial s
 
 
 def compile_for_sm90(module: str, kernel: str, dtype: str, constexprs: dict,
-                     pointers: dict | None = None) -> None:  # fmt: skip
-    """Compile `kernel` with every pointer of `dtype` (but those `pointers` names)."""
+                     pointers: dict | None = None,
+                     options: dict | None = None) -> None:  # fmt: skip
+    """Compile `kernel` with every pointer of `dtype` (but those `pointers` names, which
+    also give each descriptor's type), 4 warps unless `options` say otherwise."""
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    args = [module, kernel, dtype, json.dumps(constexprs), json.dumps(pointers or {})]
+    args = [module, kernel, dtype, json.dumps(constexprs), json.dumps(pointers or {}),
+            json.dumps(options or dict(num_warps=4))]  # fmt: skip
     done = subprocess.run(
         [sys.executable, "-c", COMPILE, *args],
         env=env, capture_output=True, text=True, timeout=300,
@@ -83,3 +92,19 @@ def test_depthwise_weight_gradient_kernel_compiles_for_sm90(dtype, taps):
     constexprs = dict(HAS_BIAS=True, BLOCK_M=4096 // (taps * 32), BLOCK_C=32, TAPS=taps)
     compile_for_sm90("conv2d_wgrad", "_conv2d_wgrad_dw_kernel", dtype, constexprs,
                      WGRAD_POINTERS)  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
+@pytest.mark.parametrize("strided", [False, True], ids=["unit", "strided"])
+def test_tma_weight_gradient_kernel_compiles_for_sm90(dtype, strided):
+    size_class = "16bit" if dtype == "bf16" else "32bit"
+    tile = dict(HOPPER.table["wgrad"]["tma_tiles"][size_class])
+    options = dict(num_warps=tile.pop("num_warps"), num_stages=tile.pop("num_stages"))
+    bp, bq, bk, bc = tile["BLOCK_P"], tile["BLOCK_Q"], tile["BLOCK_K"], tile["BLOCK_C"]
+    x_box = [1, bp, 1, bq, bc] if strided else [1, bp, bq, bc]
+    descriptors = dict(x_desc=f"tensordesc<{dtype}{x_box}>",
+                       dy_desc=f"tensordesc<{dtype}[1, {bp}, {bq}, {bk}]>")  # fmt: skip
+    constexprs = dict(tile, STRIDED=strided, HAS_BIAS=True, UPCAST=False,
+                      PRECISION="ieee" if dtype == "bf16" else "tf32")  # fmt: skip
+    compile_for_sm90("conv2d_wgrad_tma", "_conv2d_wgrad_tma_kernel", dtype, constexprs,
+                     {**WGRAD_POINTERS, **descriptors}, options)  # fmt: skip

@@ -1,13 +1,17 @@
-"""Weight-gradient tiles: `grad.conv2d_weight` (the kernel of `kernels/conv2d_wgrad.py`) with a
-grid of tiles and slice counts, against `aten.convolution_backward` (weight only,
-cudnn.benchmark), on paper, ResNet-50 and depthwise and grouped layers, bf16 and tf32,
-channels-last (and NCHW on three); the depthwise kernel with its own grid of configs.
+"""Weight-gradient tiles: `grad.conv2d_weight` with a grid of tiles and slice counts for each
+of its kernels (the gathers of `kernels/conv2d_wgrad.py`, the TMA kernel of
+`kernels/conv2d_wgrad_tma.py` where it serves, the depthwise kernel), against
+`aten.convolution_backward` (weight only, cudnn.benchmark), on paper, ResNet-50 and
+depthwise and grouped layers, bf16 and tf32, channels-last (and NCHW on three).
 
 Every result is checked against an fp32 (IEEE) weight gradient of the same inputs. Times:
 `triton.testing.do_bench` (L2 cleared before each call), median ms of the whole call (the
 kernel, the sum of the slices and any copy an NCHW input needs).
 
-    PYTHONPATH=src python3 notes/backward/wgrad_tiles.py [out.jsonl]
+    PYTHONPATH=src python3 notes/backward/wgrad_tiles.py [out.jsonl] [gathers|tma|all]
+
+`tma` sweeps the TMA kernel and times the gathers at the rule's tile only; `gathers` the
+reverse; `all` (the default) both grids.
 """
 
 import json
@@ -16,8 +20,10 @@ import sys
 import torch
 from triton.testing import do_bench
 
-from im2win import grad
+from im2win import grad, kernels
 from im2win.bench.layers import EXTRA_LAYERS, PAPER_LAYERS, RESNET50_LAYERS
+from im2win.params import conv_params
+from im2win.problem import ConvProblem, MathMode
 from im2win.variants import target_of
 
 LAYERS = {layer.name: layer for layer in (*PAPER_LAYERS, *RESNET50_LAYERS, *EXTRA_LAYERS)}
@@ -45,7 +51,18 @@ DEPTHWISE = [
     dict(BLOCK_C=64, ELEMENTS=4096, num_warps=4),
     dict(BLOCK_C=64, ELEMENTS=8192, num_warps=8),
 ]
+TMA_TILES = [  # BLOCK_C is cut to a divisor of Cg of at most 128 bytes (32 in fp32)
+    dict(BLOCK_P=8, BLOCK_Q=8, BLOCK_K=128, BLOCK_C=64, num_warps=8, num_stages=4),
+    dict(BLOCK_P=8, BLOCK_Q=8, BLOCK_K=128, BLOCK_C=64, num_warps=4, num_stages=4),
+    dict(BLOCK_P=8, BLOCK_Q=8, BLOCK_K=64, BLOCK_C=64, num_warps=4, num_stages=4),
+    dict(BLOCK_P=8, BLOCK_Q=16, BLOCK_K=128, BLOCK_C=64, num_warps=8, num_stages=3),
+    dict(BLOCK_P=16, BLOCK_Q=8, BLOCK_K=128, BLOCK_C=64, num_warps=8, num_stages=3),
+    dict(BLOCK_P=4, BLOCK_Q=16, BLOCK_K=128, BLOCK_C=64, num_warps=8, num_stages=4),
+]
 WAVES = (2, 4)
+CLASSES = ("16bit", "32bit")  # the rule's tiles by element size: both set to the tile tried
+CLASS = {torch.bfloat16: "16bit", torch.float32: "32bit"}
+KIND = "all"
 
 
 def bench(fn) -> float:
@@ -76,26 +93,47 @@ def rows(name: str, batch: int, dtype: torch.dtype, channels_last: bool):
     common = dict(layer=name, batch=batch, dtype=str(dtype).removeprefix("torch."),
                   layout="NHWC" if channels_last else "NCHW", stock_ms=stock)  # fmt: skip
     try:
-        depthwise = layer.groups == layer.c == layer.k
-        for tile in DEPTHWISE if depthwise else TILES:
+        tma = KIND != "gathers" and tma_serves(x, w, dy, kw)
+        if KIND == "tma" and not tma:
+            grids = []  # nothing of the TMA kernel's to time
+        elif layer.groups == layer.c == layer.k:
+            grids = [("depthwise", tile) for tile in DEPTHWISE]
+        else:
+            gathers = [saved["tiles"][CLASS[dtype]]] if KIND == "tma" else TILES
+            grids = [("tiles", tile) for tile in gathers]
+            grids += [("tma_tiles", tile) for tile in TMA_TILES] if tma else []
+        for kernel, tile in grids:
             for waves in WAVES:
-                rule.update({"depthwise" if depthwise else "tile": tile, "waves": waves})
+                # The rule as the tile asks: the gathers' tiles with the TMA kernel off.
+                rule.update(saved, waves=waves, tma_tiles=None)
+                rule[kernel] = tile if kernel == "depthwise" else dict.fromkeys(CLASSES, tile)
                 run = lambda: grad.conv2d_weight(x, w.shape, dy, **kw, precision=precision)  # noqa: E731
+                row = dict(common, kernel=kernel, tile=tile, waves=waves)
                 try:
                     got = run()
                 except Exception as exc:  # a tile past the shared memory, say
                     error = f"{type(exc).__name__}: {exc}"[:200]
-                    yield dict(common, tile=tile, waves=waves, ms=None, ok=False, error=error)
+                    yield dict(row, ms=None, ok=False, error=error)
                     continue
                 err = ((got.float() - ref).norm() / ref.norm()).item()
                 ok = bool(torch.isfinite(got).all()) and err < 1e-2
-                yield dict(common, tile=tile, waves=waves, ms=bench(run), err=err, ok=ok)
+                yield dict(row, ms=bench(run), err=err, ok=ok)
     finally:
         rule.clear()
         rule.update(saved)
 
 
+def tma_serves(x, w, dy, kw) -> bool:
+    """Whether the TMA kernel can take this layer (its copies channels-last)."""
+    cl = torch.channels_last
+    params = conv_params(**kw, kernel_size=tuple(w.shape[2:]))
+    problem = ConvProblem.of(x.contiguous(memory_format=cl), w, params, MathMode.of(x.dtype, None))
+    return kernels.wgrad_tma_supported(problem, dy.contiguous(memory_format=cl))
+
+
 def main(argv):
+    global KIND
+    KIND = argv[1] if len(argv) > 1 else "all"
     torch.backends.cudnn.benchmark = True
     with open(argv[0] if argv else "wgrad_tiles.jsonl", "w") as out:
         for name, batch in RUNS.items():
@@ -104,14 +142,17 @@ def main(argv):
                     found = list(rows(name, batch, dtype, channels_last))
                     out.writelines(json.dumps(r) + "\n" for r in found)
                     out.flush()
-                    first = found[0]  # the rule's first guess
+                    if not found:
+                        continue
+                    first = found[0]  # the gathers at the first tile of the grid
                     best = min((r for r in found if r["ok"]), key=lambda r: r["ms"])
                     failed = [r.get("error", "wrong") for r in found if not r["ok"]]
                     wrong = f" {len(failed)} failed: {failed[0][:80]}" if failed else ""
                     print(f"{name:18s} {first['dtype']:8s} {first['layout']} "
                           f"cudnn {first['stock_ms']:.3f} first {first['ms']:.3f} "
                           f"best {best['ms']:.3f} ({first['stock_ms'] / best['ms']:.2f}x) "
-                          f"{best['tile']} waves {best['waves']}{wrong}", flush=True)  # fmt: skip
+                          f"{best['kernel']} {best['tile']} waves {best['waves']}{wrong}",
+                          flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

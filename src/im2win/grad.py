@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from . import kernels
 from .functional import conv2d
-from .kernels.sizes import cdiv
+from .kernels.sizes import cdiv, next_power_of_2
 from .ops import resolve_backend
 from .params import ConvParams, check_tensor, conv_params, is_channels_last
 from .problem import ConvProblem, MathMode
@@ -147,21 +147,32 @@ def _wgrad_kernel(input, weight_size, grad_output, params: ConvParams, precision
     target = target_of(input.device, interpreted)
     rule = target.table["wgrad"]
     k, cg, r, s = weight_size
-    if not is_channels_last(input) and rule["nchw_to_channels_last"]:
-        # Both kernels read a pixel's window channel-fastest: one run of memory in a
-        # channels-last tensor, single elements scattered across planes in an NCHW one.
+    if rule["nchw_to_channels_last"]:  # a copy only of a tensor that is not channels-last
+        # The kernels read a pixel's window channel-fastest: one run of memory in a
+        # channels-last tensor, single elements scattered across planes in an NCHW one; the
+        # TMA kernel reads the output gradient's pixels as rows of channels too.
         input = input.contiguous(memory_format=torch.channels_last)
         grad_output = grad_output.contiguous(memory_format=torch.channels_last)
     weight = torch.empty(weight_size, dtype=input.dtype, device="meta")
     problem = ConvProblem.of(input, weight, params, MathMode.of(input.dtype, precision))
     depthwise = cg == 1 and k == params.groups  # no GEMM left: a kernel of its own
+    size_class = "16bit" if input.element_size() == 2 else "32bit"
+    kg, j = k // params.groups, cg * r * s
     if depthwise:
         config = dict(rule["depthwise"])
         programs = cdiv(k, config["BLOCK_C"])
+    elif rule["tma_tiles"] and kernels.wgrad_tma_supported(problem, grad_output):  # by TMA
+        config = dict(rule["tma_tiles"][size_class])
+        config["BLOCK_K"] = min(config["BLOCK_K"], max(16, next_power_of_2(kg)))
+        config["BLOCK_C"] = kernels.wgrad_tma_block_c(problem, config["BLOCK_C"])
+        columns = kernels.wgrad_tma_columns(problem, config["BLOCK_C"])
+        programs = params.groups * cdiv(kg, config["BLOCK_K"]) * columns
     else:
-        config = dict(rule["tile"])
-        kg = k // params.groups
-        programs = params.groups * cdiv(kg, config["BLOCK_K"]) * cdiv(cg * r * s, config["BLOCK_J"])
+        config = dict(rule["tiles"][size_class])
+        # Narrow groups: tiles cut to the gradient's own size (16 at least, for the dot).
+        config["BLOCK_K"] = min(config["BLOCK_K"], max(16, next_power_of_2(kg)))
+        config["BLOCK_J"] = min(config["BLOCK_J"], max(16, next_power_of_2(j)))
+        programs = params.groups * cdiv(kg, config["BLOCK_K"]) * cdiv(j, config["BLOCK_J"])
     # Enough slices of the reduction for `waves` full waves of programs.
     config["SLICES"] = min(rule["max_slices"], max(1, cdiv(rule["waves"] * target.sms, programs)))
     if depthwise:

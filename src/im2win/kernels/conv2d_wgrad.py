@@ -20,6 +20,7 @@ import triton.language as tl
 
 from ..problem import ConvProblem
 from .common import inside, output_pixel, window_corner
+from .conv2d_wgrad_tma import conv2d_wgrad_tma, wgrad_tma_patches
 from .sizes import cdiv
 
 
@@ -103,17 +104,25 @@ def conv2d_wgrad(
     [N, C, H, W] and `grad_output` [N, K, P, Q], any strides.
 
     `config`: BLOCK_M output pixels a step, BLOCK_K x BLOCK_J the partial's tile, SLICES
-    (how many parts the reduction is cut into), num_warps, num_stages.
+    (how many parts the reduction is cut into), num_warps, num_stages; or the TMA kernel's
+    (`conv2d_wgrad_tma.py`: BLOCK_P, BLOCK_Q, BLOCK_K, BLOCK_C and SLICES, inputs it
+    supports).
     """
     n, _, h, w = x.shape
     k, cg, r, s = weight_shape
     _, _, p, q = grad_output.shape
     g, params = problem.groups, problem.params
     kg, j, m = k // g, cg * r * s, n * p * q
-    slices, per_slice = _slices(m, config["SLICES"], config["BLOCK_M"])
+    tma = "BLOCK_P" in config  # the TMA kernel's config: a patch of pixels a step
+    steps = wgrad_tma_patches(problem, config) if tma else m
+    slices, per_slice = _slices(steps, config["SLICES"], 1 if tma else config["BLOCK_M"])
     partial = torch.empty((slices, g, kg, j), dtype=torch.float32, device=x.device)
     bias_partial = torch.empty((slices, g, kg), dtype=torch.float32, device=x.device) if (
         bias) else None  # fmt: skip
+    if tma:
+        conv2d_wgrad_tma(x, grad_output, partial, bias_partial, problem, config=config,
+                         per_slice=per_slice, interpreted=interpreted)  # fmt: skip
+        return _finish(partial, bias_partial, weight_shape, problem, x.dtype)
     grid = (g, cdiv(kg, config["BLOCK_K"]) * cdiv(j, config["BLOCK_J"]), slices)
     _conv2d_wgrad_kernel[grid](
         x, grad_output, partial, bias_partial,
@@ -127,13 +136,19 @@ def conv2d_wgrad(
         BLOCK_M=config["BLOCK_M"], BLOCK_K=config["BLOCK_K"], BLOCK_J=config["BLOCK_J"],
         num_warps=config["num_warps"], num_stages=config["num_stages"],
     )  # fmt: skip
+    return _finish(partial, bias_partial, weight_shape, problem, x.dtype)
+
+
+def _finish(partial, bias_partial, weight_shape, problem: ConvProblem, dtype):
+    """dW [K, Cg, R, S] and the bias gradient (or None) from the slices' partial sums."""
+    k, cg, r, s = weight_shape
     total = partial.sum(0)  # [g, kg, j], the slices added in order: reproducible
     if problem.channels_last:  # j = (r, s, c)
         grad = total.view(k, r, s, cg).permute(0, 3, 1, 2)
     else:  # j = (c, r, s)
         grad = total.view(k, cg, r, s)
-    grad_bias = None if bias_partial is None else bias_partial.sum(0).view(k).to(x.dtype)
-    return grad.to(x.dtype).contiguous(), grad_bias
+    grad_bias = None if bias_partial is None else bias_partial.sum(0).view(k).to(dtype)
+    return grad.to(dtype).contiguous(), grad_bias
 
 
 def _slices(m: int, wanted: int, block_m: int) -> tuple[int, int]:
