@@ -104,8 +104,9 @@ def rows(name: str, batch: int, dtype: torch.dtype, channels_last: bool):
             grids += [("tma_tiles", tile) for tile in TMA_TILES] if tma else []
         for kernel, tile in grids:
             for waves in WAVES:
-                # The rule as the tile asks: the gathers' tiles with the TMA kernel off.
-                rule.update(saved, waves=waves, tma_tiles=None)
+                # The rule as the tile asks: the gathers' tiles and the TMA kernel off, or on for
+                # any filter.
+                rule.update(saved, waves=waves, tma_tiles=None, tma_min_taps=1)
                 rule[kernel] = tile if kernel == "depthwise" else dict.fromkeys(CLASSES, tile)
                 run = lambda: grad.conv2d_weight(x, w.shape, dy, **kw, precision=precision)  # noqa: E731
                 row = dict(common, kernel=kernel, tile=tile, waves=waves)

@@ -161,7 +161,7 @@ def _wgrad_kernel(input, weight_size, grad_output, params: ConvParams, precision
     if depthwise:
         config = dict(rule["depthwise"])
         programs = cdiv(k, config["BLOCK_C"])
-    elif rule["tma_tiles"] and kernels.wgrad_tma_supported(problem, grad_output):  # by TMA
+    elif _takes_tma(rule, problem, grad_output):
         config = dict(rule["tma_tiles"][size_class])
         config["BLOCK_K"] = min(config["BLOCK_K"], max(16, next_power_of_2(kg)))
         config["BLOCK_C"] = kernels.wgrad_tma_block_c(problem, config["BLOCK_C"])
@@ -180,6 +180,16 @@ def _wgrad_kernel(input, weight_size, grad_output, params: ConvParams, precision
                                               config=config, bias=bias)  # fmt: skip
     return kernels.conv2d_wgrad(input, grad_output, weight_size, problem, config=config,
                                 interpreted=interpreted, bias=bias)  # fmt: skip
+
+
+def _takes_tma(rule: dict, problem: ConvProblem, grad_output: torch.Tensor) -> bool:
+    """Whether the TMA weight-gradient kernel takes the layer: the rule's filters (1x1
+    layers keep the gathers, faster there on the H200), tensors TMA can read."""
+    return (
+        rule["tma_tiles"] is not None
+        and problem.r * problem.s >= rule["tma_min_taps"]
+        and kernels.wgrad_tma_supported(problem, grad_output)
+    )
 
 
 @dataclass(frozen=True)
