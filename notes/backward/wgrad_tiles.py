@@ -21,6 +21,7 @@ import torch
 from triton.testing import do_bench
 
 from im2win import grad, kernels
+from im2win.bench.env import provenance
 from im2win.bench.layers import EXTRA_LAYERS, PAPER_LAYERS, RESNET50_LAYERS
 from im2win.params import conv_params
 from im2win.problem import ConvProblem, MathMode
@@ -91,7 +92,8 @@ def rows(name: str, batch: int, dtype: torch.dtype, channels_last: bool):
     rule = target_of(x.device, False).table["wgrad"]
     saved = dict(rule)
     common = dict(layer=name, batch=batch, dtype=str(dtype).removeprefix("torch."),
-                  layout="NHWC" if channels_last else "NCHW", stock_ms=stock)  # fmt: skip
+                  layout="NHWC" if channels_last else "NCHW", stock_ms=stock,
+                  **provenance(x.device, " ".join(["python3", *sys.argv])))  # fmt: skip
     try:
         tma = KIND != "gathers" and tma_serves(x, w, dy, kw)
         if KIND == "tma" and not tma:
