@@ -127,17 +127,23 @@ def test_empty_batch(wshape, groups):
     assert grad.conv2d_input(x.shape, w, dy, groups=groups).shape == x.shape
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("case", TMA_CASES)
-def test_weight_gradient_by_tma(monkeypatch, case, dtype):
-    """The cases the TMA weight-gradient kernel serves go through it (counted), and match
-    autograd in fp32 and bf16, with the bias gradient of the same pass."""
+def count_tma_calls(monkeypatch) -> list:
+    """A list that grows by one at each call of the TMA weight-gradient launcher."""
     conv2d_wgrad = importlib.import_module("im2win.kernels.conv2d_wgrad")  # the module
     calls = []
     tma = conv2d_wgrad.conv2d_wgrad_tma
     monkeypatch.setattr(
         conv2d_wgrad, "conv2d_wgrad_tma", lambda *a, **k: calls.append(1) or tma(*a, **k)
     )
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("case", TMA_CASES)
+def test_weight_gradient_by_tma(monkeypatch, case, dtype):
+    """The cases the TMA weight-gradient kernel serves go through it (counted), and match
+    autograd in fp32 and bf16, with the bias gradient of the same pass."""
+    calls = count_tma_calls(monkeypatch)
     torch.manual_seed(7)
     xshape, wshape, kw = CASES[case]
     x, w = randn(*xshape, dtype=dtype, channels_last=True), randn(*wshape, dtype=dtype)
@@ -148,3 +154,14 @@ def test_weight_gradient_by_tma(monkeypatch, case, dtype):
     assert calls and weight.dtype == dtype
     assert_close(weight, reference(x, w, dy, kw)[1], TOL[dtype])
     assert_close(bias, dy.double().sum((0, 2, 3)), TOL[dtype])
+
+
+def test_1x1_weight_gradient_keeps_the_gathers(monkeypatch):
+    """A 1x1 layer TMA could read runs the gathers' kernel (`tma_min_taps`), and is right."""
+    calls = count_tma_calls(monkeypatch)
+    torch.manual_seed(8)
+    x, w = randn(2, 32, 5, 6, channels_last=True), randn(16, 32, 1, 1)
+    dy = randn(2, 16, 5, 6, channels_last=True)
+    got = grad.conv2d_weight(x, w.shape, dy)
+    assert not calls
+    assert_close(got, reference(x, w, dy, {})[1], TOL[torch.float32])
