@@ -11,6 +11,8 @@ import torch.nn.functional as F
 
 import im2win
 from helpers import DEVICE, TOL, assert_close, randn, reference, torch_output_format
+from im2win.autograd import BACKWARDS
+from im2win.params import ConvParams
 from im2win.plan import trace
 from im2win.problem import MathMode
 
@@ -54,6 +56,46 @@ def test_opcheck_bf16():
     torch.library.opcheck(OP, sample("grouped_nhwc", dtype=torch.bfloat16))
 
 
+# The gradient operators: (grad_output or input layout, geometry, bias), one strided.
+GRAD_SAMPLES = {
+    "nchw_p1": (False, ((2, 3, 7, 9), (4, 3, 3, 3)), ([1, 1], [1, 1, 1, 1], [1, 1], 1), True),
+    "nhwc_s2_groups": (True, ((1, 4, 9, 8), (6, 2, 3, 3)), ([2, 2], [1, 0, 1, 1], [1, 1], 2),
+                       False),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", GRAD_SAMPLES)
+def test_opcheck_gradient_operators(name):
+    """`im2win.conv2d_input_grad` and `conv2d_weight_grad`, which torch.compile traces in
+    im2win's backward: schema, fake tensors (shapes, strides, dtypes) against real ones."""
+    from im2win import grad
+
+    channels_last, (xshape, wshape), (stride, padding, dilation, groups), bias = GRAD_SAMPLES[name]
+    x, w = randn(*xshape, channels_last=channels_last), randn(*wshape)
+    p, q = ConvParams(tuple(stride), tuple(padding), tuple(dilation), groups).output_size(
+        *xshape[2:], *wshape[2:]
+    )
+    dy = randn(xshape[0], wshape[0], p, q, channels_last=channels_last)
+    geometry = (stride, padding, dilation, groups, None)
+    torch.library.opcheck(grad.input_grad_op, (dy, w, list(xshape), *geometry))
+    torch.library.opcheck(grad.weight_grad_op, (x, dy, list(wshape), *geometry, bias))
+
+
+def test_gradient_operators_check_their_arguments():
+    """Called as operators, the gradients name a grad_output that does not fit."""
+    from im2win import grad
+
+    x, w = randn(2, 3, 7, 9), randn(4, 3, 3, 3)
+    dy = randn(2, 4, 5, 5)  # a 7 x 9 input and 3 x 3 filter give 5 x 7 outputs, unpadded
+    geometry = ([1, 1], [0, 0, 0, 0], [1, 1], 1, None)
+    with pytest.raises(ValueError, match="grad_output.*5 x 7"):
+        torch.ops.im2win.conv2d_input_grad(dy, w, [2, 3, 7, 9], *geometry)
+    with pytest.raises(ValueError, match="grad_output.*5 x 7"):
+        torch.ops.im2win.conv2d_weight_grad(x, dy, [4, 3, 3, 3], *geometry, False)
+    with pytest.raises(ValueError, match="weight_size"):
+        grad.weight_grad_op(x, randn(2, 4, 5, 7), [4, 3, 3], *geometry, False)
+
+
 def test_fake_output_matches_the_real_one():
     from torch._subclasses.fake_tensor import FakeTensorMode
 
@@ -81,7 +123,10 @@ def test_compile_fullgraph_a_converted_model(backend):
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] <= 2
 
 
-def test_compiled_training_step_matches_eager():
+@pytest.mark.parametrize("backward_kernels", BACKWARDS)
+def test_compiled_training_step_matches_eager(monkeypatch, backward_kernels):
+    """With either backward: im2win's traced through its gradient operators."""
+    monkeypatch.setenv("IM2WIN_BACKWARD", backward_kernels)
     model = im2win.convert(small_model().train())
     x = randn(2, 3, 9, 10)
     model(x).square().sum().backward()

@@ -74,16 +74,37 @@ def backward_kernels() -> str:
 
 def _im2win_backward(grad_y, x, weight, params: ConvParams, tf32: bool,
                      needs: tuple[bool, bool, bool]):  # fmt: skip
-    """`conv2d_backward` on the im2win kernels (`grad.py`), in the forward's precision."""
+    """`conv2d_backward` on the im2win kernels (`grad.py`), in the forward's precision:
+    called directly, or, where PyTorch traces (`torch.compile`'s backward graph), through
+    their operators."""
     from . import grad  # grad runs im2win.conv2d, whose operator imports this module
+    from .functional import runs_direct
 
     precision = ("tf32" if tf32 else "ieee") if x.dtype == torch.float32 else None
-    kw = dict(precision=precision, backend="auto")  # float64 (gradcheck): the reference
-    grad_x = grad.input_grad(tuple(x.shape), weight, grad_y, params, **kw) if needs[0] else None
+    if runs_direct(x):  # plain tensors, eagerly: the functions, past the dispatcher
+        kw = dict(precision=precision, backend="auto")  # float64 (gradcheck): the reference
+
+        def input_grad():
+            return grad.input_grad(tuple(x.shape), weight, grad_y, params, **kw)
+
+        def weight_grad(bias: bool):
+            return grad.weight_grad(x, tuple(weight.shape), grad_y, params, **kw, bias=bias)
+
+    else:  # traced: the operators, which the trace keeps whole
+        geometry = (list(params.stride), list(params.padding), list(params.dilation),
+                    params.groups, precision)  # fmt: skip
+
+        def input_grad():
+            return grad.input_grad_op(grad_y, weight, list(x.shape), *geometry)
+
+        def weight_grad(bias: bool):
+            return grad.weight_grad_op(x, grad_y, list(weight.shape), *geometry, bias)
+
+    grad_x = input_grad() if needs[0] else None
     grad_w = grad_b = None
     if needs[1]:  # the bias gradient comes in the weight gradient's pass
-        grad_w, grad_b = grad.weight_grad(x, tuple(weight.shape), grad_y, params, **kw,
-                                          bias=needs[2])  # fmt: skip
+        grad_w, grad_b = weight_grad(needs[2])
+        grad_b = grad_b if needs[2] else None  # the operator's is empty when not asked for
     elif needs[2]:
         grad_b = grad_y.sum((0, 2, 3))
     return grad_x, grad_w, grad_b

@@ -87,7 +87,7 @@ def conv2d(
     optionally SPLIT_K (reduction slices, 1-64); `print(im2win.explain(...))` shows the
     config of any choice, which passed back with its VARIANT reproduces it.
     """
-    if config is not None or _direct(input):
+    if config is not None or runs_direct(input):
         if torch._C._is_any_autocast_enabled():  # cast here as the operator's rule would
             input, weight, bias = autocast_inputs(input, weight, bias)
         plan = conv2d_plan(
@@ -168,7 +168,7 @@ def conv2d_fused(
     if _no_epilogue(scale, activation, residual, residual_after_activation):
         return conv2d(input, weight, bias, stride, padding, dilation, groups, precision=precision,
                       backend=backend, windows=windows, config=config)  # fmt: skip
-    if config is not None or _direct(input):
+    if config is not None or runs_direct(input):
         if torch._C._is_any_autocast_enabled():
             input, weight, bias, residual = autocast_inputs(input, weight, bias, residual)
         if not _records_grad(input, weight, bias, scale, residual):
@@ -281,7 +281,7 @@ def _traced_as_aten(input, params, backend: str, windows: str | None) -> bool:
     )
 
 
-def _direct(input) -> bool:
+def runs_direct(input) -> bool:
     """Whether a call may run its plan straight, outside the dispatcher (autocast applied
     here): a plain tensor, and nothing that must see the operator (tracing, functorch,
     dispatch modes)."""

@@ -50,10 +50,8 @@ def conv2d_input(
     `weight` [K, C/groups, R, S] and `grad_output` [N, K, P, Q]; the other arguments as
     `conv2d` takes them. The result has grad_output's dtype and memory format."""
     check_tensor("weight", weight, dims=(4,))
-    check_tensor("grad_output", grad_output, dims=(4,))
-    _check_like("weight", weight, grad_output)
     params = conv_params(stride, padding, dilation, groups, kernel_size=tuple(weight.shape[2:]))
-    size = _input_size(input_size, weight, grad_output, params)
+    size = _check_input_grad(input_size, weight, grad_output, params)
     return input_grad(size, weight, grad_output, params, precision=precision, backend=backend)
 
 
@@ -101,21 +99,11 @@ def conv2d_weight(
     """The gradient of `conv2d` with respect to its weight [K, C/groups, R, S]
     (`weight_size`), from `input` [N, C, H, W] and `grad_output` [N, K, P, Q]; the other
     arguments as `conv2d` takes them. The result has input's dtype, contiguous."""
-    check_tensor("input", input, dims=(4,))
-    check_tensor("grad_output", grad_output, dims=(4,))
-    _check_like("input", input, grad_output)
-    k, cg, r, s = _weight_size(weight_size)
-    params = conv_params(stride, padding, dilation, groups, kernel_size=(r, s))
-    n, c, h, w = input.shape
-    g = params.groups
-    if c != cg * g or k % g or grad_output.shape[:2] != (n, k):
-        raise ValueError(
-            f"weight_size {tuple(weight_size)} with groups={g} does not fit input "
-            f"{tuple(input.shape)} and grad_output {tuple(grad_output.shape)}"
-        )
-    _check_output(grad_output, (h, w), (r, s), params, "input")
-    grad_weight, _ = weight_grad(input, (k, cg, r, s), grad_output, params,
-                                 precision=precision, backend=backend)  # fmt: skip
+    size = _weight_size(weight_size)
+    params = conv_params(stride, padding, dilation, groups, kernel_size=size[2:])
+    _check_weight_grad(input, size, grad_output, params)
+    grad_weight, _ = weight_grad(input, size, grad_output, params, precision=precision,
+                                 backend=backend)  # fmt: skip
     return grad_weight
 
 
@@ -140,6 +128,70 @@ def weight_grad(input: torch.Tensor, weight_size: tuple[int, ...], grad_output: 
     out = out[:, :, :r, :s]  # rows and columns past the filter's met only unused padding
     grad_weight = out.reshape(cg, g, k // g, r, s).permute(1, 2, 0, 3, 4).reshape(k, cg, r, s)
     return grad_weight, grad_output.sum((0, 2, 3)) if bias else None
+
+
+# The gradients as operators, opaque to tracing: `torch.compile` traces the backward of
+# im2win's convolution through these (autograd.py), not into their kernels.
+@torch.library.custom_op("im2win::conv2d_input_grad", mutates_args=())
+def input_grad_op(
+    grad_output: torch.Tensor,
+    weight: torch.Tensor,
+    input_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    groups: int,
+    precision: str | None,
+) -> torch.Tensor:
+    """`input_grad`, padding per side (top, bottom, left, right), in grad_output's layout."""
+    params = ConvParams(tuple(stride), tuple(padding), tuple(dilation), groups)
+    check_tensor("weight", weight, dims=(4,))
+    size = _check_input_grad(input_size, weight, grad_output, params)
+    grad_input = input_grad(size, weight, grad_output, params, precision=precision,
+                            backend="auto")  # fmt: skip
+    return grad_input.contiguous(memory_format=_layout_of(grad_output))
+
+
+@input_grad_op.register_fake
+def _(grad_output, weight, input_size, stride, padding, dilation, groups, precision):
+    params = ConvParams(tuple(stride), tuple(padding), tuple(dilation), groups)
+    check_tensor("weight", weight, dims=(4,))
+    size = _check_input_grad(input_size, weight, grad_output, params)
+    return torch.empty(size, dtype=grad_output.dtype, device=grad_output.device,
+                       memory_format=_layout_of(grad_output))  # fmt: skip
+
+
+@torch.library.custom_op("im2win::conv2d_weight_grad", mutates_args=())
+def weight_grad_op(
+    input: torch.Tensor,
+    grad_output: torch.Tensor,
+    weight_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    groups: int,
+    precision: str | None,
+    bias: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`weight_grad`: (dW, the bias gradient, or an empty tensor without `bias`)."""
+    params = ConvParams(tuple(stride), tuple(padding), tuple(dilation), groups)
+    size = _weight_size(weight_size)
+    _check_weight_grad(input, size, grad_output, params)
+    grad_weight, grad_bias = weight_grad(input, size, grad_output, params, precision=precision,
+                                         backend="auto", bias=bias)  # fmt: skip
+    return grad_weight.contiguous(), grad_bias if bias else input.new_empty(0)
+
+
+@weight_grad_op.register_fake
+def _(input, grad_output, weight_size, stride, padding, dilation, groups, precision, bias):
+    params = ConvParams(tuple(stride), tuple(padding), tuple(dilation), groups)
+    size = _weight_size(weight_size)
+    _check_weight_grad(input, size, grad_output, params)
+    return input.new_empty(size), input.new_empty(size[0] if bias else 0)
+
+
+def _layout_of(t: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if is_channels_last(t) else torch.contiguous_format
 
 
 def _wgrad_kernel(input, weight_size, grad_output, params: ConvParams, precision, bias: bool):
@@ -260,6 +312,29 @@ def _correlate(x: torch.Tensor, w: torch.Tensor, pads: tuple[int, int, int, int]
         fmt = torch.channels_last if is_channels_last(x) else torch.contiguous_format
         x = F.pad(x, rest).contiguous(memory_format=fmt)
     return conv2d(x, w, None, padding=(pad_h, pad_w), **conv_kwargs)
+
+
+def _check_input_grad(input_size, weight, grad_output, params: ConvParams) -> tuple[int, ...]:
+    """The input size, checked with grad_output against a checked weight and `params`."""
+    check_tensor("grad_output", grad_output, dims=(4,))
+    _check_like("weight", weight, grad_output)
+    return _input_size(input_size, weight, grad_output, params)
+
+
+def _check_weight_grad(input, weight_size, grad_output, params: ConvParams) -> None:
+    """`input` and `grad_output` checked against a checked weight size and `params`."""
+    check_tensor("input", input, dims=(4,))
+    check_tensor("grad_output", grad_output, dims=(4,))
+    _check_like("input", input, grad_output)
+    k, cg, r, s = weight_size
+    n, c, h, w = input.shape
+    g = params.groups
+    if c != cg * g or k % g or grad_output.shape[:2] != (n, k):
+        raise ValueError(
+            f"weight_size {tuple(weight_size)} with groups={g} does not fit input "
+            f"{tuple(input.shape)} and grad_output {tuple(grad_output.shape)}"
+        )
+    _check_output(grad_output, (h, w), (r, s), params, "input")
 
 
 def _input_size(input_size, weight, grad_output, params: ConvParams) -> tuple[int, ...]:
