@@ -8,8 +8,10 @@ that reach it, so no product is taken with the zeros a strided transposed convol
 would insert. Weight gradient: the input with its batch and channel axes swapped,
 correlated with the output gradient, likewise swapped, as the filter (stride and dilation
 trade places), or, where the im2win kernels run, one GEMM per group over the input's windows
-(depthwise layers: every tap of a block of channels at once) with the reduction split into
-slices summed in order (`kernels/conv2d_wgrad.py`).
+(by TMA where it can; depthwise layers: every tap of a block of channels at once) with the
+reduction split into slices summed in order (`kernels/conv2d_wgrad.py`,
+`kernels/conv2d_wgrad_tma.py`). `torch.compile` traces them as two operators,
+`im2win::conv2d_input_grad` and `im2win::conv2d_weight_grad`.
 
 The input gradient runs `im2win.conv2d`, so every tier, layout and backend is the forward
 pass's; the weight-gradient kernel takes every tier and layout as well. The backward of
@@ -49,7 +51,7 @@ def conv2d_input(
     """The gradient of `conv2d` with respect to its input [N, C, H, W] (`input_size`), from
     `weight` [K, C/groups, R, S] and `grad_output` [N, K, P, Q]; the other arguments as
     `conv2d` takes them. The result has grad_output's dtype and memory format."""
-    check_tensor("weight", weight, dims=(4,))
+    check_tensor("weight", weight, dims=(4,))  # before its shape is read
     params = conv_params(stride, padding, dilation, groups, kernel_size=tuple(weight.shape[2:]))
     size = _check_input_grad(input_size, weight, grad_output, params)
     return input_grad(size, weight, grad_output, params, precision=precision, backend=backend)
@@ -145,7 +147,6 @@ def input_grad_op(
 ) -> torch.Tensor:
     """`input_grad`, padding per side (top, bottom, left, right), in grad_output's layout."""
     params = ConvParams(tuple(stride), tuple(padding), tuple(dilation), groups)
-    check_tensor("weight", weight, dims=(4,))
     size = _check_input_grad(input_size, weight, grad_output, params)
     grad_input = input_grad(size, weight, grad_output, params, precision=precision,
                             backend="auto")  # fmt: skip
@@ -155,7 +156,6 @@ def input_grad_op(
 @input_grad_op.register_fake
 def _(grad_output, weight, input_size, stride, padding, dilation, groups, precision):
     params = ConvParams(tuple(stride), tuple(padding), tuple(dilation), groups)
-    check_tensor("weight", weight, dims=(4,))
     size = _check_input_grad(input_size, weight, grad_output, params)
     return torch.empty(size, dtype=grad_output.dtype, device=grad_output.device,
                        memory_format=_layout_of(grad_output))  # fmt: skip
@@ -315,7 +315,8 @@ def _correlate(x: torch.Tensor, w: torch.Tensor, pads: tuple[int, int, int, int]
 
 
 def _check_input_grad(input_size, weight, grad_output, params: ConvParams) -> tuple[int, ...]:
-    """The input size, checked with grad_output against a checked weight and `params`."""
+    """The input size, checked with weight and grad_output against `params`."""
+    check_tensor("weight", weight, dims=(4,))
     check_tensor("grad_output", grad_output, dims=(4,))
     _check_like("weight", weight, grad_output)
     return _input_size(input_size, weight, grad_output, params)
