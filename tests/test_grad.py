@@ -117,11 +117,15 @@ def test_weight_gradient_in_slices_is_reproducible(monkeypatch, case):
     assert_close(bias, dy.double().sum((0, 2, 3)), TOL[torch.float32])
 
 
-@pytest.mark.parametrize("wshape, groups", [((5, 4, 3, 3), 1), ((4, 1, 3, 3), 4)])
-def test_empty_batch(wshape, groups):
-    """No images: the weight gradient is zeros (both kernels), the input gradient empty."""
-    x, w = randn(0, 4, 6, 6), randn(*wshape)
-    dy = randn(0, wshape[0], 4, 4)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize(
+    "wshape, groups", [((5, 4, 3, 3), 1), ((4, 1, 3, 3), 4), ((8, 16, 3, 3), 1)]
+)
+def test_empty_batch(wshape, groups, channels_last):
+    """No images: the weight gradient is zeros (every kernel: the gathers, depthwise, and
+    a layer the TMA kernel would take), the input gradient empty."""
+    x = randn(0, wshape[1] * groups, 6, 6, channels_last=channels_last)
+    w, dy = randn(*wshape), randn(0, wshape[0], 4, 4, channels_last=channels_last)
     zeros = torch.zeros(wshape, device=x.device)
     assert torch.equal(grad.conv2d_weight(x, wshape, dy, groups=groups), zeros)
     assert grad.conv2d_input(x.shape, w, dy, groups=groups).shape == x.shape
