@@ -2,7 +2,8 @@
 it accepts code the GPU compiler rejects (an `if` on a constexpr whose branches return
 tensors of other shapes made the depthwise channels-last kernel fail on every GPU while the
 CPU suite passed). Here: the depthwise kernels and the weight-gradient kernels (the TMA
-one with the tiles of its rule). Each compile runs in a subprocess without the
+one with the tiles of its rule), each within sm90's shared memory (a tile past it passed
+the CPU suite and failed on the GPU). Each compile runs in a subprocess without the
 interpreter."""
 
 import json
@@ -22,6 +23,7 @@ COMPILE = textwrap.dedent("""
     from triton.compiler import ASTSource
     import importlib
 
+    SHARED_LIMIT = 232448  # bytes of shared memory a block may have on sm90
     module, kernel, dtype = sys.argv[1], sys.argv[2], sys.argv[3]
     constexprs, pointers = json.loads(sys.argv[4]), json.loads(sys.argv[5])
     options = json.loads(sys.argv[6])
@@ -38,7 +40,9 @@ COMPILE = textwrap.dedent("""
             pointer = "*" + pointers.get(name, dtype)
             signature[name] = pointer if name.endswith("_ptr") else "i32"
     source = ASTSource(fn, signature, constexprs=values)
-    triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
+    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
+    # What a launch on an H100 or H200 would refuse (OutOfResources), caught here.
+    assert compiled.metadata.shared <= SHARED_LIMIT, f"shared memory {compiled.metadata.shared}"
 """)
 
 EPILOGUE = dict(HAS_BIAS=True, HAS_SCALE=True, ACTIVATION="silu", RESIDUAL="before")
@@ -94,9 +98,10 @@ def test_depthwise_weight_gradient_kernel_compiles_for_sm90(dtype, taps):
                      WGRAD_POINTERS)  # fmt: skip
 
 
-@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
+@pytest.mark.parametrize("dtype, precision", [("bf16", "ieee"), ("fp32", "tf32"), ("fp32", "ieee"),
+                                              ("fp32", "tf32x3")])  # fmt: skip
 @pytest.mark.parametrize("strided", [False, True], ids=["unit", "strided"])
-def test_tma_weight_gradient_kernel_compiles_for_sm90(dtype, strided):
+def test_tma_weight_gradient_kernel_compiles_for_sm90(dtype, precision, strided):
     size_class = "16bit" if dtype == "bf16" else "32bit"
     tile = dict(HOPPER.table["wgrad"]["tma_tiles"][size_class])
     options = dict(num_warps=tile.pop("num_warps"), num_stages=tile.pop("num_stages"))
@@ -104,7 +109,6 @@ def test_tma_weight_gradient_kernel_compiles_for_sm90(dtype, strided):
     x_box = [1, bp, 1, bq, bc] if strided else [1, bp, bq, bc]
     descriptors = dict(x_desc=f"tensordesc<{dtype}{x_box}>",
                        dy_desc=f"tensordesc<{dtype}[1, {bp}, {bq}, {bk}]>")  # fmt: skip
-    constexprs = dict(tile, STRIDED=strided, HAS_BIAS=True, UPCAST=False,
-                      PRECISION="ieee" if dtype == "bf16" else "tf32")  # fmt: skip
+    constexprs = dict(tile, STRIDED=strided, HAS_BIAS=True, UPCAST=False, PRECISION=precision)
     compile_for_sm90("conv2d_wgrad_tma", "_conv2d_wgrad_tma_kernel", dtype, constexprs,
                      {**WGRAD_POINTERS, **descriptors}, options)  # fmt: skip
