@@ -54,7 +54,6 @@ KERNELS = {
                        dict(R=7, S=7, BLOCK_Q=8, BLOCK_C=128, UNROLL_ROWS=False)),
     "dw-flat-nchw": ("conv2d_dw", "_conv2d_fwd_dw_kernel", dict(BLOCK_M=128, BLOCK_C=16)),
 }  # fmt: skip
-WGRAD = dict(BLOCK_M=32, BLOCK_K=64, BLOCK_J=64, UPCAST=False)
 WGRAD_POINTERS = {"part_ptr": "fp32", "bias_part_ptr": "fp32"}  # fp32 partial sums
 
 
@@ -84,18 +83,26 @@ def test_depthwise_kernels_compile_for_sm90(case, dtype, epilogue):
 @pytest.mark.parametrize("dtype, precision", [("bf16", "ieee"), ("fp32", "tf32"), ("fp32", "ieee")])
 @pytest.mark.parametrize("channels_last", [True, False], ids=["nhwc", "nchw"])
 def test_weight_gradient_kernel_compiles_for_sm90(dtype, precision, channels_last):
+    """The gathers' kernel with its rule's tile for the element size."""
+    tile = dict(HOPPER.table["wgrad"]["tiles"]["16bit" if dtype == "bf16" else "32bit"])
+    options = dict(num_warps=tile.pop("num_warps"), num_stages=tile.pop("num_stages"))
     # The bias gradient in the same pass on channels-last inputs, not on NCHW ones.
-    constexprs = dict(WGRAD, CHANNELS_LAST=channels_last, PRECISION=precision,
+    constexprs = dict(tile, UPCAST=False, CHANNELS_LAST=channels_last, PRECISION=precision,
                       HAS_BIAS=channels_last)  # fmt: skip
-    compile_for_sm90("conv2d_wgrad", "_conv2d_wgrad_kernel", dtype, constexprs, WGRAD_POINTERS)
+    compile_for_sm90("conv2d_wgrad", "_conv2d_wgrad_kernel", dtype, constexprs, WGRAD_POINTERS,
+                     options)  # fmt: skip
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp32"])
 @pytest.mark.parametrize("taps", [16, 64])
 def test_depthwise_weight_gradient_kernel_compiles_for_sm90(dtype, taps):
-    constexprs = dict(HAS_BIAS=True, BLOCK_M=4096 // (taps * 32), BLOCK_C=32, TAPS=taps)
+    """The depthwise kernel with its rule's config, for 3x3 and 7x7 filters (taps rounded
+    up to a power of two)."""
+    rule = HOPPER.table["wgrad"]["depthwise"]
+    block_m = max(1, rule["ELEMENTS"] // (taps * rule["BLOCK_C"]))  # as the launcher sets it
+    constexprs = dict(HAS_BIAS=True, BLOCK_M=block_m, BLOCK_C=rule["BLOCK_C"], TAPS=taps)
     compile_for_sm90("conv2d_wgrad", "_conv2d_wgrad_dw_kernel", dtype, constexprs,
-                     WGRAD_POINTERS)  # fmt: skip
+                     WGRAD_POINTERS, dict(num_warps=rule["num_warps"]))  # fmt: skip
 
 
 @pytest.mark.parametrize("dtype, precision", [("bf16", "ieee"), ("fp32", "tf32"), ("fp32", "ieee"),
