@@ -31,7 +31,7 @@ from . import kernels
 from .functional import conv2d
 from .kernels.sizes import cdiv, next_power_of_2
 from .ops import resolve_backend
-from .params import ConvParams, check_tensor, conv_params, is_channels_last
+from .params import ConvParams, check_tensor, conv_params, memory_format_of
 from .problem import ConvProblem, MathMode
 from .variants import target_of
 
@@ -74,7 +74,7 @@ def input_grad(input_size: tuple[int, ...], weight: torch.Tensor, grad_output: t
     if params.stride == (1, 1):
         (_, _, rows, cols), = phases  # fmt: skip
         return _phase(grad_output, swapped, rows, cols, g, precision, backend)
-    fmt = torch.channels_last if is_channels_last(grad_output) else torch.contiguous_format
+    fmt = memory_format_of(grad_output)
     grad_input = torch.empty(
         (n, c, h, w), dtype=grad_output.dtype, device=grad_output.device, memory_format=fmt
     ).zero_()  # phases no tap reaches stay zero
@@ -150,7 +150,7 @@ def input_grad_op(
     size = _check_input_grad(input_size, weight, grad_output, params)
     grad_input = input_grad(size, weight, grad_output, params, precision=precision,
                             backend="auto")  # fmt: skip
-    return grad_input.contiguous(memory_format=_layout_of(grad_output))
+    return grad_input.contiguous(memory_format=memory_format_of(grad_output))
 
 
 @input_grad_op.register_fake
@@ -158,7 +158,7 @@ def _(grad_output, weight, input_size, stride, padding, dilation, groups, precis
     params = ConvParams(tuple(stride), tuple(padding), tuple(dilation), groups)
     size = _check_input_grad(input_size, weight, grad_output, params)
     return torch.empty(size, dtype=grad_output.dtype, device=grad_output.device,
-                       memory_format=_layout_of(grad_output))  # fmt: skip
+                       memory_format=memory_format_of(grad_output))  # fmt: skip
 
 
 @torch.library.custom_op("im2win::conv2d_weight_grad", mutates_args=())
@@ -188,10 +188,6 @@ def _(input, grad_output, weight_size, stride, padding, dilation, groups, precis
     size = _weight_size(weight_size)
     _check_weight_grad(input, size, grad_output, params)
     return input.new_empty(size), input.new_empty(size[0] if bias else 0)
-
-
-def _layout_of(t: torch.Tensor) -> torch.memory_format:
-    return torch.channels_last if is_channels_last(t) else torch.contiguous_format
 
 
 def _wgrad_kernel(input, weight_size, grad_output, params: ConvParams, precision, bias: bool):
@@ -309,7 +305,7 @@ def _correlate(x: torch.Tensor, w: torch.Tensor, pads: tuple[int, int, int, int]
     pad_h, pad_w = max(0, min(top, bottom)), max(0, min(left, right))
     rest = (left - pad_w, right - pad_w, top - pad_h, bottom - pad_h)
     if any(rest):
-        fmt = torch.channels_last if is_channels_last(x) else torch.contiguous_format
+        fmt = memory_format_of(x)
         x = F.pad(x, rest).contiguous(memory_format=fmt)
     return conv2d(x, w, None, padding=(pad_h, pad_w), **conv_kwargs)
 

@@ -160,3 +160,8 @@ def output_channels_last(x: torch.Tensor, weight: torch.Tensor) -> bool:
 def is_channels_last(x: torch.Tensor) -> bool:
     """True for a channels_last tensor; a tensor that is both (C == 1, 1x1) counts as NCHW."""
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    """channels_last for a channels_last tensor (`is_channels_last`), else contiguous."""
+    return torch.channels_last if is_channels_last(x) else torch.contiguous_format

@@ -21,7 +21,7 @@ import triton.language as tl
 from ..problem import ConvProblem
 from .common import inside, output_pixel, window_corner
 from .conv2d_wgrad_tma import conv2d_wgrad_tma, wgrad_tma_patches
-from .sizes import cdiv
+from .sizes import cdiv, next_power_of_2
 
 
 @triton.jit
@@ -234,7 +234,7 @@ def conv2d_wgrad_depthwise(
     _, _, r, s = weight_shape
     _, _, p, q = grad_output.shape
     params = problem.params
-    taps = triton.next_power_of_2(r * s)
+    taps = next_power_of_2(r * s)
     block_m = max(1, config["ELEMENTS"] // (taps * config["BLOCK_C"]))
     m = n * p * q
     slices, per_slice = _slices(m, config["SLICES"], block_m)

@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from ..epilogue import NONE, Epilogue, apply
-from ..params import is_channels_last
+from ..params import memory_format_of
 from .common import apply_epilogue, output_pixel
 from .launch import launch
 from .sizes import cdiv, strides_or_zeros
@@ -24,7 +24,7 @@ from .sizes import cdiv, strides_or_zeros
 def workspace(splits: int, y: torch.Tensor) -> torch.Tensor:
     """The slices' fp32 outputs, [splits*N, K, P, Q], laid out as `y` (channels-last or not)."""
     n, k, p, q = y.shape
-    layout = torch.channels_last if is_channels_last(y) else torch.contiguous_format
+    layout = memory_format_of(y)
     return torch.empty((splits * n, k, p, q), dtype=torch.float32, device=y.device,
                        memory_format=layout)  # fmt: skip
 
