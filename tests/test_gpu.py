@@ -31,6 +31,7 @@ from helpers import (
 from im2win import grad
 from im2win.bench.env import git_commit
 from im2win.bench.layers import PAPER_BATCH, PAPER_LAYERS
+from im2win.variants.strips import STRIPS
 from im2win.variants.tma import TMA_RASTER, TMA_WINDOW
 
 pytestmark = pytest.mark.gpu
@@ -221,6 +222,65 @@ def test_tma_candidates(case, tier):
         # moves, the worst element does (16-bit rounding alone stays under 2**-8 of max).
         worst = (y.double() - ref).abs().max() / ref.abs().max()
         assert worst <= 1e-2, f"{config}: worst element off by {worst:.3g} of max |ref|"
+
+
+# (input shape, weight shape, conv kwargs): C a multiple of 64 (the strips kernel's channel
+# block in 16-bit), sizes no tile divides, batch 1, filters 1x1 to 7x7 and not square,
+# dilation, K whose rows a TMA store cannot write (130 in 16-bit: the masked store)
+STRIPS_CASES = {
+    "c64_13x11_k40_3x3_p1": ((1, 64, 13, 11), (40, 64, 3, 3), dict(padding=1)),
+    "c64_17x9_k136_3x3_p02": ((3, 64, 17, 9), (136, 64, 3, 3), dict(padding=(0, 2))),
+    "c128_10x21_k130_1x1": ((2, 128, 10, 21), (130, 128, 1, 1), dict()),
+    "c128_7x7_k264_3x3_p1": ((2, 128, 7, 7), (264, 128, 3, 3), dict(padding=1)),
+    "c64_30x5_k24_5x3_p21": ((1, 64, 30, 5), (24, 64, 5, 3), dict(padding=(2, 1))),
+    "c64_12x13_k256_5x5": ((2, 64, 12, 13), (256, 64, 5, 5), dict()),
+    "c64_9x19_k8_7x7_p3": ((1, 64, 9, 19), (8, 64, 7, 7), dict(padding=3)),
+    "c64_15x14_k72_3x3_d2": ((2, 64, 15, 14), (72, 64, 3, 3), dict(padding=2, dilation=2)),
+}
+
+
+@pytest.mark.parametrize("tier", ["bf16", "fp16", "tf32"])
+@pytest.mark.parametrize("case", STRIPS_CASES)
+def test_strips_configs(case, tier):
+    """Every strips config the table holds (its rules' tiles and autotuning's candidates),
+    pinned, with a bias, outputs poisoned; then the heuristic's with a whole epilogue."""
+    torch.manual_seed(5)
+    xshape, wshape, kw = STRIPS_CASES[case]
+    dtype, precision = TIERS[tier]
+    x = torch.randn(xshape, device="cuda").to(dtype).to(memory_format=torch.channels_last)
+    w = torch.randn(wshape, device="cuda").to(dtype)
+    b = torch.randn(wshape[0], device="cuda").to(dtype)
+    ref = reference(x, w, b, **kw)
+    problem = problem_of(xshape, wshape, dtype, precision, channels_last=True, **kw)
+    target = current_target()
+    assert STRIPS.supports(problem, target)
+    table = target.table["strips"]
+    tiles = [{key: entry[key] for key in table["candidates_keys"]} for entry in table["tiles"]]
+    configs = []
+    for config in STRIPS.candidates(problem, target) + tiles:
+        configs += [] if config in configs else [config]
+    runs = 0
+    for config in configs:
+        try:
+            STRIPS.finalize(problem, config, target)
+        except ValueError:  # a ring too short for this filter's strips
+            continue
+        pinned = {"VARIANT": "strips", **config}
+        y = im2win.conv2d(x, w, b, **kw, precision=precision, config=pinned)
+        assert_close(y, ref, GPU_TIER_TOL[tier])
+        worst = (y.double() - ref).abs().max() / ref.abs().max()
+        assert worst <= 1e-2, f"{config}: worst element off by {worst:.3g} of max |ref|"
+        runs += 1
+    assert runs >= 5
+    scale = torch.rand(wshape[0], device="cuda").to(dtype) + 0.5
+    residual = torch.randn(ref.shape, device="cuda").to(dtype).to(memory_format=torch.channels_last)
+    pinned = {"VARIANT": "strips", **STRIPS.heuristic(problem, target)}
+    y = im2win.conv2d_fused(x, w, b, **kw, scale=scale, activation="silu", residual=residual,
+                            precision=precision, config=pinned)  # fmt: skip
+    per_channel = (-1, 1, 1)
+    acc = reference(x, w, None, **kw)
+    want = acc * scale.double().view(per_channel) + b.double().view(per_channel)
+    assert_close(y, F.silu(want + residual.double()), GPU_TIER_TOL[tier])
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -15,6 +15,8 @@ import textwrap
 import pytest
 
 from helpers import HOPPER
+from im2win.kernels.conv2d_fwd_strips import strips_shared_bytes
+from im2win.variants.strips import SHARED_LIMIT
 
 COMPILE = textwrap.dedent("""
     import json, sys
@@ -119,3 +121,64 @@ def test_tma_weight_gradient_kernel_compiles_for_sm90(dtype, precision, strided)
     constexprs = dict(tile, STRIDED=strided, HAS_BIAS=True, UPCAST=False, PRECISION=precision)
     compile_for_sm90("conv2d_wgrad_tma", "_conv2d_wgrad_tma_kernel", dtype, constexprs,
                      {**WGRAD_POINTERS, **descriptors}, options)  # fmt: skip
+
+
+COMPILE_STRIPS = textwrap.dedent("""
+    import json, sys
+    import torch, triton
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon._runtime import GluonASTSource
+    from im2win.kernels import conv2d_fwd_strips as strips
+
+    SHARED_LIMIT = 232448
+    dtype = getattr(torch, sys.argv[1])
+    fn = strips._conv2d_fwd_strips_kernel
+    for case in json.loads(sys.argv[2]):
+        config, r, constexprs = case["config"], case["R"], case["constexprs"]
+        halo = triton.next_power_of_2(r - 1) if r > 1 else 0
+        ptr = {torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
+        signature = {name: "i32" for name in fn.arg_names}
+        for name, box in strips.strips_boxes(config, 128 // dtype.itemsize, halo).items():
+            layout = gl.NVMMASharedLayout.get_default_for(box, strips.GL_DTYPES[dtype])
+            signature[name] = f"tensordesc<{ptr}[{','.join(map(str, box))}],{layout!r}>"
+        for name in ("y_ptr", "bias_ptr", "scale_ptr", "res_ptr"):
+            signature[name] = "*" + ptr
+        values = dict(constexprs, R=r, S=r, DH=1, DW=1, HALO=halo, BLOCK_N=config["BLOCK_N"],
+                      A_ROWS=config["A_ROWS"], B_STAGES=config["num_stages"],
+                      CONSUMERS=config["CONSUMERS"], num_warps=config["num_warps"])
+        signature.update({name: "constexpr" for name in values})
+        indexed = {(fn.arg_names.index(k),): v for k, v in values.items()}
+        source = GluonASTSource(fn, signature, indexed)
+        options = dict(num_warps=config["num_warps"], maxnreg=strips.max_registers(config))
+        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
+        assert compiled.metadata.shared <= SHARED_LIMIT, (case, compiled.metadata.shared)
+        assert "dot_op<{opIdx = 0" not in compiled.asm["ttgir"], "A left shared memory"
+""")
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_strips_kernel_compiles_for_sm90(dtype):
+    """The Gluon strips kernel (which no interpreter runs) with every config of its table,
+    3x3 and 1x1, a whole epilogue with a TMA store, and a plain one storing through
+    pointers; within sm90's shared memory, A read by the wgmma from shared memory."""
+    table = HOPPER.table["strips"]
+    keys = table["candidates_keys"]
+    configs = [dict(zip(keys, row, strict=True)) for row in table["candidates"]]
+    configs += [{key: entry[key] for key in keys} for entry in table["tiles"]]
+    whole = dict(HAS_BIAS=True, HAS_SCALE=True, ACTIVATION="silu", RESIDUAL="after",
+                 TMA_STORE=True)  # fmt: skip
+    plain = dict(whole, HAS_SCALE=False, ACTIVATION="", RESIDUAL="", TMA_STORE=False)
+    cases = []
+    for config in map(dict, {tuple(c.items()) for c in configs}):
+        for r, constexprs in ((3, whole), (1, plain)):
+            rows = config["BLOCK_P"] + (2 if r == 3 else 0)
+            shared = strips_shared_bytes(config, 2 if dtype == "bfloat16" else 4)
+            if config["A_ROWS"] // rows >= 2 and shared < SHARED_LIMIT:  # as the variant asks
+                cases.append(dict(config=config, R=r, constexprs=constexprs))
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    done = subprocess.run(
+        [sys.executable, "-c", COMPILE_STRIPS, dtype, json.dumps(cases)],
+        env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]

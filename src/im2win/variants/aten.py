@@ -7,7 +7,8 @@ of cuDNN: small-channel first layers (C <= 4; the paper's stems at 1.0-4.0x in e
 and fp32-accurate channels-last layers (1.56-1.63x geomean over the paper's layers; but
 depthwise ones under 7x7, measured on the H200); and,
 in 16-bit channels-last, dense layers with a bias or a fused epilogue, which cuDNN runs as
-extra passes over the output (`EPILOGUE_PAYS`). Everything else runs here. Autotuning
+extra passes over the output (`EPILOGUE_PAYS`; every width where the strips kernel serves
+the layer). Everything else runs here. Autotuning
 times this choice beside every im2win candidate instead. A fused epilogue runs after the
 convolution in PyTorch ops, in place (`epilogue.apply_in_place`), as the model's own ops
 would.
@@ -21,6 +22,7 @@ from ..cudnn_mode import get_conv_precision, set_conv_precision
 from ..epilogue import Epilogue, apply_in_place
 from ..problem import ConvProblem, MathMode
 from .base import Choice, Into, Launch, Target, Variant
+from .strips import STRIPS
 
 FP32_ACCURATE = (MathMode.IEEE, MathMode.TF32X3)
 STEM_CHANNELS = 4  # at most this many input channels: a first layer, im2win's strength
@@ -29,7 +31,9 @@ STEM_CHANNELS = 4  # at most this many input channels: a first layer, im2win's s
 # In 16-bit channels-last, the pointer kernel with a bias or an epilogue in its store beat
 # cuDNN plus the passes after it on every 1x1 layer of ResNet-50, VGG-16 and EfficientNet-B0
 # and on their 3x3 layers of up to 128 input channels; from 256 on, cuDNN's main loop wins
-# it back or ties (H200, batch 64; notes/fusion/README.md). NCHW was not measured.
+# it back or ties (H200, batch 64; notes/fusion/README.md). The strips kernel, where it
+# serves a layer (Hopper, unit stride), beat both on ResNet-50's 3x3 layers of 256 and 512
+# channels too (1.33-1.42x over cuDNN plus the passes). NCHW was not measured.
 EPILOGUE_PAYS = {"max_channels_3x3": 128}
 
 # fp32-accurate channels-last depthwise layers: cuDNN beat the row-tile kernel on the 3x3 and
@@ -40,13 +44,13 @@ DEPTHWISE_FP32_MIN_TAPS = 49
 
 
 def epilogue_pays(math: MathMode, channels_last: bool, channels: int, groups: int,
-                  taps: int) -> bool:  # fmt: skip
+                  taps: int, strips: bool = False) -> bool:  # fmt: skip
     """Whether an im2win kernel with a call's bias and epilogue fused beats PyTorch's
-    convolution followed by them: 16-bit dense channels-last layers, but long reductions
-    over several taps."""
-    long = taps > 1 and channels > EPILOGUE_PAYS["max_channels_3x3"]
-    dense = groups == 1 and channels_last
-    return dense and math.tile_class == "16bit" and not long
+    convolution followed by them: 16-bit dense channels-last layers, all of them where the
+    strips kernel serves the layer (`strips`), else all but long reductions over taps."""
+    if not (groups == 1 and channels_last and math.tile_class == "16bit"):
+        return False
+    return strips or taps == 1 or channels <= EPILOGUE_PAYS["max_channels_3x3"]
 
 
 def prefers_aten(channels: int, groups: int) -> bool:
@@ -56,12 +60,13 @@ def prefers_aten(channels: int, groups: int) -> bool:
 
 
 def hands_to_aten(math: MathMode, channels_last: bool, channels: int, groups: int, taps: int,
-                  fused: bool) -> bool:  # fmt: skip
+                  fused: bool, strips: bool = False) -> bool:  # fmt: skip
     """The heuristic's choice on a GPU, from what a traced call knows too: whether a layer
-    (`fused`: with a bias or an epilogue) runs PyTorch's convolution rather than im2win."""
+    (`fused`: with a bias or an epilogue; `strips`: one the strips kernel serves) runs
+    PyTorch's convolution rather than im2win."""
     if math in FP32_ACCURATE and channels_last:
         return groups == channels > 1 and taps < DEPTHWISE_FP32_MIN_TAPS
-    if fused and epilogue_pays(math, channels_last, channels, groups, taps):
+    if fused and epilogue_pays(math, channels_last, channels, groups, taps, strips):
         return False
     return prefers_aten(channels, groups)
 
@@ -77,8 +82,9 @@ class Aten(Variant):
         if target.interpreted:  # on the CPU the point is to exercise the im2win kernels
             return None
         fused = problem.biased or not problem.epilogue.empty
+        strips = STRIPS.supports(problem, target) and STRIPS.heuristic(problem, target) is not None
         aten = hands_to_aten(problem.math, problem.channels_last, problem.c, problem.groups,
-                             problem.taps, fused)  # fmt: skip
+                             problem.taps, fused, strips)  # fmt: skip
         return {} if aten else None
 
     def candidates(self, problem: ConvProblem, target: Target) -> list[dict]:

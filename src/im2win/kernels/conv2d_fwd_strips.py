@@ -1,0 +1,445 @@
+"""Forward convolution from window strips in shared memory: a persistent, warp-specialized
+Gluon kernel for Hopper (sm_90a), channels-last, unit stride, tensor-core tiers.
+
+A tile is a BLOCK_P x BLOCK_Q patch of output pixels of one image by BLOCK_N output
+channels. For each filter column f and block of BLOCK_K channels one TMA box brings the
+tile's *strip*: the BLOCK_P + (R-1)*dh input rows under the patch, shifted f*dw columns
+(zero-filled outside the image, so padding costs nothing):
+
+    strip_f[i, j, c] = X[n, p0 - pad_top + i, q0 - pad_left + f*dw + j, c0 + c]
+
+              input rows of the strip          tap (r, f) = rows r*dh .. r*dh + BLOCK_P - 1
+            +-------------------------+ 0      +-------------------------+
+            |  BLOCK_Q pixels x C     | 1 ---> |  [BLOCK_P*BLOCK_Q, BLOCK_K]
+            |                         | ...    |  window tile of tap (1, f)
+            +-------------------------+ BLOCK_P + (R-1)*dh - 1
+
+Every tap of filter column f is a view of the strip R*dh... rows in: each image row is
+BLOCK_Q*BLOCK_K elements, a whole number of 128-byte swizzle atoms, so the view is itself
+a [BLOCK_M, BLOCK_K] operand the wgmma reads from shared memory. A strip feeds R steps:
+the input crosses L2 about S*(BLOCK_P + R - 1)/BLOCK_P times a tile where one box a tap
+(`conv2d_fwd_tma.py`) moves it R*S times. The filter, [K, R*S*Cg] in (r, f, c) order, is
+one [BLOCK_N, BLOCK_K] box a step.
+
+Roles (`gl.warp_specialize`): a loader warp keeps a ring of strips and a ring of filter
+blocks full (TMA, mbarriers); one or two consumer warpgroups issue asynchronous wgmma
+and run the epilogue. With two they take tiles in turn (ping-pong): one's epilogue runs
+under the other's main loop. CTAs are persistent, one an SM. The output leaves through a
+TMA store where y is a dense channels-last tensor, else through masked stores.
+
+Triton asks power-of-two shapes of every shared-memory buffer and TMA box; a strip of
+BLOCK_P + (R-1)*dh rows is loaded as two boxes (BLOCK_P rows, then HALO rows, the next
+power of two) into a ring of A_ROWS image rows, each strip wherever the last one ended.
+Gluon cannot run in Triton's interpreter: this kernel runs on Hopper GPUs only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+from ..problem import ConvProblem
+from .conv2d_fwd import kernel_filter
+from .conv2d_fwd_tma import tma_block_k
+from .launch import launch
+from .sizes import cdiv, next_power_of_2
+
+GL_DTYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16, torch.float32: gl.float32}
+MAX_STRIPS = 8  # strips a ring holds at most (its barriers are allocated for that many)
+BOX_MAX = 256  # TMA boxes span at most 256 elements a dimension
+
+
+@gluon.jit
+def _tile_origin(tile, N, K, P, Q, BLOCK_P: gl.constexpr, BLOCK_Q: gl.constexpr,
+                 BLOCK_N: gl.constexpr):  # fmt: skip
+    """(n, p0, q0, k0) of `tile`; output-channel blocks fastest, so that neighbouring CTAs
+    read the same strips from L2."""
+    num_n = gl.cdiv(K, BLOCK_N)
+    num_q = gl.cdiv(Q, BLOCK_Q)
+    rest = tile // num_n
+    p0 = (rest // num_q % gl.cdiv(P, BLOCK_P)) * BLOCK_P
+    n = rest // num_q // gl.cdiv(P, BLOCK_P)
+    return n, p0, (rest % num_q) * BLOCK_Q, (tile % num_n) * BLOCK_N
+
+
+@gluon.jit
+def _activation(x, ACTIVATION: gl.constexpr):
+    """`ACTIVATION` of fp32 `x`, as `kernels/common.py`'s `activation` (PyTorch's math)."""
+    if ACTIVATION == "relu":
+        x = gl.maximum(x, 0.0)
+    elif ACTIVATION == "relu6":
+        x = gl.minimum(gl.maximum(x, 0.0), 6.0)
+    elif ACTIVATION == "silu":
+        x = x / (1.0 + gl.exp(-x))
+    elif ACTIVATION == "gelu":
+        x = 0.5 * x * (1.0 + gl.erf(x * 0.7071067811865476))  # x / sqrt(2)
+    elif ACTIVATION == "hardswish":
+        x = x * (gl.minimum(gl.maximum(x + 3.0, 0.0), 6.0) / 6.0)
+    elif ACTIVATION == "sigmoid":
+        x = 1.0 / (1.0 + gl.exp(-x))
+    return x
+
+
+@gluon.jit
+def _strips_loader(x_desc, halo_desc, filt_desc, a_rows, b_bufs, a_ready, a_empty, b_ready,
+                   b_empty, N, C, K, P, Q, num_tiles, pad_top, pad_left,
+                   R: gl.constexpr, S: gl.constexpr, DW: gl.constexpr, HALO: gl.constexpr,
+                   A_STAGES: gl.constexpr, BLOCK_N: gl.constexpr):  # fmt: skip
+    """The loader warp: each strip, then its R filter blocks, into the rings as slots free."""
+    BLOCK_P: gl.constexpr = x_desc.block_type.shape[1]
+    BLOCK_Q: gl.constexpr = x_desc.block_type.shape[2]
+    BLOCK_K: gl.constexpr = x_desc.block_type.shape[3]
+    B_STAGES: gl.constexpr = b_bufs.type.shape[0]
+    dtype: gl.constexpr = x_desc.dtype
+    strip_count = 0
+    step = 0
+    for tile in range(gl.program_id(0), num_tiles, gl.num_programs(0)):
+        n, p0, q0, k0 = _tile_origin(tile, N, K, P, Q, BLOCK_P, BLOCK_Q, BLOCK_N)
+        for f in range(S):
+            w0 = q0 - pad_left + f * DW
+            for c in range(0, C, BLOCK_K):
+                slot = strip_count % A_STAGES
+                # A fresh mbarrier counts as having finished the phase before its first.
+                mbarrier.wait(a_empty.index(slot), (strip_count // A_STAGES) & 1 ^ 1)
+                ready = a_ready.index(slot)
+                first_row = slot * (BLOCK_P + HALO)
+                if HALO > 0:
+                    mbarrier.expect(ready, x_desc.block_type.nbytes + halo_desc.block_type.nbytes)
+                    halo = a_rows.index(first_row + BLOCK_P)._reinterpret(
+                        dtype, halo_desc.block_type.shape, halo_desc.layout)  # fmt: skip
+                    tma.async_copy_global_to_shared(halo_desc, [n, p0 - pad_top + BLOCK_P, w0, c],
+                                                    ready, halo)  # fmt: skip
+                else:
+                    mbarrier.expect(ready, x_desc.block_type.nbytes)
+                rows = a_rows.index(first_row)._reinterpret(dtype, x_desc.block_type.shape,
+                                                            x_desc.layout)  # fmt: skip
+                tma.async_copy_global_to_shared(x_desc, [n, p0 - pad_top, w0, c], ready, rows)
+                strip_count += 1
+                for r in gl.static_range(R):
+                    slot = step % B_STAGES
+                    mbarrier.wait(b_empty.index(slot), (step // B_STAGES) & 1 ^ 1)
+                    mbarrier.expect(b_ready.index(slot), filt_desc.block_type.nbytes)
+                    tma.async_copy_global_to_shared(
+                        filt_desc,
+                        [k0, (r * S + f) * C + c],
+                        b_ready.index(slot),
+                        b_bufs.index(slot),
+                    )
+                    step += 1
+
+
+@gluon.jit
+def _strips_consumer(
+    y_desc, y_ptr, bias_ptr, scale_ptr, res_ptr, a_rows, b_bufs, c_bufs,
+    a_ready, a_empty, b_ready, b_empty, turn,
+    N, C, K, P, Q, num_tiles,
+    stride_yn, stride_yk, stride_yp, stride_yq, stride_b, stride_s,
+    stride_rn, stride_rk, stride_rp, stride_rq,
+    R: gl.constexpr, S: gl.constexpr, DH: gl.constexpr, BLOCK_P: gl.constexpr,
+    BLOCK_K: gl.constexpr, STRIP: gl.constexpr, A_STAGES: gl.constexpr,
+    HAS_BIAS: gl.constexpr, HAS_SCALE: gl.constexpr, ACTIVATION: gl.constexpr,
+    RESIDUAL: gl.constexpr, TMA_STORE: gl.constexpr,
+    CONSUMER: gl.constexpr, CONSUMERS: gl.constexpr, num_warps: gl.constexpr,
+):  # fmt: skip
+    """A consumer warpgroup: R wgmma steps a strip, each ring slot released once the step
+    after its last use is issued and the one before has retired; then the epilogue.
+
+    Two consumers take this program's tiles in turn. The rings fill in tile order, so a
+    consumer starts its main loop only when the other has waited for its last step
+    (`turn`): an mbarrier's phase parity cannot tell a fill from the one two fills before.
+    """
+    BLOCK_Q: gl.constexpr = c_bufs.type.shape[3]
+    BLOCK_N: gl.constexpr = c_bufs.type.shape[4]
+    BLOCK_M: gl.constexpr = BLOCK_P * BLOCK_Q
+    B_STAGES: gl.constexpr = b_bufs.type.shape[0]
+    dtype: gl.constexpr = a_rows.dtype
+    a_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_M, BLOCK_K], dtype)
+    acc_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[num_warps, 1],
+        instr_shape=[16, BLOCK_N, 256 // dtype.primitive_bitwidth])  # fmt: skip
+    c_buf = c_bufs.index(CONSUMER)
+    pid = gl.program_id(0)
+    nprog = gl.num_programs(0)
+    strips = S * (C // BLOCK_K)
+    for tile in range(pid + CONSUMER * nprog, num_tiles, CONSUMERS * nprog):
+        ring_tile = (tile - pid) // nprog  # the tile's place in the rings' order
+        strip_count = ring_tile * strips
+        step = strip_count * R
+        if CONSUMERS > 1:
+            turns = ring_tile // CONSUMERS  # this consumer's tiles so far
+            mbarrier.wait(turn.index(CONSUMER), (turns & 1) ^ (1 - CONSUMER))
+        acc = gl.zeros((BLOCK_M, BLOCK_N), dtype=gl.float32, layout=acc_layout)
+        for j in range(strips):
+            a_slot = strip_count % A_STAGES
+            mbarrier.wait(a_ready.index(a_slot), (strip_count // A_STAGES) & 1)
+            for r in gl.static_range(R):
+                b_slot = step % B_STAGES
+                mbarrier.wait(b_ready.index(b_slot), (step // B_STAGES) & 1)
+                # tap (r, f): BLOCK_P image rows of the strip from row r*dh
+                a = a_rows.index(a_slot * STRIP + r * DH)._reinterpret(
+                    dtype, [BLOCK_M, BLOCK_K], a_layout)  # fmt: skip
+                # fp32 operands multiply in TF32, warpgroup_mma's default
+                acc = warpgroup_mma(a, b_bufs.index(b_slot).permute((1, 0)), acc, is_async=True)
+                acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))
+                # The step before this one has retired: its slots may be refilled.
+                before = b_empty.index((step + B_STAGES - 1) % B_STAGES)
+                if r == 0:  # ... and it was the previous strip's last tap
+                    mbarrier.arrive(before, pred=j > 0)
+                    mbarrier.arrive(a_empty.index((strip_count + A_STAGES - 1) % A_STAGES),
+                                    pred=j > 0)  # fmt: skip
+                else:
+                    mbarrier.arrive(before)
+                step += 1
+            strip_count += 1
+        if CONSUMERS > 1:
+            mbarrier.arrive(turn.index(1 - CONSUMER))
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+        mbarrier.arrive(b_empty.index((step + B_STAGES - 1) % B_STAGES))
+        mbarrier.arrive(a_empty.index((strip_count + A_STAGES - 1) % A_STAGES))
+
+        n, p0, q0, k0 = _tile_origin(tile, N, K, P, Q, BLOCK_P, BLOCK_Q, BLOCK_N)
+        k = k0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, acc_layout))  # [BLOCK_N]
+        k_ok = k < K
+        m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, acc_layout))  # [BLOCK_M]
+        p = p0 + m // BLOCK_Q
+        q = q0 + m % BLOCK_Q
+        pixel_ok = (p < P) & (q < Q)
+        if HAS_SCALE:
+            scale = gl.load(scale_ptr + k * stride_s, mask=k_ok, other=0.0)
+            acc = acc * scale.to(gl.float32)[None, :]
+        if HAS_BIAS:
+            bias = gl.load(bias_ptr + k * stride_b, mask=k_ok, other=0.0)
+            acc = acc + bias.to(gl.float32)[None, :]
+        if RESIDUAL != "":
+            pixel = n.to(gl.int64) * stride_rn + p.to(gl.int64) * stride_rp + q * stride_rq
+            offset = pixel[:, None] + (k.to(gl.int64) * stride_rk)[None, :]
+            mask = pixel_ok[:, None] & k_ok[None, :]
+            residual = gl.load(res_ptr + offset, mask=mask, other=0.0).to(gl.float32)
+            if RESIDUAL == "before":
+                acc = acc + residual
+            acc = _activation(acc, ACTIVATION)
+            if RESIDUAL == "after":
+                acc = acc + residual
+        else:
+            acc = _activation(acc, ACTIVATION)
+        if TMA_STORE:  # TMA clips the box at the tensor's edges
+            tma.store_wait(pendings=0)  # this consumer's last store has left c_buf
+            c_buf.reshape([BLOCK_M, BLOCK_N]).store(acc.to(y_desc.dtype))
+            fence_async_shared()
+            tma.async_copy_shared_to_global(y_desc, [n, p0, q0, k0], c_buf)
+        else:
+            pixel = n.to(gl.int64) * stride_yn + p.to(gl.int64) * stride_yp + q * stride_yq
+            offset = pixel[:, None] + (k.to(gl.int64) * stride_yk)[None, :]
+            gl.store(y_ptr + offset, acc.to(y_ptr.dtype.element_ty),
+                     mask=pixel_ok[:, None] & k_ok[None, :])  # fmt: skip
+    if TMA_STORE:
+        tma.store_wait(pendings=0)
+
+
+@gluon.jit
+def _conv2d_fwd_strips_kernel(
+    x_desc, halo_desc, filt_desc, y_desc, y_ptr, bias_ptr, scale_ptr, res_ptr,
+    N, C, K, P, Q, num_tiles, pad_top, pad_left,
+    stride_yn, stride_yk, stride_yp, stride_yq, stride_b, stride_s,
+    stride_rn, stride_rk, stride_rp, stride_rq,
+    R: gl.constexpr, S: gl.constexpr, DH: gl.constexpr, DW: gl.constexpr, HALO: gl.constexpr,
+    HAS_BIAS: gl.constexpr, HAS_SCALE: gl.constexpr, ACTIVATION: gl.constexpr,
+    RESIDUAL: gl.constexpr, TMA_STORE: gl.constexpr,
+    BLOCK_N: gl.constexpr, A_ROWS: gl.constexpr, B_STAGES: gl.constexpr,
+    CONSUMERS: gl.constexpr, num_warps: gl.constexpr,
+):  # fmt: skip
+    BLOCK_P: gl.constexpr = x_desc.block_type.shape[1]
+    BLOCK_Q: gl.constexpr = x_desc.block_type.shape[2]
+    BLOCK_K: gl.constexpr = x_desc.block_type.shape[3]
+    STRIP: gl.constexpr = BLOCK_P + HALO
+    A_STAGES: gl.constexpr = A_ROWS // STRIP
+    gl.static_assert(A_STAGES >= 2 and A_STAGES <= 8, "the ring holds 2 to 8 strips")
+    dtype: gl.constexpr = x_desc.dtype
+    a_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_P * BLOCK_Q, BLOCK_K],
+                                                                  dtype)  # fmt: skip
+    a_rows = gl.allocate_shared_memory(dtype, [A_ROWS, BLOCK_Q, BLOCK_K], a_layout)
+    b_bufs = gl.allocate_shared_memory(dtype, [B_STAGES, BLOCK_N, BLOCK_K], filt_desc.layout)
+    c_bufs = gl.allocate_shared_memory(dtype, [CONSUMERS, 1, BLOCK_P,
+                                               BLOCK_Q, BLOCK_N], y_desc.layout)  # fmt: skip
+    a_ready = gl.allocate_shared_memory(gl.int64, [8, 1], mbarrier.MBarrierLayout())
+    a_empty = gl.allocate_shared_memory(gl.int64, [8, 1], mbarrier.MBarrierLayout())
+    b_ready = gl.allocate_shared_memory(gl.int64, [B_STAGES, 1], mbarrier.MBarrierLayout())
+    b_empty = gl.allocate_shared_memory(gl.int64, [B_STAGES, 1], mbarrier.MBarrierLayout())
+    turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(A_STAGES):
+        mbarrier.init(a_ready.index(i), count=1)
+        mbarrier.init(a_empty.index(i), count=1)
+    for i in gl.static_range(B_STAGES):
+        mbarrier.init(b_ready.index(i), count=1)
+        mbarrier.init(b_empty.index(i), count=1)
+    for i in gl.static_range(2):
+        mbarrier.init(turn.index(i), count=1)
+    # Partition arguments are written out whole: a tuple built here would turn constexprs
+    # into tensors.
+    if CONSUMERS == 1:
+        gl.warp_specialize([
+            (_strips_consumer, (
+                y_desc, y_ptr, bias_ptr, scale_ptr, res_ptr, a_rows, b_bufs, c_bufs, a_ready,
+                a_empty, b_ready, b_empty, turn, N, C, K, P, Q, num_tiles, stride_yn, stride_yk,
+                stride_yp, stride_yq, stride_b, stride_s, stride_rn, stride_rk, stride_rp,
+                stride_rq, R, S, DH, BLOCK_P, BLOCK_K, STRIP, A_STAGES, HAS_BIAS, HAS_SCALE,
+                ACTIVATION, RESIDUAL, TMA_STORE, gl.constexpr(0), gl.constexpr(1),
+                num_warps)),
+            (_strips_loader, (
+                x_desc, halo_desc, filt_desc, a_rows, b_bufs, a_ready, a_empty, b_ready, b_empty,
+                N, C, K, P, Q, num_tiles, pad_top, pad_left, R, S, DW, HALO, A_STAGES, BLOCK_N)),
+        ], [1], [40])  # fmt: skip
+    else:  # the same consumer twice, tiles in turn
+        gl.warp_specialize([
+            (_strips_consumer, (
+                y_desc, y_ptr, bias_ptr, scale_ptr, res_ptr, a_rows, b_bufs, c_bufs, a_ready,
+                a_empty, b_ready, b_empty, turn, N, C, K, P, Q, num_tiles, stride_yn, stride_yk,
+                stride_yp, stride_yq, stride_b, stride_s, stride_rn, stride_rk, stride_rp,
+                stride_rq, R, S, DH, BLOCK_P, BLOCK_K, STRIP, A_STAGES, HAS_BIAS, HAS_SCALE,
+                ACTIVATION, RESIDUAL, TMA_STORE, gl.constexpr(0), gl.constexpr(2),
+                num_warps)),
+            (_strips_consumer, (
+                y_desc, y_ptr, bias_ptr, scale_ptr, res_ptr, a_rows, b_bufs, c_bufs, a_ready,
+                a_empty, b_ready, b_empty, turn, N, C, K, P, Q, num_tiles, stride_yn, stride_yk,
+                stride_yp, stride_yq, stride_b, stride_s, stride_rn, stride_rk, stride_rp,
+                stride_rq, R, S, DH, BLOCK_P, BLOCK_K, STRIP, A_STAGES, HAS_BIAS, HAS_SCALE,
+                ACTIVATION, RESIDUAL, TMA_STORE, gl.constexpr(1), gl.constexpr(2),
+                num_warps)),
+            (_strips_loader, (
+                x_desc, halo_desc, filt_desc, a_rows, b_bufs, a_ready, a_empty, b_ready, b_empty,
+                N, C, K, P, Q, num_tiles, pad_top, pad_left, R, S, DW, HALO, A_STAGES, BLOCK_N)),
+        ], [num_warps, 1], [232, 40])  # fmt: skip
+
+
+def halo_rows(problem: ConvProblem) -> int:
+    """Rows a strip holds past its BLOCK_P: (R-1)*dh, up to a power of two (a TMA box)."""
+    extra = (problem.r - 1) * problem.params.dilation[0]
+    return next_power_of_2(extra) if extra else 0
+
+
+def strips_supported(problem: ConvProblem) -> bool:
+    """True when the kernel serves `problem`: one group, unit stride, a tensor-core tier,
+    channels-last input with Cg a multiple of 16 and TMA's alignment (16-byte strides and
+    base), a strip's extra rows within a TMA box."""
+    sn, sc, s_h, s_w = problem.x_strides
+    aligned = all(s * problem.itemsize % 16 == 0 for s in (sn, s_h, s_w)) and problem.aligned
+    return (
+        problem.groups == 1 and not problem.strided and problem.math.tensor_cores
+        and sc == 1 and aligned
+        and tma_block_k(problem.c, problem.itemsize) == 128 // problem.itemsize
+        and halo_rows(problem) <= BOX_MAX
+    )  # fmt: skip
+
+
+def strips_fits(problem: ConvProblem, config: dict) -> bool:
+    """Whether `config`'s ring holds at least two strips of `problem` and the halo fits."""
+    rows = config["BLOCK_P"] + halo_rows(problem)
+    return 2 <= config["A_ROWS"] // rows <= MAX_STRIPS
+
+
+def strips_shared_bytes(config: dict, itemsize: int) -> int:
+    """Shared memory `config` takes for elements of `itemsize` bytes (the rings and the
+    output tiles; barriers aside)."""
+    block_k = 128 // itemsize
+    tiles = config["CONSUMERS"] * config["BLOCK_P"] * config["BLOCK_Q"] * config["BLOCK_N"]
+    rows = config["A_ROWS"] * config["BLOCK_Q"] + config["num_stages"] * config["BLOCK_N"]
+    return (rows * block_k + tiles) * itemsize
+
+
+def max_registers(config: dict) -> int:
+    """Registers a thread at launch so that one CTA (the consumers and the loader's
+    warpgroup) fits an SM's 64K; the partitions then trade them (setmaxnreg)."""
+    warps = config["CONSUMERS"] * config["num_warps"] + 4
+    return 65536 // (warps * 32) // 8 * 8
+
+
+def strips_boxes(config: dict, block_k: int, halo: int) -> dict[str, list[int]]:
+    """The TMA boxes of the kernel's descriptors, by parameter name."""
+    block_p, block_q, block_n = config["BLOCK_P"], config["BLOCK_Q"], config["BLOCK_N"]
+    return dict(x_desc=[1, block_p, block_q, block_k],
+                halo_desc=[1, max(halo, 1), block_q, block_k], filt_desc=[block_n, block_k],
+                y_desc=[1, block_p, block_q, block_n])  # fmt: skip
+
+
+def _tma_storable(y: torch.Tensor) -> bool:
+    """Whether y [N, K, P, Q] is a dense channels-last tensor a TMA store can write."""
+    n, k, p, q = y.shape
+    return y.stride() == (p * q * k, 1, q * k, k) and (k * y.element_size()) % 16 == 0 and (
+        y.data_ptr() % 16 == 0
+    )  # fmt: skip
+
+
+def strips_launcher(problem: ConvProblem, config: dict, sms: int,
+                    slot: dict | None = None) -> Callable[..., torch.Tensor]:  # fmt: skip
+    """`launch(x, weight, bias, y, scale=None, residual=None)` filling `y` [N, K, P, Q] (any
+    strides; a TMA store into a dense channels-last one) from inputs of `problem`'s
+    signature (`strips_supported`), the problem's epilogue fused. `config`: BLOCK_P,
+    BLOCK_Q, BLOCK_N, num_stages (filter blocks in the ring), num_warps (a consumer's),
+    A_ROWS (image rows of the strips' ring), CONSUMERS (1, or 2 for ping-pong)."""
+    n, c, h, w = problem.n, problem.c, problem.h, problem.w
+    block_p, block_q, block_n = config["BLOCK_P"], config["BLOCK_Q"], config["BLOCK_N"]
+    halo = halo_rows(problem)
+    boxes = strips_boxes(config, 128 // problem.itemsize, halo)
+    x_box, halo_box, filt_box, y_box = boxes.values()
+    layouts = {tuple(box): gl.NVMMASharedLayout.get_default_for(box, GL_DTYPES[problem.dtype])
+               for box in boxes.values()}  # fmt: skip
+    sn, _, s_h, s_w = problem.x_strides
+    x_geometry = ([n, h, w, c], [sn, s_h, s_w, 1])
+    tiles = n * cdiv(problem.p, block_p) * cdiv(problem.q, block_q) * cdiv(problem.k, block_n)
+    grid = (min(tiles, sms),)
+    sizes = (n, c, problem.k, problem.p, problem.q, tiles, *problem.pad_top_left)
+    epilogue = problem.epilogue
+    meta = dict(R=problem.r, S=problem.s, DH=problem.params.dilation[0],
+                DW=problem.params.dilation[1], HALO=halo, **epilogue.constexprs,
+                BLOCK_N=block_n, A_ROWS=config["A_ROWS"],
+                B_STAGES=config["num_stages"], CONSUMERS=config["CONSUMERS"],
+                num_warps=config["num_warps"], maxnreg=max_registers(config))  # fmt: skip
+    slots = {} if slot is None else {True: {}, False: {}}  # one per store path
+    spare = {}  # the pointer store's stand-in for y's descriptor
+
+    def descriptor(t, shape, strides, box):
+        return TensorDescriptor(t, shape, strides, box, layouts[tuple(box)])
+
+    def launch_into(x, weight, bias, y, scale=None, residual=None):
+        if tiles == 0:
+            return y
+        filt = kernel_filter(weight, "rfc")  # [K, R*S*C]
+        if filt.data_ptr() % 16:  # a view of a channels_last weight may start anywhere
+            filt = filt.clone()
+        x_desc = descriptor(x, *x_geometry, x_box)
+        halo_desc = descriptor(x, *x_geometry, halo_box)
+        filt_desc = descriptor(filt, list(filt.shape), list(filt.stride()), filt_box)
+        tma_store = _tma_storable(y)
+        if tma_store:  # y as [N, P, Q, K]
+            y_view = y.permute(0, 2, 3, 1)
+        else:  # the kernel reads only the descriptor's type: one small tensor serves
+            if "y" not in spare or spare["y"].dtype != y.dtype or spare["y"].device != y.device:
+                spare["y"] = y.new_empty(y_box)
+            y_view = spare["y"]
+        y_desc = descriptor(y_view, list(y_view.shape), list(y_view.stride()), y_box)
+        args = (
+            x_desc, halo_desc, filt_desc, y_desc, y, bias, scale, residual, *sizes, *y.stride(),
+            *_strides(bias, 1), *_strides(scale, 1), *_strides(residual, 4),
+        )  # fmt: skip
+        launch(_conv2d_fwd_strips_kernel, grid, args,
+               dict(meta, HAS_BIAS=bias is not None, HAS_SCALE=scale is not None,
+                    TMA_STORE=tma_store),
+               None if slot is None else slots[tma_store])  # fmt: skip
+        return y
+
+    return launch_into
+
+
+def _strides(t: torch.Tensor | None, rank: int) -> tuple[int, ...]:
+    return (0,) * rank if t is None else t.stride()

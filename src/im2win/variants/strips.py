@@ -1,0 +1,138 @@
+"""The window-strips kernel (`kernels/conv2d_fwd_strips.py`): a persistent, warp-specialized
+Gluon kernel for Hopper whose taps share input rows in shared memory. Channels-last, unit
+stride, one group, the tensor-core tiers; it runs the fused epilogue in its store.
+
+Tiles come from the table's `strips.tiles` (`tuning/sm90.json`), the first entry whose
+conditions hold (tile class, KG, output size) and whose ring holds two strips of the
+problem; `strips.candidates` are what autotuning times. Gluon does not run in Triton's
+interpreter, so the CPU suite compiles this kernel for sm_90a instead of running it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from ..epilogue import Epilogue
+from ..kernels import interpreted
+from ..kernels.conv2d_fwd_strips import (
+    strips_fits,
+    strips_launcher,
+    strips_shared_bytes,
+    strips_supported,
+)
+from ..params import ConvParams, is_channels_last
+from ..problem import ConvProblem, MathMode
+from .base import Choice, Into, Target, Variant, target_of
+
+KEYS = ("BLOCK_P", "BLOCK_Q", "BLOCK_N", "num_stages", "num_warps", "A_ROWS", "CONSUMERS")
+SHARED_LIMIT = 232448  # bytes of shared memory a block may have on sm90
+
+
+def _matches(entry: Mapping, problem: ConvProblem) -> bool:
+    """Whether a table entry's conditions hold: tile class, KG bounds, output size bounds."""
+    return (
+        entry.get("class", problem.math.tile_class) == problem.math.tile_class
+        and entry.get("min_kg", 0) <= problem.kg <= entry.get("max_kg", problem.kg)
+        and problem.p <= entry.get("max_p", problem.p)
+        and problem.q <= entry.get("max_q", problem.q)
+    )  # fmt: skip
+
+
+def _runs(problem: ConvProblem, config: Mapping) -> bool:
+    """Whether `config` can run `problem`: two strips in its ring, within shared memory."""
+    shared = strips_shared_bytes(config, problem.itemsize)
+    return strips_fits(problem, config) and shared < SHARED_LIMIT
+
+
+class Strips(Variant):
+    name = "strips"
+    windows = "streamed"
+
+    def supports(self, problem: ConvProblem, target: Target) -> bool:
+        return target.arch == "sm90" and not target.interpreted and strips_supported(problem)
+
+    def unsupported(self, problem: ConvProblem, target: Target, windows: str | None) -> str:
+        params = problem.params
+        return (
+            "config: variant 'strips' needs a Hopper GPU (sm90, not the interpreter) and "
+            "streamed windows of a one-group, unit-stride, 16-bit or TF32 convolution over a "
+            "channels-last input with C a multiple of 64 (32 in fp32) and 16-byte aligned "
+            f"strides; got {target.arch}{' (interpreted)' if target.interpreted else ''}, "
+            f"windows={windows!r}, groups={params.groups}, stride={params.stride}, "
+            f"C={problem.c}, {problem.dtype} in {problem.math.value}, input strides "
+            f"{problem.x_strides}"
+        )
+
+    def takes_epilogue(self, epilogue: Epilogue) -> bool:
+        return True
+
+    def heuristic(self, problem: ConvProblem, target: Target) -> dict | None:
+        for entry in target.table["strips"]["tiles"]:
+            config = {key: entry[key] for key in KEYS}
+            if _matches(entry, problem) and _runs(problem, config):
+                return config
+        return None
+
+    def candidates(self, problem: ConvProblem, target: Target) -> list[dict]:
+        table = target.table["strips"]
+        configs = [dict(zip(table["candidates_keys"], row, strict=True))
+                   for row in table["candidates"]]  # fmt: skip
+        return [c for c in configs if _runs(problem, c)]
+
+    def check_config(self, config: dict) -> dict:
+        settings = {key: value for key, value in config.items() if key != "VARIANT"}
+        if set(settings) != set(KEYS):
+            raise ValueError(f"config of 'strips' must have the keys {KEYS}, got {sorted(config)}")
+        for key in ("BLOCK_P", "BLOCK_Q", "BLOCK_N", "A_ROWS"):
+            value = settings[key]
+            if not isinstance(value, int) or value < 4 or value & (value - 1):
+                raise ValueError(f"config[{key!r}] must be a power of two >= 4, got {value!r}")
+        if settings["BLOCK_P"] * settings["BLOCK_Q"] not in (64, 128):
+            raise ValueError(
+                f"config: BLOCK_P * BLOCK_Q must be 64 or 128 (one warpgroup's wgmma rows), "
+                f"got {settings['BLOCK_P']} * {settings['BLOCK_Q']}"
+            )
+        if settings["num_warps"] != 4 or settings["CONSUMERS"] not in (1, 2):
+            raise ValueError(
+                f"config: 'strips' runs consumers of num_warps=4, CONSUMERS 1 or 2; got "
+                f"num_warps={settings['num_warps']!r}, CONSUMERS={settings['CONSUMERS']!r}"
+            )
+        stages = settings["num_stages"]
+        if not isinstance(stages, int) or not 2 <= stages <= 8:
+            raise ValueError(f"config['num_stages'] must be an int from 2 to 8, got {stages!r}")
+        return settings
+
+    def finalize(self, problem: ConvProblem, config: dict, target: Target) -> dict:
+        if not strips_fits(problem, config):
+            raise ValueError(
+                f"config: A_ROWS={config['A_ROWS']} must hold 2 to 8 strips of BLOCK_P="
+                f"{config['BLOCK_P']} rows plus the filter's (R-1)*dh={problem.r - 1} "
+                "(rounded up to a power of two)"
+            )
+        shared = strips_shared_bytes(config, problem.itemsize)
+        if shared >= SHARED_LIMIT:
+            raise ValueError(
+                f"config: {config} takes {shared} bytes of shared memory, past sm90's "
+                f"{SHARED_LIMIT}"
+            )
+        return dict(config)
+
+    def build(self, problem: ConvProblem, choice: Choice, target: Target) -> Into:
+        return strips_launcher(problem, dict(choice.config), target.sms, slot={})
+
+
+STRIPS = Strips()
+
+
+def strips_may_serve(input: torch.Tensor, params: ConvParams, math: MathMode) -> bool:
+    """What a traced call can tell of `Strips.supports` without a plan: a Hopper GPU, one
+    group, unit stride, a tensor-core tier, a channels-last input whose channels fill the
+    kernel's blocks (strides and alignment are the plan's to check)."""
+    return (
+        input.is_cuda and not interpreted() and params.groups == 1 and params.stride == (1, 1)
+        and math.tensor_cores and is_channels_last(input)
+        and input.shape[-3] % (128 // input.element_size()) == 0
+        and target_of(input.device, False).arch == "sm90"
+    )  # fmt: skip
