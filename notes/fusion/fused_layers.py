@@ -7,6 +7,7 @@ time), L2 flushed, median of 20:
   folded  the batch norm folded: conv with bias, then activation and add in native ops
   aten    conv2d_fused on PyTorch's convolution, the epilogue after it in place (aten.py)
   im2win  conv2d_fused on the pointer kernel, the fastest of its tuning candidates
+  strips  conv2d_fused on the strips kernel (Hopper), the fastest of its candidates
   auto    conv2d_fused as the library chooses (heuristic: the pointer kernel's default tiles,
           or aten)
 Rows weighted by how often the signature occurs; the totals say what a perfect per-layer
@@ -29,6 +30,7 @@ from im2win.params import conv_params
 from im2win.problem import ConvProblem, MathMode
 from im2win.variants import POINTER
 from im2win.variants.base import target_of
+from im2win.variants.strips import STRIPS
 
 ACT = {"relu": F.relu_, "relu6": lambda y: F.hardtanh_(y, 0, 6), "silu": F.silu,
        "gelu": F.gelu, "hardswish": F.hardswish, "sigmoid": torch.sigmoid_}  # fmt: skip
@@ -62,7 +64,7 @@ def ms(fn):
         return float("nan")
 
 
-WAYS = ("stock", "folded", "aten", "im2win", "auto", "best")
+WAYS = ("stock", "folded", "aten", "im2win", "strips", "auto", "best")
 
 
 def measure(call: dict, target) -> dict:
@@ -99,18 +101,26 @@ def measure(call: dict, target) -> dict:
         t = ms(fused({"VARIANT": "pointer", **candidate}))
         if t < best:
             best_config, best = candidate, t
+    strips_config, strips = None, float("nan")  # nan where the strips kernel cannot run
+    if STRIPS.supports(problem, target):
+        for candidate in STRIPS.candidates(problem, target):
+            t = ms(fused({"VARIANT": "strips", **candidate}))
+            if not t >= strips:  # the first, or faster
+                strips_config, strips = candidate, t
     row = {"input": list(inp.shape), "weight": list(m.weight.shape), "stride": m.stride,
            "groups": m.groups, "epilogue": str(epilogue), "count": call["count"],
            "stock": ms(stock), "folded": ms(folded), "aten": ms(fused({"VARIANT": "aten"})),
-           "im2win": best, "config": best_config, "auto": ms(fused(None)),
+           "im2win": best, "config": best_config, "strips": strips,
+           "strips_config": strips_config, "auto": ms(fused(None)),
            "chosen": str(im2win.explain(
                inp, m.weight, m.bias, *geometry, activation=m.activation, residual=res,
                residual_after_activation=m.residual == "after")).splitlines()[-1].strip(),
            }  # fmt: skip
-    row["best"] = min(row["folded"], row["aten"], row["im2win"])
+    row["best"] = min(t for t in (row["folded"], row["aten"], row["im2win"], strips) if t == t)
     print(f"{str(row['input']):>20} {str(row['weight']):>20} s{row['stride']} g{row['groups']}"
           f" x{row['count']:<2} {row['epilogue']:>22}: stock {row['stock']:.4f} folded "
-          f"{row['folded']:.4f} aten {row['aten']:.4f} im2win {row['im2win']:.4f} auto "
+          f"{row['folded']:.4f} aten {row['aten']:.4f} im2win {row['im2win']:.4f} strips "
+          f"{row['strips']:.4f} auto "
           f"{row['auto']:.4f} [{row['chosen'][:40]}]"
           f" ({row['stock'] / row['im2win']:.2f}x stock)", flush=True)  # fmt: skip
     return row
@@ -149,7 +159,9 @@ with suite.stock_settings(), torch.no_grad():
         if out_path:
             with open(out_path, "a") as f:
                 f.write(json.dumps({"model": name, "batch": batch, **rows[-1]}) + "\n")
-    totals = {way: sum(row[way] * row["count"] for row in rows) for way in WAYS}
+    # strips: its time where it runs, the pointer kernel's elsewhere
+    totals = {way: sum((row[way] if row[way] == row[way] else row["im2win"]) * row["count"]
+                       for row in rows) for way in WAYS}  # fmt: skip
     print(
         f"{name} batch {batch} fused convs, summed ms: "
         + ", ".join(f"{way} {t:.3f}" for way, t in totals.items())
