@@ -243,7 +243,7 @@ STRIPS_CASES = {
 @pytest.mark.parametrize("case", STRIPS_CASES)
 def test_strips_configs(case, tier):
     """Every strips config the table holds (its rules' tiles and autotuning's candidates),
-    pinned, with a bias, outputs poisoned; then the heuristic's with a whole epilogue."""
+    pinned, with a bias, outputs poisoned; then one with a whole epilogue."""
     torch.manual_seed(5)
     xshape, wshape, kw = STRIPS_CASES[case]
     dtype, precision = TIERS[tier]
@@ -259,7 +259,7 @@ def test_strips_configs(case, tier):
     configs = []
     for config in STRIPS.candidates(problem, target) + tiles:
         configs += [] if config in configs else [config]
-    runs = 0
+    ran = []
     for config in configs:
         try:
             STRIPS.finalize(problem, config, target)
@@ -270,11 +270,11 @@ def test_strips_configs(case, tier):
         assert_close(y, ref, GPU_TIER_TOL[tier])
         worst = (y.double() - ref).abs().max() / ref.abs().max()
         assert worst <= 1e-2, f"{config}: worst element off by {worst:.3g} of max |ref|"
-        runs += 1
-    assert runs >= 5
+        ran.append(config)
+    assert len(ran) >= 5
     scale = torch.rand(wshape[0], device="cuda").to(dtype) + 0.5
     residual = torch.randn(ref.shape, device="cuda").to(dtype).to(memory_format=torch.channels_last)
-    pinned = {"VARIANT": "strips", **STRIPS.heuristic(problem, target)}
+    pinned = {"VARIANT": "strips", **ran[0]}  # (these grids are too small for the heuristic)
     y = im2win.conv2d_fused(x, w, b, **kw, scale=scale, activation="silu", residual=residual,
                             precision=precision, config=pinned)  # fmt: skip
     per_channel = (-1, 1, 1)

@@ -25,6 +25,7 @@ from im2win.bench.layers import PAPER_BATCH, PAPER_LAYERS
 from im2win.epilogue import NONE, Epilogue
 from im2win.problem import MathMode
 from im2win.variants import BY_NAME, VARIANTS, Variant
+from im2win.variants.strips import STRIPS
 
 
 def test_the_registry_lists_each_variant_once_in_priority_order():
@@ -182,7 +183,8 @@ def test_staged_choices_show_their_chunks():
     assert choice.variant.name == "staged-nchw" and choice.config["IMAGES"] == 40
     assert str(choice).splitlines()[1].startswith("  strips")  # the chunks' own choice
     staged = variants.choose(problem, HOPPER, config=dict(VARIANT="staged-nchw", IMAGES=16))
-    assert [c.variant.name for c in staged.inner] == ["strips", "strips"]  # 16 images, then 8
+    # 16 images, then 8: 64 strips tiles, under half the SMs
+    assert [c.variant.name for c in staged.inner] == ["strips", "tma"]
 
 
 @pytest.mark.parametrize(
@@ -296,3 +298,14 @@ def test_pointer_takes_wide_tiles_on_16bit_3x3_layers_that_fill_the_gpu(batch, t
                          channels_last=True, padding=1)  # fmt: skip
     config = variants.POINTER.heuristic(problem, HOPPER)
     assert (config["BLOCK_M"], config["BLOCK_N"], config["num_warps"]) == tile
+
+
+@pytest.mark.parametrize("batch, runs", [(64, True), (1, False)])
+def test_strips_wants_half_a_wave_of_tiles(batch, runs):
+    """ResNet-50's 3x3 128-channel layer: 512 tiles at batch 64 take the strips kernel; 8
+    at batch 1, under half the SMs, leave it to kernels with split-K."""
+    problem = problem_of((batch, 128, 28, 28), (128, 128, 3, 3), torch.bfloat16, None,
+                         channels_last=True, padding=1)  # fmt: skip
+    assert STRIPS.supports(problem, HOPPER)
+    assert (STRIPS.heuristic(problem, HOPPER) is not None) == runs
+    assert (variants.choose(problem, HOPPER).variant is STRIPS) == runs

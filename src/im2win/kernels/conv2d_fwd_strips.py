@@ -357,6 +357,12 @@ def strips_shared_bytes(config: dict, itemsize: int) -> int:
     return (rows * block_k + tiles) * itemsize
 
 
+def strips_tiles(problem: ConvProblem, config: dict) -> int:
+    """The tiles of `problem` under `config`: BLOCK_P x BLOCK_Q pixels x BLOCK_N channels."""
+    pixels = cdiv(problem.p, config["BLOCK_P"]) * cdiv(problem.q, config["BLOCK_Q"])
+    return problem.n * pixels * cdiv(problem.k, config["BLOCK_N"])
+
+
 def max_registers(config: dict) -> int:
     """Registers a thread at launch so that one CTA (the consumers and the loader's
     warpgroup) fits an SM's 64K; the partitions then trade them (setmaxnreg)."""
@@ -388,7 +394,7 @@ def strips_launcher(problem: ConvProblem, config: dict, sms: int,
     BLOCK_Q, BLOCK_N, num_stages (filter blocks in the ring), num_warps (a consumer's),
     A_ROWS (image rows of the strips' ring), CONSUMERS (1, or 2 for ping-pong)."""
     n, c, h, w = problem.n, problem.c, problem.h, problem.w
-    block_p, block_q, block_n = config["BLOCK_P"], config["BLOCK_Q"], config["BLOCK_N"]
+    block_n = config["BLOCK_N"]
     halo = halo_rows(problem)
     boxes = strips_boxes(config, 128 // problem.itemsize, halo)
     x_box, halo_box, filt_box, y_box = boxes.values()
@@ -396,7 +402,7 @@ def strips_launcher(problem: ConvProblem, config: dict, sms: int,
                for box in boxes.values()}  # fmt: skip
     sn, _, s_h, s_w = problem.x_strides
     x_geometry = ([n, h, w, c], [sn, s_h, s_w, 1])
-    tiles = n * cdiv(problem.p, block_p) * cdiv(problem.q, block_q) * cdiv(problem.k, block_n)
+    tiles = strips_tiles(problem, config)
     grid = (min(tiles, sms),)
     sizes = (n, c, problem.k, problem.p, problem.q, tiles, *problem.pad_top_left)
     epilogue = problem.epilogue

@@ -21,6 +21,7 @@ from ..kernels.conv2d_fwd_strips import (
     strips_launcher,
     strips_shared_bytes,
     strips_supported,
+    strips_tiles,
 )
 from ..params import ConvParams, is_channels_last
 from ..problem import ConvProblem, MathMode
@@ -69,10 +70,13 @@ class Strips(Variant):
         return True
 
     def heuristic(self, problem: ConvProblem, target: Target) -> dict | None:
-        for entry in target.table["strips"]["tiles"]:
+        table = target.table["strips"]
+        for entry in table["tiles"]:
             config = {key: entry[key] for key in KEYS}
             if _matches(entry, problem) and _runs(problem, config):
-                return config
+                # A grid under a share of the SMs is better served by split-K's kernels.
+                enough = strips_tiles(problem, config) >= table["min_grid_share"] * target.sms
+                return config if enough else None
         return None
 
     def candidates(self, problem: ConvProblem, target: Target) -> list[dict]:
