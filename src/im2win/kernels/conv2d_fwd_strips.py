@@ -14,7 +14,7 @@ tile's *strip*: the BLOCK_P + (R-1)*dh input rows under the patch, shifted f*dw 
             |                         | ...    |  window tile of tap (1, f)
             +-------------------------+ BLOCK_P + (R-1)*dh - 1
 
-Every tap of filter column f is a view of the strip R*dh... rows in: each image row is
+Tap (r, f) is the view of strip_f that starts r*dh rows in: each image row is
 BLOCK_Q*BLOCK_K elements, a whole number of 128-byte swizzle atoms, so the view is itself
 a [BLOCK_M, BLOCK_K] operand the wgmma reads from shared memory. A strip feeds R steps:
 the input crosses L2 about S*(BLOCK_P + R - 1)/BLOCK_P times a tile where one box a tap
@@ -259,6 +259,7 @@ def _conv2d_fwd_strips_kernel(
     BLOCK_N: gl.constexpr, A_ROWS: gl.constexpr, B_STAGES: gl.constexpr,
     CONSUMERS: gl.constexpr, num_warps: gl.constexpr,
 ):  # fmt: skip
+    """The rings, their barriers and the output tiles, then the loader and the consumers."""
     BLOCK_P: gl.constexpr = x_desc.block_type.shape[1]
     BLOCK_Q: gl.constexpr = x_desc.block_type.shape[2]
     BLOCK_K: gl.constexpr = x_desc.block_type.shape[3]
@@ -272,6 +273,7 @@ def _conv2d_fwd_strips_kernel(
     b_bufs = gl.allocate_shared_memory(dtype, [B_STAGES, BLOCK_N, BLOCK_K], filt_desc.layout)
     c_bufs = gl.allocate_shared_memory(dtype, [CONSUMERS, 1, BLOCK_P,
                                                BLOCK_Q, BLOCK_N], y_desc.layout)  # fmt: skip
+    # barriers for MAX_STRIPS strips (a power of two; A_STAGES need not be)
     a_ready = gl.allocate_shared_memory(gl.int64, [8, 1], mbarrier.MBarrierLayout())
     a_empty = gl.allocate_shared_memory(gl.int64, [8, 1], mbarrier.MBarrierLayout())
     b_ready = gl.allocate_shared_memory(gl.int64, [B_STAGES, 1], mbarrier.MBarrierLayout())

@@ -4,7 +4,8 @@ stride, one group, the tensor-core tiers; it runs the fused epilogue in its stor
 
 Tiles come from the table's `strips.tiles` (`tuning/sm90.json`), the first entry whose
 conditions hold (tile class, KG, output size) and whose ring holds two strips of the
-problem; `strips.candidates` are what autotuning times. Gluon does not run in Triton's
+problem, where its grid reaches `min_grid_share` of the SMs (smaller grids go to kernels
+with split-K); `strips.candidates` are what autotuning times. Gluon does not run in Triton's
 interpreter, so the CPU suite compiles this kernel for sm_90a instead of running it.
 """
 
