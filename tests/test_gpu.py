@@ -207,9 +207,7 @@ def test_tma_candidates(case, tier):
     torch.manual_seed(3)
     xshape, wshape, kw = TMA_CASES[case]
     dtype, precision = TIERS[tier]
-    x = torch.randn(xshape, device="cuda").to(dtype).to(memory_format=torch.channels_last)
-    w = torch.randn(wshape, device="cuda").to(dtype)
-    b = torch.randn(wshape[0], device="cuda").to(dtype)
+    x, w, b = case_tensors(xshape, wshape, "channels_last", dtype)
     ref = reference(x, w, b, **kw)
     problem = problem_of(xshape, wshape, dtype, precision, channels_last=True, **kw)
     raster = not kw.get("padding") and kw.get("stride", 1) == 1
@@ -247,9 +245,7 @@ def test_strips_configs(case, tier):
     torch.manual_seed(5)
     xshape, wshape, kw = STRIPS_CASES[case]
     dtype, precision = TIERS[tier]
-    x = torch.randn(xshape, device="cuda").to(dtype).to(memory_format=torch.channels_last)
-    w = torch.randn(wshape, device="cuda").to(dtype)
-    b = torch.randn(wshape[0], device="cuda").to(dtype)
+    x, w, b = case_tensors(xshape, wshape, "channels_last", dtype)
     ref = reference(x, w, b, **kw)
     problem = problem_of(xshape, wshape, dtype, precision, channels_last=True, **kw)
     target = current_target()
