@@ -130,8 +130,7 @@ COMPILE_STRIPS = textwrap.dedent("""
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
     from im2win.kernels import conv2d_fwd_strips as strips
-
-    SHARED_LIMIT = 232448
+    from im2win.variants.strips import SHARED_LIMIT
     dtype = getattr(torch, sys.argv[1])
     fn = strips._conv2d_fwd_strips_kernel
     for case in json.loads(sys.argv[2]):

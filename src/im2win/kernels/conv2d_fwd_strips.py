@@ -53,7 +53,7 @@ from ..problem import ConvProblem
 from .conv2d_fwd import kernel_filter
 from .conv2d_fwd_tma import tma_block_k
 from .launch import launch
-from .sizes import cdiv, next_power_of_2
+from .sizes import cdiv, next_power_of_2, strides_or_zeros
 
 GL_DTYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16, torch.float32: gl.float32}
 MAX_STRIPS = 8  # strips a ring holds at most (its barriers are allocated for that many)
@@ -332,8 +332,9 @@ def halo_rows(problem: ConvProblem) -> int:
 
 def strips_supported(problem: ConvProblem) -> bool:
     """True when the kernel serves `problem`: one group, unit stride, a tensor-core tier,
-    channels-last input with Cg a multiple of 16 and TMA's alignment (16-byte strides and
-    base), a strip's extra rows within a TMA box."""
+    channels-last input whose C fills 128-byte channel blocks (a multiple of 64 in 16-bit,
+    32 in fp32) with TMA's alignment (16-byte strides and base), a strip's extra rows
+    within a TMA box."""
     sn, sc, s_h, s_w = problem.x_strides
     aligned = all(s * problem.itemsize % 16 == 0 for s in (sn, s_h, s_w)) and problem.aligned
     return (
@@ -438,7 +439,7 @@ def strips_launcher(problem: ConvProblem, config: dict, sms: int,
         y_desc = descriptor(y_view, list(y_view.shape), list(y_view.stride()), y_box)
         args = (
             x_desc, halo_desc, filt_desc, y_desc, y, bias, scale, residual, *sizes, *y.stride(),
-            *_strides(bias, 1), *_strides(scale, 1), *_strides(residual, 4),
+            *strides_or_zeros(bias), *strides_or_zeros(scale), *strides_or_zeros(residual, 4),
         )  # fmt: skip
         launch(_conv2d_fwd_strips_kernel, grid, args,
                dict(meta, HAS_BIAS=bias is not None, HAS_SCALE=scale is not None,
@@ -447,7 +448,3 @@ def strips_launcher(problem: ConvProblem, config: dict, sms: int,
         return y
 
     return launch_into
-
-
-def _strides(t: torch.Tensor | None, rank: int) -> tuple[int, ...]:
-    return (0,) * rank if t is None else t.stride()

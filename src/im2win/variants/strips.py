@@ -26,20 +26,10 @@ from ..kernels.conv2d_fwd_strips import (
 )
 from ..params import ConvParams, is_channels_last
 from ..problem import ConvProblem, MathMode
-from .base import Choice, Into, Target, Variant, target_of
+from .base import Choice, Into, Target, Variant, entry_matches, target_of
 
 KEYS = ("BLOCK_P", "BLOCK_Q", "BLOCK_N", "num_stages", "num_warps", "A_ROWS", "CONSUMERS")
 SHARED_LIMIT = 232448  # bytes of shared memory a block may have on sm90
-
-
-def _matches(entry: Mapping, problem: ConvProblem) -> bool:
-    """Whether a table entry's conditions hold: tile class, KG bounds, output size bounds."""
-    return (
-        entry.get("class", problem.math.tile_class) == problem.math.tile_class
-        and entry.get("min_kg", 0) <= problem.kg <= entry.get("max_kg", problem.kg)
-        and problem.p <= entry.get("max_p", problem.p)
-        and problem.q <= entry.get("max_q", problem.q)
-    )  # fmt: skip
 
 
 def _runs(problem: ConvProblem, config: Mapping) -> bool:
@@ -74,7 +64,7 @@ class Strips(Variant):
         table = target.table["strips"]
         for entry in table["tiles"]:
             config = {key: entry[key] for key in KEYS}
-            if _matches(entry, problem) and _runs(problem, config):
+            if entry_matches(entry, problem) and _runs(problem, config):
                 # A grid under a share of the SMs is better served by split-K's kernels.
                 enough = strips_tiles(problem, config) >= table["min_grid_share"] * target.sms
                 return config if enough else None
@@ -113,8 +103,8 @@ class Strips(Variant):
         if not strips_fits(problem, config):
             raise ValueError(
                 f"config: A_ROWS={config['A_ROWS']} must hold 2 to 8 strips of BLOCK_P="
-                f"{config['BLOCK_P']} rows plus the filter's (R-1)*dh={problem.r - 1} "
-                "(rounded up to a power of two)"
+                f"{config['BLOCK_P']} rows plus the filter's (R-1)*dh="
+                f"{(problem.r - 1) * problem.params.dilation[0]} (rounded up to a power of two)"
             )
         shared = strips_shared_bytes(config, problem.itemsize)
         if shared >= SHARED_LIMIT:

@@ -17,7 +17,16 @@ from ..epilogue import Epilogue
 from ..kernels import raster_supported, tma_block_k, tma_launcher, tma_programs, tma_supported
 from ..kernels.sizes import cdiv
 from ..problem import ConvProblem
-from .base import TILE_KEYS, Choice, Into, Target, Variant, check_tiles, clamp_pow2
+from .base import (
+    TILE_KEYS,
+    Choice,
+    Into,
+    Target,
+    Variant,
+    check_tiles,
+    clamp_pow2,
+    entry_matches,
+)
 from .splits import split_bytes, split_count
 
 BOX_MAX = 256  # a TMA box spans at most 256 elements a dimension
@@ -38,13 +47,6 @@ def efficiency(config: Mapping, problem: ConvProblem) -> float:
     return tile_efficiency(problem.p, problem.q, config["BLOCK_M"] // block_q, block_q)
 
 
-def _matches(entry: Mapping, problem: ConvProblem) -> bool:
-    """Whether a table entry's conditions (tile class, KG bounds) hold for `problem`."""
-    tile_class, kg = problem.math.tile_class, problem.kg
-    in_range = entry.get("min_kg", 0) <= kg <= entry.get("max_kg", kg)
-    return entry.get("class", tile_class) == tile_class and in_range
-
-
 def _tile(entry: Mapping, block_k: int, loop: str, **extra) -> dict:
     launch = {key: entry[key] for key in ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages")}
     return dict(launch, BLOCK_K=block_k, LOOP=loop, **extra)
@@ -54,7 +56,7 @@ def window_tiles(problem: ConvProblem, block_k: int, t: Mapping) -> tuple[dict |
     """The first window tiles of the table whose best patch wastes at most 1 - min_efficiency
     of the output, and that patch's efficiency; (None, 0.0) where none does."""
     for entry in t["window_tiles"]:
-        if not _matches(entry, problem):
+        if not entry_matches(entry, problem):
             continue
         shapes = t["window_shapes"][str(entry["BLOCK_M"])]
         eff, (_, block_q) = max(
@@ -66,7 +68,8 @@ def window_tiles(problem: ConvProblem, block_k: int, t: Mapping) -> tuple[dict |
 
 
 def raster_tiles(problem: ConvProblem, block_k: int, t: Mapping) -> dict:
-    return _tile(next(e for e in t["raster_tiles"] if _matches(e, problem)), block_k, "tma_raster")
+    entry = next(e for e in t["raster_tiles"] if entry_matches(e, problem))
+    return _tile(entry, block_k, "tma_raster")
 
 
 class Tma(Variant):
