@@ -224,7 +224,8 @@ def test_tma_candidates(case, tier):
 
 # (input shape, weight shape, conv kwargs): C a multiple of 64 (the strips kernel's channel
 # block in 16-bit), sizes no tile divides, batch 1, filters 1x1 to 7x7 and not square,
-# dilation, K whose rows a TMA store cannot write (130 in 16-bit: the masked store)
+# dilation, K whose rows a TMA store cannot write (130 in 16-bit: the masked store); strided
+# (H and W multiples of the stride, odd outputs), a row parity class of one tap and of three
 STRIPS_CASES = {
     "c64_13x11_k40_3x3_p1": ((1, 64, 13, 11), (40, 64, 3, 3), dict(padding=1)),
     "c64_17x9_k136_3x3_p02": ((3, 64, 17, 9), (136, 64, 3, 3), dict(padding=(0, 2))),
@@ -234,6 +235,15 @@ STRIPS_CASES = {
     "c64_12x13_k256_5x5": ((2, 64, 12, 13), (256, 64, 5, 5), dict()),
     "c64_9x19_k8_7x7_p3": ((1, 64, 9, 19), (8, 64, 7, 7), dict(padding=3)),
     "c64_15x14_k72_3x3_d2": ((2, 64, 15, 14), (72, 64, 3, 3), dict(padding=2, dilation=2)),
+    "c64_18x14_k40_3x3_s2_p1": ((2, 64, 18, 14), (40, 64, 3, 3), dict(stride=2, padding=1)),
+    "c128_14x10_k136_1x1_s2": ((1, 128, 14, 10), (136, 128, 1, 1), dict(stride=2)),
+    "c64_20x12_k72_5x5_s2_p2": ((1, 64, 20, 12), (72, 64, 5, 5), dict(stride=2, padding=2)),
+    "c64_16x9_k24_3x3_s21_p1": ((1, 64, 16, 9), (24, 64, 3, 3), dict(stride=(2, 1), padding=1)),
+    "c64_16x18_k64_3x3_s2_d2": (
+        (2, 64, 16, 18),
+        (64, 64, 3, 3),
+        dict(stride=2, padding=(2, 1), dilation=(2, 3)),
+    ),
 }
 
 

@@ -13,9 +13,11 @@ import sys
 import textwrap
 
 import pytest
+import torch
+import torch.nn.functional as F
 
 from helpers import HOPPER
-from im2win.kernels.conv2d_fwd_strips import strips_shared_bytes
+from im2win.kernels.conv2d_fwd_strips import strip_plan, strips_shared_bytes
 from im2win.variants.strips import SHARED_LIMIT
 
 COMPILE = textwrap.dedent("""
@@ -134,8 +136,11 @@ COMPILE_STRIPS = textwrap.dedent("""
     dtype = getattr(torch, sys.argv[1])
     fn = strips._conv2d_fwd_strips_kernel
     for case in json.loads(sys.argv[2]):
-        config, r, constexprs = case["config"], case["R"], case["constexprs"]
-        halo = triton.next_power_of_2(r - 1) if r > 1 else 0
+        config, r, stride = case["config"], case["R"], case["stride"]
+        constexprs = case["constexprs"]
+        pad = r // 2
+        spans = [max(rows.values()) for _, _, rows in strips.strip_plan(r, 1, stride, pad)]
+        halo = triton.next_power_of_2(max(spans)) if max(spans) else 0
         ptr = {torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
         signature = {name: "i32" for name in fn.arg_names}
         for name, box in strips.strips_boxes(config, 128 // dtype.itemsize, halo).items():
@@ -143,7 +148,8 @@ COMPILE_STRIPS = textwrap.dedent("""
             signature[name] = f"tensordesc<{ptr}[{','.join(map(str, box))}],{layout!r}>"
         for name in ("y_ptr", "bias_ptr", "scale_ptr", "res_ptr"):
             signature[name] = "*" + ptr
-        values = dict(constexprs, R=r, S=r, DH=1, DW=1, HALO=halo, BLOCK_N=config["BLOCK_N"],
+        values = dict(constexprs, R=r, S=r, DH=1, DW=1, SH=stride, SW=stride, PAD_TOP=pad,
+                      PAD_LEFT=pad, HALO=halo, BLOCK_N=config["BLOCK_N"],
                       A_ROWS=config["A_ROWS"], B_STAGES=config["num_stages"],
                       CONSUMERS=config["CONSUMERS"], num_warps=config["num_warps"])
         signature.update({name: "constexpr" for name in values})
@@ -159,7 +165,7 @@ COMPILE_STRIPS = textwrap.dedent("""
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
 def test_strips_kernel_compiles_for_sm90(dtype):
     """The Gluon strips kernel (which no interpreter runs) with every config of its table,
-    3x3 and 1x1, a whole epilogue with a TMA store, and a plain one storing through
+    3x3 and 1x1, 3x3 at stride 2, a whole epilogue with a TMA store, and a plain one storing through
     pointers; within sm90's shared memory, A read by the wgmma from shared memory."""
     table = HOPPER.table["strips"]
     keys = table["candidates_keys"]
@@ -170,14 +176,55 @@ def test_strips_kernel_compiles_for_sm90(dtype):
     plain = dict(whole, HAS_SCALE=False, ACTIVATION="", RESIDUAL="", TMA_STORE=False)
     cases = []
     for config in map(dict, {tuple(c.items()) for c in configs}):
-        for r, constexprs in ((3, whole), (1, plain)):
-            rows = config["BLOCK_P"] + (2 if r == 3 else 0)
+        # (R, stride): a 3x3 strip of 2 extra rows; 1x1; stride 2's two strips (1 extra row)
+        for r, stride, constexprs in ((3, 1, whole), (1, 1, plain), (3, 2, plain)):
+            rows = config["BLOCK_P"] + {(3, 1): 2, (1, 1): 0, (3, 2): 1}[r, stride]
             shared = strips_shared_bytes(config, 2 if dtype == "bfloat16" else 4)
             if config["A_ROWS"] // rows >= 2 and shared < SHARED_LIMIT:  # as the variant asks
-                cases.append(dict(config=config, R=r, constexprs=constexprs))
+                cases.append(dict(config=config, R=r, stride=stride, constexprs=constexprs))
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     done = subprocess.run(
         [sys.executable, "-c", COMPILE_STRIPS, dtype, json.dumps(cases)],
         env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+    "rs, stride, padding, dilation",
+    [((3, 3), (1, 1), (1, 1), (1, 1)), ((3, 3), (2, 2), (1, 1), (1, 1)),
+     ((1, 1), (2, 2), (0, 0), (1, 1)), ((5, 3), (2, 1), (2, 0), (1, 1)),
+     ((7, 7), (2, 2), (3, 3), (1, 1)), ((3, 3), (2, 2), (2, 1), (2, 3)),
+     ((4, 2), (3, 2), (1, 2), (1, 1))],
+)  # fmt: skip
+def test_strip_plan_covers_every_tap(rs, stride, padding, dilation):
+    """The strips kernel's addressing, emulated in float64 over one tile the size of the
+    output: the parity view [N, H/sh, sh, W/sw, sw*C], each filter column's strips (one per
+    row parity class, zero outside the image, as TMA fills), each tap a view from its row;
+    the sum is F.conv2d's."""
+    torch.manual_seed(0)
+    (r, s), (sh, sw), (pad_top, pad_left), (dh, dw) = rs, stride, padding, dilation
+    n, c, h, w, k = 2, 3, 12 * sh, 5 * sw, 4
+    x = torch.randn(n, c, h, w, dtype=torch.float64)
+    weight = torch.randn(k, c, r, s, dtype=torch.float64)
+    ref = F.conv2d(x, weight, stride=stride, padding=padding, dilation=dilation)
+    p, q = ref.shape[-2:]
+    x5 = x.permute(0, 2, 3, 1).reshape(n, h // sh, sh, w // sw, sw * c)
+    # TMA's zero fill: the view padded past any box's reach
+    margin = r * dh + s * dw
+    padded = F.pad(x5, (0, 0, margin, margin + q, 0, 0, margin, margin + p))
+
+    def box(h0, parity, w0, c0, rows):
+        h0, w0 = h0 + margin, w0 + margin
+        return padded[:, h0 : h0 + rows, parity, w0 : w0 + q, c0 : c0 + c]
+
+    plan = strip_plan(r, dh, sh, pad_top)
+    assert sorted(tap for _, _, taps in plan for tap in taps) == list(range(r))
+    acc = torch.zeros(n, p, q, k, dtype=torch.float64)
+    for f in range(s):
+        u = f * dw - pad_left  # the column offset: whole strides and a parity class
+        for parity, origin, taps in plan:
+            strip = box(origin, parity, u // sw, u % sw * c, p + max(taps.values()))
+            for tap, row in taps.items():
+                acc += torch.einsum("npqc,kc->npqk", strip[:, row : row + p], weight[:, :, tap, f])
+    torch.testing.assert_close(acc.permute(0, 3, 1, 2), ref, rtol=1e-12, atol=1e-12)

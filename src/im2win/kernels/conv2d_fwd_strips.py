@@ -1,5 +1,5 @@
 """Forward convolution from window strips in shared memory: a persistent, warp-specialized
-Gluon kernel for Hopper (sm_90a), channels-last, unit stride, tensor-core tiers.
+Gluon kernel for Hopper (sm_90a), channels-last, tensor-core tiers.
 
 A tile is a BLOCK_P x BLOCK_Q patch of output pixels of one image by BLOCK_N output
 channels. For each filter column f and block of BLOCK_K channels one TMA box brings the
@@ -21,6 +21,14 @@ the input crosses L2 about S*(BLOCK_P + R - 1)/BLOCK_P times a tile where one bo
 (`conv2d_fwd_tma.py`) moves it R*S times. The filter, [K, R*S*Cg] in (r, f, c) order, is
 one [BLOCK_N, BLOCK_K] box a step.
 
+At stride (sh, sw) the boxes read the input as `conv2d_fwd_tma.py` does, the parity view
+[N, H/sh, sh, W/sw, sw*C]: output column q at filter column f reads input column
+sw*q + f*dw - pad_left, a whole number of strides and a column parity class, so strip_f
+is again one box. The taps of a filter column fall into row parity classes (input row mod
+sh); each class read is a strip of its own, its taps row views of it (`strip_plan`): a 3x3
+filter at stride 2 reads a strip of BLOCK_P rows for its middle tap and one of BLOCK_P + 1
+for the outer two, 2*BLOCK_P + 1 rows for three taps.
+
 Roles (`gl.warp_specialize`): a loader warp keeps a ring of strips and a ring of filter
 blocks full (TMA, mbarriers); one or two consumer warpgroups issue asynchronous wgmma
 and run the epilogue. With two they take tiles in turn (ping-pong): one's epilogue runs
@@ -28,8 +36,9 @@ under the other's main loop. CTAs are persistent, one an SM. The output leaves t
 TMA store where y is a dense channels-last tensor, else through masked stores.
 
 Triton asks power-of-two shapes of every shared-memory buffer and TMA box; a strip of
-BLOCK_P + (R-1)*dh rows is loaded as two boxes (BLOCK_P rows, then HALO rows, the next
-power of two) into a ring of A_ROWS image rows, each strip wherever the last one ended.
+BLOCK_P + (R-1)*dh rows is loaded as two boxes (BLOCK_P rows, then HALO rows: the longest
+strip's extra rows up to a power of two) into a ring of A_ROWS image rows, each strip
+wherever the last one ended.
 Gluon cannot run in Triton's interpreter: this kernel runs on Hopper GPUs only.
 """
 
@@ -51,13 +60,86 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from ..problem import ConvProblem
 from .conv2d_fwd import kernel_filter
-from .conv2d_fwd_tma import tma_block_k
+from .conv2d_fwd_tma import tma_block_k, tma_supported
 from .launch import launch
 from .sizes import cdiv, next_power_of_2, strides_or_zeros
 
 GL_DTYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16, torch.float32: gl.float32}
 MAX_STRIPS = 8  # strips a ring holds at most (its barriers are allocated for that many)
 BOX_MAX = 256  # TMA boxes span at most 256 elements a dimension
+
+
+@gluon.constexpr_function  # (the kernel's constexpr functions below may call it)
+def strip_plan(r: int, dh: int, sh: int, pad_top: int) -> list[tuple[int, int, dict[int, int]]]:
+    """The strips of one filter column at row stride `sh`: one per row parity class (input
+    row mod sh) some tap reads, as (parity, origin, {tap: row}). Tap t reads input rows
+    sh*p + t*dh - pad_top, which are rows p + (t*dh - pad_top) // sh of its class; a strip
+    starts at its first tap's offset (`origin`, added to the tile's p0) and each of its taps
+    views BLOCK_P rows from `row`. At unit stride: one strip from -pad_top, tap t at t*dh."""
+    classes: dict[int, dict[int, int]] = {}
+    for tap in range(r):
+        offset = tap * dh - pad_top
+        classes.setdefault(offset % sh, {})[tap] = offset // sh
+    plan = []
+    for parity, taps in sorted(classes.items()):
+        origin = min(taps.values())
+        plan.append((parity, origin, {tap: offset - origin for tap, offset in taps.items()}))
+    return plan
+
+
+@gluon.constexpr_function
+def _strip_of(tap: int, plan: list) -> int:
+    return next(i for i, (_, _, taps) in enumerate(plan) if tap in taps)
+
+
+# The plan's entries as compile-time constants of the kernel (R, DH, SH, PAD_TOP given).
+@gluon.constexpr_function
+def _strips_per_column(r, dh, sh, pad_top):
+    return len(strip_plan(r, dh, sh, pad_top))
+
+
+@gluon.constexpr_function
+def _strip_parity(i, r, dh, sh, pad_top):
+    return strip_plan(r, dh, sh, pad_top)[i][0]
+
+
+@gluon.constexpr_function
+def _strip_origin(i, r, dh, sh, pad_top):
+    return strip_plan(r, dh, sh, pad_top)[i][1]
+
+
+@gluon.constexpr_function
+def _strip_span(i, r, dh, sh, pad_top):
+    """Rows strip i's last tap starts past its first (rows beyond BLOCK_P it needs)."""
+    return max(strip_plan(r, dh, sh, pad_top)[i][2].values())
+
+
+@gluon.constexpr_function
+def _tap_strip(tap, r, dh, sh, pad_top):
+    return _strip_of(tap, strip_plan(r, dh, sh, pad_top))
+
+
+@gluon.constexpr_function
+def _tap_row(tap, r, dh, sh, pad_top):
+    plan = strip_plan(r, dh, sh, pad_top)
+    return plan[_strip_of(tap, plan)][2][tap]
+
+
+@gluon.constexpr_function
+def _tap_leads(tap, r, dh, sh, pad_top):
+    """Whether `tap` is its strip's first."""
+    plan = strip_plan(r, dh, sh, pad_top)
+    return min(plan[_strip_of(tap, plan)][2]) == tap
+
+
+@gluon.constexpr_function
+def _floor_div(a, b):
+    return a // b
+
+
+@gluon.constexpr_function
+def _floor_mod(a, b):
+    return a % b
 
 
 @gluon.jit
@@ -93,50 +175,63 @@ def _activation(x, ACTIVATION: gl.constexpr):
 
 @gluon.jit
 def _strips_loader(x_desc, halo_desc, filt_desc, a_rows, b_bufs, a_ready, a_empty, b_ready,
-                   b_empty, N, C, K, P, Q, num_tiles, pad_top, pad_left,
-                   R: gl.constexpr, S: gl.constexpr, DW: gl.constexpr, HALO: gl.constexpr,
-                   A_STAGES: gl.constexpr, BLOCK_N: gl.constexpr):  # fmt: skip
-    """The loader warp: each strip, then its R filter blocks, into the rings as slots free."""
+                   b_empty, N, C, K, P, Q, num_tiles,
+                   R: gl.constexpr, S: gl.constexpr, DH: gl.constexpr, DW: gl.constexpr,
+                   SH: gl.constexpr, SW: gl.constexpr, PAD_TOP: gl.constexpr,
+                   PAD_LEFT: gl.constexpr, HALO: gl.constexpr, A_STAGES: gl.constexpr,
+                   BLOCK_N: gl.constexpr):  # fmt: skip
+    """The loader warp: each strip, then the filter blocks of its taps, into the rings as
+    slots free."""
     BLOCK_P: gl.constexpr = x_desc.block_type.shape[1]
-    BLOCK_Q: gl.constexpr = x_desc.block_type.shape[2]
-    BLOCK_K: gl.constexpr = x_desc.block_type.shape[3]
+    BLOCK_Q: gl.constexpr = x_desc.block_type.shape[3]
+    BLOCK_K: gl.constexpr = x_desc.block_type.shape[4]
     B_STAGES: gl.constexpr = b_bufs.type.shape[0]
+    STRIPS: gl.constexpr = _strips_per_column(R, DH, SH, PAD_TOP)
+    STRIP_BYTES: gl.constexpr = x_desc.block_type.nbytes
     dtype: gl.constexpr = x_desc.dtype
     strip_count = 0
     step = 0
     for tile in range(gl.program_id(0), num_tiles, gl.num_programs(0)):
         n, p0, q0, k0 = _tile_origin(tile, N, K, P, Q, BLOCK_P, BLOCK_Q, BLOCK_N)
-        for f in range(S):
-            w0 = q0 - pad_left + f * DW
+        for f in gl.static_range(S):
+            # column q0*sw + f*dw - pad_left: a whole number of strides and a parity class
+            w0 = q0 + _floor_div(f * DW - PAD_LEFT, SW)
+            c0 = _floor_mod(f * DW - PAD_LEFT, SW) * C
             for c in range(0, C, BLOCK_K):
-                slot = strip_count % A_STAGES
-                # A fresh mbarrier counts as having finished the phase before its first.
-                mbarrier.wait(a_empty.index(slot), (strip_count // A_STAGES) & 1 ^ 1)
-                ready = a_ready.index(slot)
-                first_row = slot * (BLOCK_P + HALO)
-                if HALO > 0:
-                    mbarrier.expect(ready, x_desc.block_type.nbytes + halo_desc.block_type.nbytes)
-                    halo = a_rows.index(first_row + BLOCK_P)._reinterpret(
-                        dtype, halo_desc.block_type.shape, halo_desc.layout)  # fmt: skip
-                    tma.async_copy_global_to_shared(halo_desc, [n, p0 - pad_top + BLOCK_P, w0, c],
-                                                    ready, halo)  # fmt: skip
-                else:
-                    mbarrier.expect(ready, x_desc.block_type.nbytes)
-                rows = a_rows.index(first_row)._reinterpret(dtype, x_desc.block_type.shape,
-                                                            x_desc.layout)  # fmt: skip
-                tma.async_copy_global_to_shared(x_desc, [n, p0 - pad_top, w0, c], ready, rows)
-                strip_count += 1
-                for r in gl.static_range(R):
-                    slot = step % B_STAGES
-                    mbarrier.wait(b_empty.index(slot), (step // B_STAGES) & 1 ^ 1)
-                    mbarrier.expect(b_ready.index(slot), filt_desc.block_type.nbytes)
-                    tma.async_copy_global_to_shared(
-                        filt_desc,
-                        [k0, (r * S + f) * C + c],
-                        b_ready.index(slot),
-                        b_bufs.index(slot),
-                    )
-                    step += 1
+                for i in gl.static_range(STRIPS):
+                    slot = strip_count % A_STAGES
+                    # A fresh mbarrier counts as having finished the phase before its first.
+                    mbarrier.wait(a_empty.index(slot), (strip_count // A_STAGES) & 1 ^ 1)
+                    ready = a_ready.index(slot)
+                    first_row = slot * (BLOCK_P + HALO)
+                    h0 = p0 + _strip_origin(i, R, DH, SH, PAD_TOP)
+                    parity = _strip_parity(i, R, DH, SH, PAD_TOP)
+                    if _strip_span(i, R, DH, SH, PAD_TOP) > 0:
+                        mbarrier.expect(ready, STRIP_BYTES + halo_desc.block_type.nbytes)
+                        halo = a_rows.index(first_row + BLOCK_P)._reinterpret(
+                            dtype, halo_desc.block_type.shape, halo_desc.layout)  # fmt: skip
+                        tma.async_copy_global_to_shared(halo_desc,
+                                                        [n, h0 + BLOCK_P, parity, w0, c0 + c],
+                                                        ready, halo)  # fmt: skip
+                    else:
+                        mbarrier.expect(ready, STRIP_BYTES)
+                    rows = a_rows.index(first_row)._reinterpret(dtype, x_desc.block_type.shape,
+                                                                x_desc.layout)  # fmt: skip
+                    tma.async_copy_global_to_shared(x_desc, [n, h0, parity, w0, c0 + c], ready,
+                                                    rows)  # fmt: skip
+                    strip_count += 1
+                    for r in gl.static_range(R):
+                        if _tap_strip(r, R, DH, SH, PAD_TOP) == i:
+                            slot = step % B_STAGES
+                            mbarrier.wait(b_empty.index(slot), (step // B_STAGES) & 1 ^ 1)
+                            mbarrier.expect(b_ready.index(slot), filt_desc.block_type.nbytes)
+                            tma.async_copy_global_to_shared(
+                                filt_desc,
+                                [k0, (r * S + f) * C + c],
+                                b_ready.index(slot),
+                                b_bufs.index(slot),
+                            )
+                            step += 1
 
 
 @gluon.jit
@@ -146,13 +241,13 @@ def _strips_consumer(
     N, C, K, P, Q, num_tiles,
     stride_yn, stride_yk, stride_yp, stride_yq, stride_b, stride_s,
     stride_rn, stride_rk, stride_rp, stride_rq,
-    R: gl.constexpr, S: gl.constexpr, DH: gl.constexpr, BLOCK_P: gl.constexpr,
-    BLOCK_K: gl.constexpr, STRIP: gl.constexpr, A_STAGES: gl.constexpr,
-    HAS_BIAS: gl.constexpr, HAS_SCALE: gl.constexpr, ACTIVATION: gl.constexpr,
-    RESIDUAL: gl.constexpr, TMA_STORE: gl.constexpr,
+    R: gl.constexpr, S: gl.constexpr, DH: gl.constexpr, SH: gl.constexpr,
+    PAD_TOP: gl.constexpr, BLOCK_P: gl.constexpr, BLOCK_K: gl.constexpr, STRIP: gl.constexpr,
+    A_STAGES: gl.constexpr, HAS_BIAS: gl.constexpr, HAS_SCALE: gl.constexpr,
+    ACTIVATION: gl.constexpr, RESIDUAL: gl.constexpr, TMA_STORE: gl.constexpr,
     CONSUMER: gl.constexpr, CONSUMERS: gl.constexpr, num_warps: gl.constexpr,
 ):  # fmt: skip
-    """A consumer warpgroup: R wgmma steps a strip, each ring slot released once the step
+    """A consumer warpgroup: a wgmma step a tap, each ring slot released once the step
     after its last use is issued and the one before has retired; then the epilogue.
 
     Two consumers take this program's tiles in turn. The rings fill in tile order, so a
@@ -163,6 +258,7 @@ def _strips_consumer(
     BLOCK_N: gl.constexpr = c_bufs.type.shape[4]
     BLOCK_M: gl.constexpr = BLOCK_P * BLOCK_Q
     B_STAGES: gl.constexpr = b_bufs.type.shape[0]
+    STRIPS: gl.constexpr = _strips_per_column(R, DH, SH, PAD_TOP)
     dtype: gl.constexpr = a_rows.dtype
     a_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_M, BLOCK_K], dtype)
     acc_layout: gl.constexpr = gl.NVMMADistributedLayout(
@@ -171,37 +267,45 @@ def _strips_consumer(
     c_buf = c_bufs.index(CONSUMER)
     pid = gl.program_id(0)
     nprog = gl.num_programs(0)
-    strips = S * (C // BLOCK_K)
+    blocks = S * (C // BLOCK_K)  # (filter column, channel block) pairs a tile
     for tile in range(pid + CONSUMER * nprog, num_tiles, CONSUMERS * nprog):
         ring_tile = (tile - pid) // nprog  # the tile's place in the rings' order
-        strip_count = ring_tile * strips
-        step = strip_count * R
+        strip_count = ring_tile * blocks * STRIPS
+        step = ring_tile * blocks * R
         if CONSUMERS > 1:
             turns = ring_tile // CONSUMERS  # this consumer's tiles so far
             mbarrier.wait(turn.index(CONSUMER), (turns & 1) ^ (1 - CONSUMER))
         acc = gl.zeros((BLOCK_M, BLOCK_N), dtype=gl.float32, layout=acc_layout)
-        for j in range(strips):
-            a_slot = strip_count % A_STAGES
-            mbarrier.wait(a_ready.index(a_slot), (strip_count // A_STAGES) & 1)
-            for r in gl.static_range(R):
-                b_slot = step % B_STAGES
-                mbarrier.wait(b_ready.index(b_slot), (step // B_STAGES) & 1)
-                # tap (r, f): BLOCK_P image rows of the strip from row r*dh
-                a = a_rows.index(a_slot * STRIP + r * DH)._reinterpret(
-                    dtype, [BLOCK_M, BLOCK_K], a_layout)  # fmt: skip
-                # fp32 operands multiply in TF32, warpgroup_mma's default
-                acc = warpgroup_mma(a, b_bufs.index(b_slot).permute((1, 0)), acc, is_async=True)
-                acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))
-                # The step before this one has retired: its slots may be refilled.
-                before = b_empty.index((step + B_STAGES - 1) % B_STAGES)
-                if r == 0:  # ... and it was the previous strip's last tap
-                    mbarrier.arrive(before, pred=j > 0)
-                    mbarrier.arrive(a_empty.index((strip_count + A_STAGES - 1) % A_STAGES),
-                                    pred=j > 0)  # fmt: skip
-                else:
-                    mbarrier.arrive(before)
-                step += 1
-            strip_count += 1
+        for j in range(blocks):
+            for i in gl.static_range(STRIPS):
+                a_slot = strip_count % A_STAGES
+                mbarrier.wait(a_ready.index(a_slot), (strip_count // A_STAGES) & 1)
+                for r in gl.static_range(R):
+                    if _tap_strip(r, R, DH, SH, PAD_TOP) == i:
+                        b_slot = step % B_STAGES
+                        mbarrier.wait(b_ready.index(b_slot), (step // B_STAGES) & 1)
+                        # tap (r, f): BLOCK_P rows of the strip from the tap's first
+                        row = a_slot * STRIP + _tap_row(r, R, DH, SH, PAD_TOP)
+                        a = a_rows.index(row)._reinterpret(
+                            dtype, [BLOCK_M, BLOCK_K], a_layout)  # fmt: skip
+                        # fp32 operands multiply in TF32, warpgroup_mma's default
+                        acc = warpgroup_mma(a, b_bufs.index(b_slot).permute((1, 0)), acc,
+                                            is_async=True)  # fmt: skip
+                        acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))
+                        # The step before this one has retired: its slots may be refilled.
+                        before = b_empty.index((step + B_STAGES - 1) % B_STAGES)
+                        if _tap_leads(r, R, DH, SH, PAD_TOP):  # ... the last strip's last tap
+                            last = a_empty.index((strip_count + A_STAGES - 1) % A_STAGES)
+                            if i == 0:  # (the tile's first strip follows the last tile's)
+                                mbarrier.arrive(before, pred=j > 0)
+                                mbarrier.arrive(last, pred=j > 0)
+                            else:
+                                mbarrier.arrive(before)
+                                mbarrier.arrive(last)
+                        else:
+                            mbarrier.arrive(before)
+                        step += 1
+                strip_count += 1
         if CONSUMERS > 1:
             mbarrier.arrive(turn.index(1 - CONSUMER))
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
@@ -250,10 +354,11 @@ def _strips_consumer(
 @gluon.jit
 def _conv2d_fwd_strips_kernel(
     x_desc, halo_desc, filt_desc, y_desc, y_ptr, bias_ptr, scale_ptr, res_ptr,
-    N, C, K, P, Q, num_tiles, pad_top, pad_left,
+    N, C, K, P, Q, num_tiles,
     stride_yn, stride_yk, stride_yp, stride_yq, stride_b, stride_s,
     stride_rn, stride_rk, stride_rp, stride_rq,
-    R: gl.constexpr, S: gl.constexpr, DH: gl.constexpr, DW: gl.constexpr, HALO: gl.constexpr,
+    R: gl.constexpr, S: gl.constexpr, DH: gl.constexpr, DW: gl.constexpr, SH: gl.constexpr,
+    SW: gl.constexpr, PAD_TOP: gl.constexpr, PAD_LEFT: gl.constexpr, HALO: gl.constexpr,
     HAS_BIAS: gl.constexpr, HAS_SCALE: gl.constexpr, ACTIVATION: gl.constexpr,
     RESIDUAL: gl.constexpr, TMA_STORE: gl.constexpr,
     BLOCK_N: gl.constexpr, A_ROWS: gl.constexpr, B_STAGES: gl.constexpr,
@@ -261,8 +366,8 @@ def _conv2d_fwd_strips_kernel(
 ):  # fmt: skip
     """The rings, their barriers and the output tiles, then the loader and the consumers."""
     BLOCK_P: gl.constexpr = x_desc.block_type.shape[1]
-    BLOCK_Q: gl.constexpr = x_desc.block_type.shape[2]
-    BLOCK_K: gl.constexpr = x_desc.block_type.shape[3]
+    BLOCK_Q: gl.constexpr = x_desc.block_type.shape[3]
+    BLOCK_K: gl.constexpr = x_desc.block_type.shape[4]
     STRIP: gl.constexpr = BLOCK_P + HALO
     A_STAGES: gl.constexpr = A_ROWS // STRIP
     gl.static_assert(A_STAGES >= 2 and A_STAGES <= 8, "the ring holds 2 to 8 strips")
@@ -295,12 +400,13 @@ def _conv2d_fwd_strips_kernel(
                 y_desc, y_ptr, bias_ptr, scale_ptr, res_ptr, a_rows, b_bufs, c_bufs, a_ready,
                 a_empty, b_ready, b_empty, turn, N, C, K, P, Q, num_tiles, stride_yn, stride_yk,
                 stride_yp, stride_yq, stride_b, stride_s, stride_rn, stride_rk, stride_rp,
-                stride_rq, R, S, DH, BLOCK_P, BLOCK_K, STRIP, A_STAGES, HAS_BIAS, HAS_SCALE,
-                ACTIVATION, RESIDUAL, TMA_STORE, gl.constexpr(0), gl.constexpr(1),
+                stride_rq, R, S, DH, SH, PAD_TOP, BLOCK_P, BLOCK_K, STRIP, A_STAGES, HAS_BIAS,
+                HAS_SCALE, ACTIVATION, RESIDUAL, TMA_STORE, gl.constexpr(0), gl.constexpr(1),
                 num_warps)),
             (_strips_loader, (
                 x_desc, halo_desc, filt_desc, a_rows, b_bufs, a_ready, a_empty, b_ready, b_empty,
-                N, C, K, P, Q, num_tiles, pad_top, pad_left, R, S, DW, HALO, A_STAGES, BLOCK_N)),
+                N, C, K, P, Q, num_tiles, R, S, DH, DW, SH, SW, PAD_TOP, PAD_LEFT, HALO,
+                A_STAGES, BLOCK_N)),
         ], [1], [40])  # fmt: skip
     else:  # the same consumer twice, tiles in turn
         gl.warp_specialize([
@@ -308,38 +414,39 @@ def _conv2d_fwd_strips_kernel(
                 y_desc, y_ptr, bias_ptr, scale_ptr, res_ptr, a_rows, b_bufs, c_bufs, a_ready,
                 a_empty, b_ready, b_empty, turn, N, C, K, P, Q, num_tiles, stride_yn, stride_yk,
                 stride_yp, stride_yq, stride_b, stride_s, stride_rn, stride_rk, stride_rp,
-                stride_rq, R, S, DH, BLOCK_P, BLOCK_K, STRIP, A_STAGES, HAS_BIAS, HAS_SCALE,
-                ACTIVATION, RESIDUAL, TMA_STORE, gl.constexpr(0), gl.constexpr(2),
+                stride_rq, R, S, DH, SH, PAD_TOP, BLOCK_P, BLOCK_K, STRIP, A_STAGES, HAS_BIAS,
+                HAS_SCALE, ACTIVATION, RESIDUAL, TMA_STORE, gl.constexpr(0), gl.constexpr(2),
                 num_warps)),
             (_strips_consumer, (
                 y_desc, y_ptr, bias_ptr, scale_ptr, res_ptr, a_rows, b_bufs, c_bufs, a_ready,
                 a_empty, b_ready, b_empty, turn, N, C, K, P, Q, num_tiles, stride_yn, stride_yk,
                 stride_yp, stride_yq, stride_b, stride_s, stride_rn, stride_rk, stride_rp,
-                stride_rq, R, S, DH, BLOCK_P, BLOCK_K, STRIP, A_STAGES, HAS_BIAS, HAS_SCALE,
-                ACTIVATION, RESIDUAL, TMA_STORE, gl.constexpr(1), gl.constexpr(2),
+                stride_rq, R, S, DH, SH, PAD_TOP, BLOCK_P, BLOCK_K, STRIP, A_STAGES, HAS_BIAS,
+                HAS_SCALE, ACTIVATION, RESIDUAL, TMA_STORE, gl.constexpr(1), gl.constexpr(2),
                 num_warps)),
             (_strips_loader, (
                 x_desc, halo_desc, filt_desc, a_rows, b_bufs, a_ready, a_empty, b_ready, b_empty,
-                N, C, K, P, Q, num_tiles, pad_top, pad_left, R, S, DW, HALO, A_STAGES, BLOCK_N)),
+                N, C, K, P, Q, num_tiles, R, S, DH, DW, SH, SW, PAD_TOP, PAD_LEFT, HALO,
+                A_STAGES, BLOCK_N)),
         ], [num_warps, 1], [232, 40])  # fmt: skip
 
 
 def halo_rows(problem: ConvProblem) -> int:
-    """Rows a strip holds past its BLOCK_P: (R-1)*dh, up to a power of two (a TMA box)."""
-    extra = (problem.r - 1) * problem.params.dilation[0]
+    """Rows a strip holds past its BLOCK_P: the longest span of a strip's taps
+    (`strip_plan`; (R-1)*dh at unit stride), up to a power of two (a TMA box)."""
+    params = problem.params
+    plan = strip_plan(problem.r, params.dilation[0], params.stride[0], problem.pad_top_left[0])
+    extra = max(max(rows.values()) for _, _, rows in plan)
     return next_power_of_2(extra) if extra else 0
 
 
 def strips_supported(problem: ConvProblem) -> bool:
-    """True when the kernel serves `problem`: one group, unit stride, a tensor-core tier,
-    channels-last input whose C fills 128-byte channel blocks (a multiple of 64 in 16-bit,
-    32 in fp32) with TMA's alignment (16-byte strides and base), a strip's extra rows
-    within a TMA box."""
-    sn, sc, s_h, s_w = problem.x_strides
-    aligned = all(s * problem.itemsize % 16 == 0 for s in (sn, s_h, s_w)) and problem.aligned
+    """True when the kernel serves `problem`: one group, a tensor-core tier, a channels-last
+    input TMA reads as the parity view [N, H/sh, sh, W/sw, sw*C] (`tma_supported`: exact,
+    16-byte aligned) whose C fills 128-byte channel blocks (a multiple of 64 in 16-bit, 32
+    in fp32), a strip's extra rows within a TMA box."""
     return (
-        problem.groups == 1 and not problem.strided and problem.math.tensor_cores
-        and sc == 1 and aligned
+        problem.groups == 1 and problem.math.tensor_cores and tma_supported(problem)
         and tma_block_k(problem.c, problem.itemsize) == 128 // problem.itemsize
         and halo_rows(problem) <= BOX_MAX
     )  # fmt: skip
@@ -376,8 +483,8 @@ def max_registers(config: dict) -> int:
 def strips_boxes(config: dict, block_k: int, halo: int) -> dict[str, list[int]]:
     """The TMA boxes of the kernel's descriptors, by parameter name."""
     block_p, block_q, block_n = config["BLOCK_P"], config["BLOCK_Q"], config["BLOCK_N"]
-    return dict(x_desc=[1, block_p, block_q, block_k],
-                halo_desc=[1, max(halo, 1), block_q, block_k], filt_desc=[block_n, block_k],
+    return dict(x_desc=[1, block_p, 1, block_q, block_k],
+                halo_desc=[1, max(halo, 1), 1, block_q, block_k], filt_desc=[block_n, block_k],
                 y_desc=[1, block_p, block_q, block_n])  # fmt: skip
 
 
@@ -404,13 +511,16 @@ def strips_launcher(problem: ConvProblem, config: dict, sms: int,
     layouts = {tuple(box): gl.NVMMASharedLayout.get_default_for(box, GL_DTYPES[problem.dtype])
                for box in boxes.values()}  # fmt: skip
     sn, _, s_h, s_w = problem.x_strides
-    x_geometry = ([n, h, w, c], [sn, s_h, s_w, 1])
+    (sh, sw), (dh, dw) = problem.params.stride, problem.params.dilation
+    pad_top, pad_left = problem.pad_top_left
+    # [N, H/sh, sh, W/sw, sw*C]: parities as coordinates, as in conv2d_fwd_tma.py
+    x_geometry = ([n, h // sh, sh, w // sw, sw * c], [sn, sh * s_h, s_h, sw * s_w, 1])
     tiles = strips_tiles(problem, config)
     grid = (min(tiles, sms),)
-    sizes = (n, c, problem.k, problem.p, problem.q, tiles, *problem.pad_top_left)
+    sizes = (n, c, problem.k, problem.p, problem.q, tiles)
     epilogue = problem.epilogue
-    meta = dict(R=problem.r, S=problem.s, DH=problem.params.dilation[0],
-                DW=problem.params.dilation[1], HALO=halo, **epilogue.constexprs,
+    meta = dict(R=problem.r, S=problem.s, DH=dh, DW=dw, SH=sh, SW=sw, PAD_TOP=pad_top,
+                PAD_LEFT=pad_left, HALO=halo, **epilogue.constexprs,
                 BLOCK_N=block_n, A_ROWS=config["A_ROWS"],
                 B_STAGES=config["num_stages"], CONSUMERS=config["CONSUMERS"],
                 num_warps=config["num_warps"], maxnreg=max_registers(config))  # fmt: skip

@@ -49,11 +49,13 @@ class Strips(Variant):
         params = problem.params
         return (
             "config: variant 'strips' needs a Hopper GPU (sm90, not the interpreter) and "
-            "streamed windows of a one-group, unit-stride, 16-bit or TF32 convolution over a "
-            "channels-last input with C a multiple of 64 (32 in fp32) and 16-byte aligned "
-            f"strides; got {target.arch}{' (interpreted)' if target.interpreted else ''}, "
+            "streamed windows of a one-group, 16-bit or TF32 convolution over a channels-last "
+            "input with C a multiple of 64 (32 in fp32), 16-byte aligned strides, H and W "
+            "multiples of the stride and, at a column stride above 1, dense pixels; got "
+            f"{target.arch}{' (interpreted)' if target.interpreted else ''}, "
             f"windows={windows!r}, groups={params.groups}, stride={params.stride}, "
-            f"C={problem.c}, {problem.dtype} in {problem.math.value}, input strides "
+            f"H={problem.h}, W={problem.w}, C={problem.c}, {problem.dtype} in "
+            f"{problem.math.value}, input strides "
             f"{problem.x_strides}"
         )
 
@@ -123,11 +125,12 @@ STRIPS = Strips()
 
 def strips_may_serve(input: torch.Tensor, params: ConvParams, math: MathMode) -> bool:
     """What a traced call can tell of `Strips.supports` without a plan: a Hopper GPU, one
-    group, unit stride, a tensor-core tier, a channels-last input whose channels fill the
-    kernel's blocks (strides and alignment are the plan's to check)."""
+    group, a tensor-core tier, a channels-last input whose channels fill the kernel's blocks
+    and whose H and W the stride divides (strides and alignment are the plan's to check)."""
+    (sh, sw), (h, w) = params.stride, input.shape[-2:]
     return (
-        input.is_cuda and not interpreted() and params.groups == 1 and params.stride == (1, 1)
-        and math.tensor_cores and is_channels_last(input)
+        input.is_cuda and not interpreted() and params.groups == 1 and h % sh == 0
+        and w % sw == 0 and math.tensor_cores and is_channels_last(input)
         and input.shape[-3] % (128 // input.element_size()) == 0
         and target_of(input.device, False).arch == "sm90"
     )  # fmt: skip
