@@ -32,8 +32,9 @@ STEM_CHANNELS = 4  # at most this many input channels: a first layer, im2win's s
 # cuDNN plus the passes after it on every 1x1 layer of ResNet-50, VGG-16 and EfficientNet-B0
 # and on their 3x3 layers of up to 128 input channels; from 256 on, cuDNN's main loop wins
 # it back or ties (H200, batch 64; notes/fusion/README.md). The strips kernel, where it
-# serves a layer (Hopper, unit stride), beat both on ResNet-50's 3x3 layers of 256 and 512
-# channels too (1.33-1.42x over cuDNN plus the passes). NCHW was not measured.
+# serves a layer (Hopper), beat both on ResNet-50's 3x3 layers of 256 and 512 channels too
+# (1.33-1.42x over cuDNN plus the passes), and cuDNN on its strided layers in bf16 (1.08-3.33x
+# at batch 128; notes/mainloop/README.md). NCHW was not measured.
 EPILOGUE_PAYS = {"max_channels_3x3": 128}
 
 # fp32-accurate channels-last depthwise layers: cuDNN beat the row-tile kernel on the 3x3 and
