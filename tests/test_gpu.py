@@ -46,6 +46,8 @@ TIERS = {
 }
 LAYOUTS = ("nchw", "channels_last")
 WINDOWS = ("materialized", "streamed")
+# and the library's own choice (None), which alone may stage NCHW inputs (`staged-nchw`)
+PAPER_WINDOWS = (None, *WINDOWS)
 RESULTS: list[dict] = []
 
 
@@ -99,11 +101,13 @@ def layer_data(index: int, dtype: torch.dtype):
 
 
 PAPER_CASES = [
-    pytest.param(i, tier, layout, windows, id=f"{layer.name}-{tier}-{layout}-{windows}")
+    pytest.param(
+        i, tier, layout, windows, id=f"{layer.name}-{tier}-{layout}-{windows or 'auto'}"
+    )  # fmt: skip
     for i, layer in enumerate(PAPER_LAYERS)
     for tier in TIERS
     for layout in LAYOUTS
-    for windows in WINDOWS
+    for windows in PAPER_WINDOWS
 ]
 
 
@@ -287,6 +291,26 @@ def test_strips_configs(case, tier):
     acc = reference(x, w, None, **kw)
     want = acc * scale.double().view(per_channel) + b.double().view(per_channel)
     assert_close(y, F.silu(want + residual.double()), GPU_TIER_TOL[tier])
+
+
+@pytest.mark.parametrize("tier", ["bf16", "fp16", "tf32", "ieee"])
+@pytest.mark.parametrize(
+    "case", ["c64_13x11_k40_3x3_p1", "c128_7x7_k264_3x3_p1", "c64_18x14_k40_3x3_s2_p1"]
+)
+def test_staged_nchw(case, tier):
+    """NCHW inputs copied channels-last two images at a time (chunks of 2, 2, 1), each
+    chunk's choice of its own writing its slice of the NCHW output; a bias and a ReLU."""
+    torch.manual_seed(6)
+    xshape, wshape, kw = STRIPS_CASES[case]
+    dtype, precision = TIERS[tier]
+    x, w, b = case_tensors((5, *xshape[1:]), wshape, "nchw", dtype)
+    pinned = {"VARIANT": "staged-nchw", "IMAGES": 2}
+    plan = im2win.explain(x, w, b, **kw, activation="relu", precision=precision, config=pinned)
+    assert plan.choice.variant.name == "staged-nchw" and len(plan.choice.inner) == 2
+    y = im2win.conv2d_fused(x, w, b, **kw, activation="relu", precision=precision,
+                            config=pinned)  # fmt: skip
+    assert y.is_contiguous()
+    assert_close(y, F.relu(reference(x, w, b, **kw)), GPU_TIER_TOL[tier])
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

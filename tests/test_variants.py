@@ -181,10 +181,21 @@ def test_staged_choices_show_their_chunks():
     problem = problem_of((40, 64, 28, 28), (128, 64, 3, 3), torch.bfloat16, padding=1)
     choice = variants.choose(problem, HOPPER)
     assert choice.variant.name == "staged-nchw" and choice.config["IMAGES"] == 40
-    assert str(choice).splitlines()[1].startswith("  strips")  # the chunks' own choice
+    assert str(choice).splitlines()[1].startswith("  tma")  # the chunks' own choice
     staged = variants.choose(problem, HOPPER, config=dict(VARIANT="staged-nchw", IMAGES=16))
-    # 16 images, then 8: 64 strips tiles, under half the SMs
-    assert [c.variant.name for c in staged.inner] == ["strips", "tma"]
+    # 16 images, then 8
+    assert [c.variant.name for c in staged.inner] == ["tma", "tma"]
+
+
+@pytest.mark.parametrize("dtype, precision", [(torch.bfloat16, None), (torch.float32, "tf32")])
+def test_staged_chunks_never_take_the_strips_kernel(dtype, precision):
+    """The strips kernel serves the channels-last chunk, but wrote its NCHW output wrong in
+    16-bit on the H200: the chunks' choice leaves it out, and only theirs."""
+    problem = problem_of((64, 128, 28, 28), (128, 128, 3, 3), dtype, precision, padding=1)
+    staged = variants.choose(problem, HOPPER, config=dict(VARIANT="staged-nchw", IMAGES=64))
+    chunk = problem.staged(64)
+    assert STRIPS.supports(chunk, HOPPER) and variants.choose(chunk, HOPPER).variant is STRIPS
+    assert [c.variant.name for c in staged.inner] == ["tma"]
 
 
 @pytest.mark.parametrize(

@@ -49,12 +49,13 @@ def choose(
     config: dict | None = None,
     autotune: bool = False,
     aten: bool = False,
+    exclude: tuple[str, ...] = (),
 ) -> Choice:
     """The variant and config to run `problem` on `target`: `config` pinned by the caller, or
     the heuristic's pick, or (`autotune`) the fastest candidate, measured once per shape
     class and cached on disk. `windows` restricts the choice to variants reading im2win
-    windows from that source; `aten` lets PyTorch's own convolution compete. Only variants
-    that take the problem's epilogue are considered."""
+    windows from that source; `aten` lets PyTorch's own convolution compete; `exclude` names
+    variants left out. Only variants that take the problem's epilogue are considered."""
     if config is not None:
         variant = pinned_variant(config, windows)
         check_takes_epilogue(variant, problem.epilogue)
@@ -64,8 +65,8 @@ def choose(
         return _complete(variant, config, problem, target, "pinned", autotune)
     eligible = [
         v for v in VARIANTS
-        if (aten or v is not ATEN) and _reads(v, windows) and v.takes_epilogue(problem.epilogue)
-        and v.supports(problem, target)
+        if (aten or v is not ATEN) and v.name not in exclude and _reads(v, windows)
+        and v.takes_epilogue(problem.epilogue) and v.supports(problem, target)
     ]  # fmt: skip
     if autotune:
         variant, config = _autotuned(problem, target, eligible)
@@ -114,7 +115,8 @@ def _complete(variant: Variant, config: dict, problem: ConvProblem, target: Targ
               autotune: bool) -> Choice:  # fmt: skip
     config = variant.finalize(problem, config, target)
     inner = tuple(
-        choose(sub, target, autotune=autotune) for sub in variant.sub_problems(problem, config)
+        choose(sub, target, autotune=autotune, exclude=variant.sub_problems_exclude)
+        for sub in variant.sub_problems(problem, config)
     )
     return Choice(variant, config, inner, how)
 
