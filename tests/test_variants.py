@@ -23,9 +23,10 @@ from helpers import (
 from im2win import variants
 from im2win.bench.layers import PAPER_BATCH, PAPER_LAYERS
 from im2win.epilogue import NONE, Epilogue
+from im2win.params import conv_params
 from im2win.problem import MathMode
 from im2win.variants import BY_NAME, VARIANTS, Variant
-from im2win.variants.strips import STRIPS
+from im2win.variants.strips import STRIPS, strips_would_serve
 
 
 def test_the_registry_lists_each_variant_once_in_priority_order():
@@ -302,6 +303,30 @@ def test_auto_takes_strided_fused_layers_the_strips_kernel_serves(hw, runs):
                        channels_last=True, padding=1, stride=2)  # fmt: skip
     problem = dataclasses.replace(plain, epilogue=Epilogue("relu"), biased=True)
     assert variants.choose(problem, HOPPER, aten=True).variant.name == runs
+
+
+@pytest.mark.parametrize(
+    "xshape, stride, serves",
+    [((64, 128, 28, 28), 1, True), ((1, 128, 28, 28), 1, False), ((128, 28, 28), 1, False),
+     ((64, 128, 28, 28), 2, True), ((64, 128, 27, 27), 2, False)],
+)  # fmt: skip
+def test_a_traced_call_asks_the_strips_kernel_as_the_plan_does(xshape, stride, serves):
+    """Under torch.compile a fused call is traced as the fused operator where the strips
+    kernel would run it: shapes and strides say so as the plan's choice would (batch 64 and
+    a stride dividing the input: yes; batch 1, unbatched, 27x27 at stride 2: no)."""
+    if len(xshape) == 4:
+        x = torch.empty(xshape, dtype=torch.bfloat16, device="meta")
+        x = x.to(memory_format=torch.channels_last)
+    else:  # unbatched, channels innermost
+        x = torch.empty((*xshape[1:], xshape[0]), dtype=torch.bfloat16, device="meta")
+        x = x.permute(2, 0, 1)
+    w = torch.empty((128, 128, 3, 3), dtype=torch.bfloat16, device="meta")
+    params = conv_params(stride=stride, padding=1, kernel_size=(3, 3))
+    assert strips_would_serve(x, w, params, MathMode.BF16, HOPPER) == serves
+    if x.dim() == 4:
+        problem = problem_of(xshape, w.shape, torch.bfloat16, channels_last=True, padding=1,
+                             stride=stride)  # fmt: skip
+        assert (variants.choose(problem, HOPPER).variant is STRIPS) == serves
 
 
 @pytest.mark.parametrize("batch, tile", [(64, (128, 128, 8)), (1, (64, 128, 4))])

@@ -25,7 +25,7 @@ from .problem import MathMode
 from .reference import filter_reference
 from .variants import check_takes_epilogue, pinned_variant
 from .variants.aten import hands_to_aten, prefers_aten
-from .variants.strips import strips_may_serve
+from .variants.strips import strips_would_serve
 
 
 def conv2d(
@@ -260,7 +260,7 @@ def _params_of_fused_op(input, weight, stride, padding, dilation, groups, precis
     if backend == "auto" and windows is None and input.is_cuda:
         math = MathMode.of(input.dtype, precision)
         taps = weight.shape[2] * weight.shape[3]
-        strips = strips_may_serve(input, params, math)
+        strips = strips_would_serve(input, weight, params, math)
         if hands_to_aten(math, is_channels_last(input), input.shape[-3], params.groups, taps,
                          fused=True, strips=strips):  # fmt: skip
             return None

@@ -132,12 +132,15 @@ class ConvProblem:
 
     @classmethod
     def of(cls, x: torch.Tensor, weight: torch.Tensor, params: ConvParams, math: MathMode,
-           epilogue: Epilogue = NONE, *, biased: bool = False) -> ConvProblem:  # fmt: skip
-        """The problem of a checked 4-D input and its weight."""
+           epilogue: Epilogue = NONE, *, biased: bool = False,
+           aligned: bool | None = None) -> ConvProblem:  # fmt: skip
+        """The problem of a checked 4-D input and its weight; `aligned` given for a tensor
+        without an address (traced), else read from the input's."""
+        aligned = x.data_ptr() % 16 == 0 if aligned is None else aligned
         return cls(
             *x.shape, *weight.shape[:1], *weight.shape[2:], params=params, math=math,
             channels_last=is_channels_last(x), x_strides=tuple(x.stride()),
-            aligned=x.data_ptr() % 16 == 0, epilogue=epilogue, biased=biased,
+            aligned=aligned, epilogue=epilogue, biased=biased,
         )  # fmt: skip
 
     def staged(self, images: int) -> ConvProblem:

@@ -24,7 +24,7 @@ from ..kernels.conv2d_fwd_strips import (
     strips_supported,
     strips_tiles,
 )
-from ..params import ConvParams, is_channels_last
+from ..params import ConvParams
 from ..problem import ConvProblem, MathMode
 from .base import Choice, Into, Target, Variant, entry_matches, target_of
 
@@ -123,14 +123,13 @@ class Strips(Variant):
 STRIPS = Strips()
 
 
-def strips_may_serve(input: torch.Tensor, params: ConvParams, math: MathMode) -> bool:
-    """What a traced call can tell of `Strips.supports` without a plan: a Hopper GPU, one
-    group, a tensor-core tier, a channels-last input whose channels fill the kernel's blocks
-    and whose H and W the stride divides (strides and alignment are the plan's to check)."""
-    (sh, sw), (h, w) = params.stride, input.shape[-2:]
-    return (
-        input.is_cuda and not interpreted() and params.groups == 1 and h % sh == 0
-        and w % sw == 0 and math.tensor_cores and is_channels_last(input)
-        and input.shape[-3] % (128 // input.element_size()) == 0
-        and target_of(input.device, False).arch == "sm90"
-    )  # fmt: skip
+def strips_would_serve(input: torch.Tensor, weight: torch.Tensor, params: ConvParams,
+                       math: MathMode, target: Target | None = None) -> bool:  # fmt: skip
+    """Whether the strips kernel would take a call on these tensors (it serves the problem
+    and its heuristic runs the grid), as a traced call can tell: from shapes and strides,
+    the input's start taken as aligned (a traced tensor has no address; the plan checks
+    it). `target`: the input's device's, unless given."""
+    x = input if input.dim() == 4 else input.unsqueeze(0)
+    target = target or target_of(input.device, interpreted())
+    problem = ConvProblem.of(x, weight, params, math, aligned=True)
+    return STRIPS.supports(problem, target) and STRIPS.heuristic(problem, target) is not None
