@@ -305,6 +305,18 @@ def test_auto_takes_strided_fused_layers_the_strips_kernel_serves(hw, runs):
     assert variants.choose(problem, HOPPER, aten=True).variant.name == runs
 
 
+@pytest.mark.parametrize("batch, tile", [(128, (8, 8, 256)), (32, (8, 8, 128)), (1, None)])
+def test_strips_passes_over_a_tile_whose_grid_is_too_small(batch, tile):
+    """ResNet-50's last 1x1 reduction (2048 -> 512 channels on 7x7 maps): 8 x 8 x 256 tiles
+    at batch 128; at batch 32 those make 64 tiles, under half the SMs, and the next entry's
+    x 128 make 128; at batch 1 none makes enough."""
+    problem = problem_of((batch, 2048, 7, 7), (512, 2048, 1, 1), torch.bfloat16, None,
+                         channels_last=True)  # fmt: skip
+    config = STRIPS.heuristic(problem, HOPPER)
+    got = None if config is None else (config["BLOCK_P"], config["BLOCK_Q"], config["BLOCK_N"])
+    assert got == tile
+
+
 @pytest.mark.parametrize(
     "xshape, stride, serves",
     [((64, 128, 28, 28), 1, True), ((1, 128, 28, 28), 1, False), ((128, 28, 28), 1, False),

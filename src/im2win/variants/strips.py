@@ -1,11 +1,11 @@
 """The window-strips kernel (`kernels/conv2d_fwd_strips.py`): a persistent, warp-specialized
-Gluon kernel for Hopper whose taps share input rows in shared memory. Channels-last, unit
-stride, one group, the tensor-core tiers; it runs the fused epilogue in its store.
+Gluon kernel for Hopper whose taps share input rows in shared memory. Channels-last, one
+group, the tensor-core tiers; it runs the fused epilogue in its store.
 
 Tiles come from the table's `strips.tiles` (`tuning/sm90.json`), the first entry whose
-conditions hold (tile class, KG, output size) and whose ring holds two strips of the
-problem, where its grid reaches `min_grid_share` of the SMs (smaller grids go to kernels
-with split-K); `strips.candidates` are what autotuning times. Gluon does not run in Triton's
+conditions hold (tile class, KG, output size), whose ring holds two strips of the problem
+and whose grid reaches `min_grid_share` of the SMs (where none does, kernels with split-K
+take the layer); `strips.candidates` are what autotuning times. Gluon does not run in Triton's
 interpreter, so the CPU suite compiles this kernel for sm_90a instead of running it.
 """
 
@@ -66,10 +66,11 @@ class Strips(Variant):
         table = target.table["strips"]
         for entry in table["tiles"]:
             config = {key: entry[key] for key in KEYS}
-            if entry_matches(entry, problem) and _runs(problem, config):
-                # A grid under a share of the SMs is better served by split-K's kernels.
-                enough = strips_tiles(problem, config) >= table["min_grid_share"] * target.sms
-                return config if enough else None
+            # A grid under a share of the SMs is better served by split-K's kernels: a later
+            # entry's smaller tiles may make enough.
+            enough = strips_tiles(problem, config) >= table["min_grid_share"] * target.sms
+            if entry_matches(entry, problem) and _runs(problem, config) and enough:
+                return config
         return None
 
     def candidates(self, problem: ConvProblem, target: Target) -> list[dict]:
