@@ -109,6 +109,16 @@ def test_depthwise_weight_gradient_kernel_compiles_for_sm90(dtype, taps):
                      WGRAD_POINTERS, dict(num_warps=rule["num_warps"]))  # fmt: skip
 
 
+@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
+@pytest.mark.parametrize("rows", [None, 1], ids=["rows", "one-row"])
+def test_weight_gradient_finish_kernel_compiles_for_sm90(dtype, rows):
+    """The kernel summing the slices into dW, as a GEMM's gradient calls it and as the
+    depthwise one does (one row: an int argument of 1 is a constant when launched)."""
+    constexprs = dict(TAPS_FIRST=True, HAS_BIAS=True, BLOCK=1024)
+    constexprs.update({} if rows is None else dict(ROWS=rows))
+    compile_for_sm90("conv2d_wgrad", "_wgrad_finish_kernel", dtype, constexprs, WGRAD_POINTERS)
+
+
 @pytest.mark.parametrize("dtype, precision", [("bf16", "ieee"), ("fp32", "tf32"), ("fp32", "ieee"),
                                               ("fp32", "tf32x3")])  # fmt: skip
 @pytest.mark.parametrize("strided", [False, True], ids=["unit", "strided"])

@@ -14,6 +14,8 @@ in them, have a kernel of their own (`conv2d_wgrad_depthwise`), reduced the same
 
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
@@ -122,7 +124,7 @@ def conv2d_wgrad(
     if tma:
         conv2d_wgrad_tma(x, grad_output, partial, bias_partial, problem, config=config,
                          per_slice=per_slice, interpreted=interpreted)  # fmt: skip
-        return _finish(partial, bias_partial, weight_shape, problem, x.dtype)
+        return _finish(partial, bias_partial, weight_shape, cg, problem.channels_last, x.dtype)
     grid = (g, cdiv(kg, config["BLOCK_K"]) * cdiv(j, config["BLOCK_J"]), slices)
     _conv2d_wgrad_kernel[grid](
         x, grad_output, partial, bias_partial,
@@ -136,19 +138,67 @@ def conv2d_wgrad(
         BLOCK_M=config["BLOCK_M"], BLOCK_K=config["BLOCK_K"], BLOCK_J=config["BLOCK_J"],
         num_warps=config["num_warps"], num_stages=config["num_stages"],
     )  # fmt: skip
-    return _finish(partial, bias_partial, weight_shape, problem, x.dtype)
+    return _finish(partial, bias_partial, weight_shape, cg, problem.channels_last, x.dtype)
 
 
-def _finish(partial, bias_partial, weight_shape, problem: ConvProblem, dtype):
-    """dW [K, Cg, R, S] and the bias gradient (or None) from the slices' partial sums."""
-    k, cg, r, s = weight_shape
-    total = partial.sum(0)  # [g, kg, j], the slices added in order: reproducible
-    if problem.channels_last:  # j = (r, s, c)
-        grad = total.view(k, r, s, cg).permute(0, 3, 1, 2)
-    else:  # j = (c, r, s)
-        grad = total.view(k, cg, r, s)
-    grad_bias = None if bias_partial is None else bias_partial.sum(0).view(k).to(dtype)
-    return grad.to(dtype).contiguous(), grad_bias
+@triton.jit
+def _wgrad_finish_kernel(
+    part_ptr, bias_part_ptr, grad_ptr, grad_bias_ptr,
+    SLICES, ROWS, J, CG, RS, NB,
+    TAPS_FIRST: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    BLOCK: tl.constexpr,
+):  # fmt: skip
+    """dW (contiguous, in the gradient's dtype) as the sum of the slices' partials
+    [SLICES, ROWS, J], slice after slice (reproducible). Column j of a partial is (tap, c)
+    with TAPS_FIRST, else (c, tap), of CG channels and RS taps; dW holds row, c, tap in
+    that order. With HAS_BIAS the first programs sum the bias partials [SLICES, NB] too."""
+    pid = tl.program_id(0)
+    e = pid * BLOCK + tl.arange(0, BLOCK)  # [BLOCK] element row*J + j of a partial
+    ok = e < ROWS * J
+    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    parts = part_ptr + e  # the pointers step a slice at a time: no 32-bit product overflows
+    for _slice in range(SLICES):
+        acc += tl.load(parts, mask=ok, other=0.0)
+        parts += ROWS * J
+    if TAPS_FIRST:  # j = tap*CG + c lands at row*J + c*RS + tap
+        row, j = e // J, e % J
+        out = row * J + (j % CG) * RS + j // CG
+    else:  # j = c*RS + tap: the same place
+        out = e
+    tl.store(grad_ptr + out, acc.to(grad_ptr.dtype.element_ty), mask=ok)
+    if HAS_BIAS:  # noqa: SIM102 (compiled in or out; then a test at run time)
+        if pid * BLOCK < NB:
+            bias = tl.zeros([BLOCK], dtype=tl.float32)
+            bias_parts = bias_part_ptr + e
+            for _bias_slice in range(SLICES):
+                bias += tl.load(bias_parts, mask=e < NB, other=0.0)
+                bias_parts += NB
+            tl.store(grad_bias_ptr + e, bias.to(grad_bias_ptr.dtype.element_ty), mask=e < NB)
+
+
+FINISH_BLOCK = 1024  # elements of dW a finishing program writes
+
+
+def _finish(partial: torch.Tensor, bias_partial: torch.Tensor | None, grad_shape, cg: int,
+            taps_first: bool, dtype: torch.dtype):  # fmt: skip
+    """(dW of `grad_shape`, contiguous, in `dtype`; the bias gradient or None) from the
+    slices' partial sums [slices, ..., J] and [slices, NB], in one kernel: see
+    `_wgrad_finish_kernel`."""
+    slices, j = partial.shape[0], partial.shape[-1]
+    rows = math.prod(partial.shape[1:-1])
+    nb = 0 if bias_partial is None else math.prod(bias_partial.shape[1:])
+    grad = torch.empty(grad_shape, dtype=dtype, device=partial.device)
+    grad_bias = None if bias_partial is None else torch.empty(nb, dtype=dtype,
+                                                              device=partial.device)  # fmt: skip
+    if max(rows * j, nb) == 0:
+        return grad, grad_bias
+    _wgrad_finish_kernel[(cdiv(max(rows * j, nb), FINISH_BLOCK),)](
+        partial, bias_partial, grad, grad_bias, slices, rows, j, cg, j // cg if cg else 0, nb,
+        TAPS_FIRST=taps_first, HAS_BIAS=bias_partial is not None, BLOCK=FINISH_BLOCK,
+        num_warps=4,
+    )  # fmt: skip
+    return grad, grad_bias
 
 
 def _slices(m: int, wanted: int, block_m: int) -> tuple[int, int]:
@@ -250,6 +300,5 @@ def conv2d_wgrad_depthwise(
         HAS_BIAS=bias, BLOCK_M=block_m, BLOCK_C=config["BLOCK_C"], TAPS=taps,
         num_warps=config["num_warps"],
     )  # fmt: skip
-    grad = partial.sum(0).t().reshape(c, 1, r, s)  # the slices added in order: reproducible
-    grad_bias = None if bias_partial is None else bias_partial.sum(0).to(x.dtype)
-    return grad.to(x.dtype).contiguous(), grad_bias
+    # [slices, RS, C] seen as one row of (tap, c) columns: dW [C, 1, R, S]
+    return _finish(partial.view(slices, 1, r * s * c), bias_partial, (c, 1, r, s), c, True, x.dtype)
