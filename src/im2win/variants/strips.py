@@ -55,8 +55,7 @@ class Strips(Variant):
             f"{target.arch}{' (interpreted)' if target.interpreted else ''}, "
             f"windows={windows!r}, groups={params.groups}, stride={params.stride}, "
             f"H={problem.h}, W={problem.w}, C={problem.c}, {problem.dtype} in "
-            f"{problem.math.value}, input strides "
-            f"{problem.x_strides}"
+            f"{problem.math.value}, input strides {problem.x_strides}"
         )
 
     def takes_epilogue(self, epilogue: Epilogue) -> bool:
