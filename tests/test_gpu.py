@@ -181,6 +181,15 @@ def test_odd_shapes(case, tier, layout, windows):
     assert_close(y, reference(x, w, b, **kw), GPU_TIER_TOL[tier])
 
 
+def assert_close_everywhere(y: torch.Tensor, ref: torch.Tensor, bound: float, config) -> None:
+    """`assert_close`, and no element far off: a pipeline race drops whole channel blocks
+    from a few outputs, which barely moves the norm but does the worst element (16-bit
+    rounding alone stays under 2**-8 of the largest)."""
+    assert_close(y, ref, bound)
+    worst = (y.double() - ref).abs().max() / ref.abs().max()
+    assert worst <= 1e-2, f"{config}: worst element off by {worst:.3g} of max |ref|"
+
+
 # Channels-last shapes the TMA kernel serves (unit stride, Cg a multiple of 16): ragged
 # outputs, padding, dilation, groups, batch 1, and one layer-sized case for the pipeline.
 TMA_CASES = {
@@ -219,11 +228,7 @@ def test_tma_candidates(case, tier):
     eligible = (TMA_RASTER, TMA_WINDOW) if raster else (TMA_WINDOW,)
     for config in [c for v in eligible for c in v.candidates(problem, current_target())]:
         y = im2win.conv2d(x, w, b, **kw, precision=precision, config=config)
-        assert_close(y, ref, GPU_TIER_TOL[tier])
-        # A pipeline race drops whole channel blocks from a few outputs: the norm barely
-        # moves, the worst element does (16-bit rounding alone stays under 2**-8 of max).
-        worst = (y.double() - ref).abs().max() / ref.abs().max()
-        assert worst <= 1e-2, f"{config}: worst element off by {worst:.3g} of max |ref|"
+        assert_close_everywhere(y, ref, GPU_TIER_TOL[tier], config)
 
 
 # (input shape, weight shape, conv kwargs): C a multiple of 64 (the strips kernel's channel
@@ -277,9 +282,7 @@ def test_strips_configs(case, tier):
             continue
         pinned = {"VARIANT": "strips", **config}
         y = im2win.conv2d(x, w, b, **kw, precision=precision, config=pinned)
-        assert_close(y, ref, GPU_TIER_TOL[tier])
-        worst = (y.double() - ref).abs().max() / ref.abs().max()
-        assert worst <= 1e-2, f"{config}: worst element off by {worst:.3g} of max |ref|"
+        assert_close_everywhere(y, ref, GPU_TIER_TOL[tier], config)
         ran.append(config)
     assert len(ran) >= 5
     scale = torch.rand(wshape[0], device="cuda").to(dtype) + 0.5

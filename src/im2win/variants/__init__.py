@@ -29,7 +29,7 @@ VARIANTS: tuple[Variant, ...] = (
     PACKED_GROUPS,  # groups of <= 16 channels, several to a tensor-core tile
     STAGED_NCHW,  # NCHW inputs worth a channels-last copy, a chunk of images at a time
     DEPTHWISE,  # no channel reduction: direct FMA
-    STRIPS,  # Hopper, channels-last, unit stride: taps share input rows in shared memory
+    STRIPS,  # Hopper, channels-last: taps share input rows in shared memory
     POINTER_WIDE,  # TF32 wide-channel layers where the TMA tiles would waste a fifth
     TMA_RASTER,  # unpadded channels-last layers: runs of the input grid
     TMA_WINDOW,  # channels-last layers: output patches, each tap one TMA box

@@ -22,7 +22,7 @@ from ..cudnn_mode import get_conv_precision, set_conv_precision
 from ..epilogue import Epilogue, apply_in_place
 from ..problem import ConvProblem, MathMode
 from .base import Choice, Into, Launch, Target, Variant
-from .strips import STRIPS
+from .strips import strips_runs
 
 FP32_ACCURATE = (MathMode.IEEE, MathMode.TF32X3)
 STEM_CHANNELS = 4  # at most this many input channels: a first layer, im2win's strength
@@ -33,8 +33,8 @@ STEM_CHANNELS = 4  # at most this many input channels: a first layer, im2win's s
 # and on their 3x3 layers of up to 128 input channels; from 256 on, cuDNN's main loop wins
 # it back or ties (H200, batch 64; notes/fusion/README.md). The strips kernel, where it
 # serves a layer (Hopper), beat both on ResNet-50's 3x3 layers of 256 and 512 channels too
-# (1.33-1.42x over cuDNN plus the passes), and cuDNN on its strided layers in bf16 (1.08-3.33x
-# at batch 128; notes/mainloop/README.md). NCHW was not measured.
+# (1.33-1.42x over cuDNN plus the passes), and on its strided layers in bf16 (1.08-3.33x at
+# batch 128; notes/mainloop/README.md). NCHW was not measured.
 EPILOGUE_PAYS = {"max_channels_3x3": 128}
 
 # fp32-accurate channels-last depthwise layers: cuDNN beat the row-tile kernel on the 3x3 and
@@ -83,9 +83,8 @@ class Aten(Variant):
         if target.interpreted:  # on the CPU the point is to exercise the im2win kernels
             return None
         fused = problem.biased or not problem.epilogue.empty
-        strips = STRIPS.supports(problem, target) and STRIPS.heuristic(problem, target) is not None
         aten = hands_to_aten(problem.math, problem.channels_last, problem.c, problem.groups,
-                             problem.taps, fused, strips)  # fmt: skip
+                             problem.taps, fused, strips_runs(problem, target))  # fmt: skip
         return {} if aten else None
 
     def candidates(self, problem: ConvProblem, target: Target) -> list[dict]:

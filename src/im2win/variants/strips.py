@@ -123,13 +123,17 @@ class Strips(Variant):
 STRIPS = Strips()
 
 
+def strips_runs(problem: ConvProblem, target: Target) -> bool:
+    """Whether the strips kernel takes `problem`: it serves it and its heuristic runs the
+    grid (PyTorch's convolution stands back for fused calls where it does: `aten.py`)."""
+    return STRIPS.supports(problem, target) and STRIPS.heuristic(problem, target) is not None
+
+
 def strips_would_serve(input: torch.Tensor, weight: torch.Tensor, params: ConvParams,
                        math: MathMode, target: Target | None = None) -> bool:  # fmt: skip
-    """Whether the strips kernel would take a call on these tensors (it serves the problem
-    and its heuristic runs the grid), as a traced call can tell: from shapes and strides,
-    the input's start taken as aligned (a traced tensor has no address; the plan checks
-    it). `target`: the input's device's, unless given."""
+    """`strips_runs` for a traced call: the problem from shapes and strides, the input's
+    start taken as aligned (a traced tensor has no address; the plan checks it).
+    `target`: the input's device's, unless given."""
     x = input if input.dim() == 4 else input.unsqueeze(0)
     target = target or target_of(input.device, interpreted())
-    problem = ConvProblem.of(x, weight, params, math, aligned=True)
-    return STRIPS.supports(problem, target) and STRIPS.heuristic(problem, target) is not None
+    return strips_runs(ConvProblem.of(x, weight, params, math, aligned=True), target)
