@@ -233,12 +233,12 @@ def test_tma_candidates(case, tier):
 
 # (input shape, weight shape, conv kwargs): C a multiple of 64 (the strips kernel's channel
 # block in 16-bit), sizes no tile divides, batch 1, filters 1x1 to 7x7 and not square,
-# dilation, K whose rows a TMA store cannot write (130 in 16-bit: the masked store); strided
-# (H and W multiples of the stride, odd outputs), a row parity class of one tap and of three
+# dilation, K no tile divides (200 on a 1x1); strided (H and W multiples of the stride, odd
+# outputs), a row parity class of one tap and of three
 STRIPS_CASES = {
     "c64_13x11_k40_3x3_p1": ((1, 64, 13, 11), (40, 64, 3, 3), dict(padding=1)),
     "c64_17x9_k136_3x3_p02": ((3, 64, 17, 9), (136, 64, 3, 3), dict(padding=(0, 2))),
-    "c128_10x21_k130_1x1": ((2, 128, 10, 21), (130, 128, 1, 1), dict()),
+    "c128_10x21_k200_1x1": ((2, 128, 10, 21), (200, 128, 1, 1), dict()),
     "c128_7x7_k264_3x3_p1": ((2, 128, 7, 7), (264, 128, 3, 3), dict(padding=1)),
     "c64_30x5_k24_5x3_p21": ((1, 64, 30, 5), (24, 64, 5, 3), dict(padding=(2, 1))),
     "c64_12x13_k256_5x5": ((2, 64, 12, 13), (256, 64, 5, 5), dict()),
@@ -314,6 +314,19 @@ def test_staged_nchw(case, tier):
                             config=pinned)  # fmt: skip
     assert y.is_contiguous()
     assert_close(y, F.relu(reference(x, w, b, **kw)), GPU_TIER_TOL[tier])
+
+
+@pytest.mark.parametrize("tier", ["bf16", "fp16", "tf32"])
+def test_outputs_the_strips_kernel_cannot_store(tier):
+    """K = 102 output channels (rows of 204 or 408 bytes, which a TMA store cannot write): the
+    strips kernel declines and the im2win kernel chosen instead is right."""
+    torch.manual_seed(7)
+    dtype, precision = TIERS[tier]
+    x, w, b = case_tensors((8, 128, 20, 20), (102, 128, 3, 3), "channels_last", dtype)
+    plan = im2win.explain(x, w, b, padding=1, precision=precision, backend="triton")
+    assert plan.choice.variant is not STRIPS
+    y = im2win.conv2d(x, w, b, padding=1, precision=precision, backend="triton")
+    assert_close_everywhere(y, reference(x, w, b, padding=1), GPU_TIER_TOL[tier], plan.choice)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -156,7 +156,7 @@ COMPILE_STRIPS = textwrap.dedent("""
         for name, box in strips.strips_boxes(config, 128 // dtype.itemsize, halo).items():
             layout = gl.NVMMASharedLayout.get_default_for(box, strips.GL_DTYPES[dtype])
             signature[name] = f"tensordesc<{ptr}[{','.join(map(str, box))}],{layout!r}>"
-        for name in ("y_ptr", "bias_ptr", "scale_ptr", "res_ptr"):
+        for name in ("bias_ptr", "scale_ptr", "res_ptr"):
             signature[name] = "*" + ptr
         values = dict(constexprs, R=r, S=r, DH=1, DW=1, SH=stride, SW=stride, PAD_TOP=pad,
                       PAD_LEFT=pad, HALO=halo, BLOCK_N=config["BLOCK_N"],
@@ -175,15 +175,14 @@ COMPILE_STRIPS = textwrap.dedent("""
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
 def test_strips_kernel_compiles_for_sm90(dtype):
     """The Gluon strips kernel (which no interpreter runs) with every config of its table,
-    3x3 and 1x1, 3x3 at stride 2, a whole epilogue with a TMA store, and a plain one storing through
-    pointers; within sm90's shared memory, A read by the wgmma from shared memory."""
+    3x3 and 1x1, 3x3 at stride 2, a whole epilogue and a plain one; within sm90's shared
+    memory, A read by the wgmma from shared memory."""
     table = HOPPER.table["strips"]
     keys = table["candidates_keys"]
     configs = [dict(zip(keys, row, strict=True)) for row in table["candidates"]]
     configs += [{key: entry[key] for key in keys} for entry in table["tiles"]]
-    whole = dict(HAS_BIAS=True, HAS_SCALE=True, ACTIVATION="silu", RESIDUAL="after",
-                 TMA_STORE=True)  # fmt: skip
-    plain = dict(whole, HAS_SCALE=False, ACTIVATION="", RESIDUAL="", TMA_STORE=False)
+    whole = dict(HAS_BIAS=True, HAS_SCALE=True, ACTIVATION="silu", RESIDUAL="after")
+    plain = dict(whole, HAS_SCALE=False, ACTIVATION="", RESIDUAL="")
     cases = []
     for config in map(dict, {tuple(c.items()) for c in configs}):
         # (R, stride): a 3x3 strip of 2 extra rows; 1x1; stride 2's two strips (1 extra row)

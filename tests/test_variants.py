@@ -26,6 +26,7 @@ from im2win.epilogue import NONE, Epilogue
 from im2win.params import conv_params
 from im2win.problem import MathMode
 from im2win.variants import BY_NAME, VARIANTS, Variant
+from im2win.variants.strips import KEYS as STRIPS_KEYS
 from im2win.variants.strips import STRIPS, strips_would_serve
 
 
@@ -190,8 +191,8 @@ def test_staged_choices_show_their_chunks():
 
 @pytest.mark.parametrize("dtype, precision", [(torch.bfloat16, None), (torch.float32, "tf32")])
 def test_staged_chunks_never_take_the_strips_kernel(dtype, precision):
-    """The strips kernel serves the channels-last chunk, but wrote its NCHW output wrong in
-    16-bit on the H200: the chunks' choice leaves it out, and only theirs."""
+    """The strips kernel serves the channels-last chunk as a problem of its own, but writes
+    only channels-last outputs and the chunks' are NCHW: their choice leaves it out."""
     problem = problem_of((64, 128, 28, 28), (128, 128, 3, 3), dtype, precision, padding=1)
     staged = variants.choose(problem, HOPPER, config=dict(VARIANT="staged-nchw", IMAGES=64))
     chunk = problem.staged(64)
@@ -303,6 +304,27 @@ def test_auto_takes_strided_fused_layers_the_strips_kernel_serves(hw, runs):
                        channels_last=True, padding=1, stride=2)  # fmt: skip
     problem = dataclasses.replace(plain, epilogue=Epilogue("relu"), biased=True)
     assert variants.choose(problem, HOPPER, aten=True).variant.name == runs
+
+
+@pytest.mark.parametrize(
+    "dtype, precision, k, layout, serves",
+    [(torch.bfloat16, None, 136, "channels_last", True),
+     (torch.bfloat16, None, 102, "channels_last", False),  # rows of 204 bytes
+     (torch.float32, "tf32", 102, "channels_last", False),  # 408
+     (torch.float32, "tf32", 100, "channels_last", True),
+     (torch.bfloat16, None, 136, "nchw", False)],
+)  # fmt: skip
+def test_strips_serves_only_outputs_its_tma_store_writes(dtype, precision, k, layout, serves):
+    """The strips kernel stores through TMA only: a dense channels-last output (as a
+    channels-last input's is) whose rows of K elements are 16-byte multiples."""
+    problem = problem_of((64, 128, 28, 28), (k, 128, 3, 3), dtype, precision,
+                         channels_last=layout == "channels_last", padding=1)  # fmt: skip
+    assert STRIPS.supports(problem, HOPPER) == serves
+    assert (variants.choose(problem, HOPPER).variant is STRIPS) == serves
+    if not serves:
+        tile = {key: HOPPER.table["strips"]["tiles"][-1][key] for key in STRIPS_KEYS}
+        with pytest.raises(ValueError, match="variant 'strips' needs"):
+            variants.choose(problem, HOPPER, config={"VARIANT": "strips", **tile})
 
 
 @pytest.mark.parametrize("batch, tile", [(128, (8, 8, 256)), (32, (8, 8, 128)), (1, None)])

@@ -33,7 +33,9 @@ Roles (`gl.warp_specialize`): a loader warp keeps a ring of strips and a ring of
 blocks full (TMA, mbarriers); one or two consumer warpgroups issue asynchronous wgmma
 and run the epilogue. With two they take tiles in turn (ping-pong): one's epilogue runs
 under the other's main loop. CTAs are persistent, one an SM. The output leaves through a
-TMA store where y is a dense channels-last tensor, else through masked stores.
+TMA store: y is a dense channels-last tensor whose rows TMA can write (16-byte multiples).
+(A masked-store path for other outputs was wrong in 16-bit on the H200 and was removed:
+notes/mainloop/README.md.)
 
 Triton asks power-of-two shapes of every shared-memory buffer and TMA box; a strip of
 BLOCK_P + (R-1)*dh rows is loaded as two boxes (BLOCK_P rows, then HALO rows: the longest
@@ -236,16 +238,15 @@ def _strips_loader(x_desc, halo_desc, filt_desc, a_rows, b_bufs, a_ready, a_empt
 
 @gluon.jit
 def _strips_consumer(
-    y_desc, y_ptr, bias_ptr, scale_ptr, res_ptr, a_rows, b_bufs, c_bufs,
+    y_desc, bias_ptr, scale_ptr, res_ptr, a_rows, b_bufs, c_bufs,
     a_ready, a_empty, b_ready, b_empty, turn,
-    N, C, K, P, Q, num_tiles,
-    stride_yn, stride_yk, stride_yp, stride_yq, stride_b, stride_s,
+    N, C, K, P, Q, num_tiles, stride_b, stride_s,
     stride_rn, stride_rk, stride_rp, stride_rq,
     R: gl.constexpr, S: gl.constexpr, DH: gl.constexpr, SH: gl.constexpr,
     PAD_TOP: gl.constexpr, BLOCK_P: gl.constexpr, BLOCK_K: gl.constexpr, STRIP: gl.constexpr,
     A_STAGES: gl.constexpr, HAS_BIAS: gl.constexpr, HAS_SCALE: gl.constexpr,
-    ACTIVATION: gl.constexpr, RESIDUAL: gl.constexpr, TMA_STORE: gl.constexpr,
-    CONSUMER: gl.constexpr, CONSUMERS: gl.constexpr, num_warps: gl.constexpr,
+    ACTIVATION: gl.constexpr, RESIDUAL: gl.constexpr, CONSUMER: gl.constexpr,
+    CONSUMERS: gl.constexpr, num_warps: gl.constexpr,
 ):  # fmt: skip
     """A consumer warpgroup: a wgmma step a tap, each ring slot released once the step
     after its last use is issued and the one before has retired; then the epilogue.
@@ -315,10 +316,6 @@ def _strips_consumer(
         n, p0, q0, k0 = _tile_origin(tile, N, K, P, Q, BLOCK_P, BLOCK_Q, BLOCK_N)
         k = k0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, acc_layout))  # [BLOCK_N]
         k_ok = k < K
-        m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, acc_layout))  # [BLOCK_M]
-        p = p0 + m // BLOCK_Q
-        q = q0 + m % BLOCK_Q
-        pixel_ok = (p < P) & (q < Q)
         if HAS_SCALE:
             scale = gl.load(scale_ptr + k * stride_s, mask=k_ok, other=0.0)
             acc = acc * scale.to(gl.float32)[None, :]
@@ -326,6 +323,10 @@ def _strips_consumer(
             bias = gl.load(bias_ptr + k * stride_b, mask=k_ok, other=0.0)
             acc = acc + bias.to(gl.float32)[None, :]
         if RESIDUAL != "":
+            m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, acc_layout))  # [BLOCK_M]
+            p = p0 + m // BLOCK_Q
+            q = q0 + m % BLOCK_Q
+            pixel_ok = (p < P) & (q < Q)
             pixel = n.to(gl.int64) * stride_rn + p.to(gl.int64) * stride_rp + q * stride_rq
             offset = pixel[:, None] + (k.to(gl.int64) * stride_rk)[None, :]
             mask = pixel_ok[:, None] & k_ok[None, :]
@@ -337,31 +338,23 @@ def _strips_consumer(
                 acc = acc + residual
         else:
             acc = _activation(acc, ACTIVATION)
-        if TMA_STORE:  # TMA clips the box at the tensor's edges
-            tma.store_wait(pendings=0)  # this consumer's last store has left c_buf
-            c_buf.reshape([BLOCK_M, BLOCK_N]).store(acc.to(y_desc.dtype))
-            fence_async_shared()
-            tma.async_copy_shared_to_global(y_desc, [n, p0, q0, k0], c_buf)
-        else:
-            pixel = n.to(gl.int64) * stride_yn + p.to(gl.int64) * stride_yp + q * stride_yq
-            offset = pixel[:, None] + (k.to(gl.int64) * stride_yk)[None, :]
-            gl.store(y_ptr + offset, acc.to(y_ptr.dtype.element_ty),
-                     mask=pixel_ok[:, None] & k_ok[None, :])  # fmt: skip
-    if TMA_STORE:
-        tma.store_wait(pendings=0)
+        # TMA clips the box at the tensor's edges
+        tma.store_wait(pendings=0)  # this consumer's last store has left c_buf
+        c_buf.reshape([BLOCK_M, BLOCK_N]).store(acc.to(y_desc.dtype))
+        fence_async_shared()
+        tma.async_copy_shared_to_global(y_desc, [n, p0, q0, k0], c_buf)
+    tma.store_wait(pendings=0)
 
 
 @gluon.jit
 def _conv2d_fwd_strips_kernel(
-    x_desc, halo_desc, filt_desc, y_desc, y_ptr, bias_ptr, scale_ptr, res_ptr,
-    N, C, K, P, Q, num_tiles,
-    stride_yn, stride_yk, stride_yp, stride_yq, stride_b, stride_s,
+    x_desc, halo_desc, filt_desc, y_desc, bias_ptr, scale_ptr, res_ptr,
+    N, C, K, P, Q, num_tiles, stride_b, stride_s,
     stride_rn, stride_rk, stride_rp, stride_rq,
     R: gl.constexpr, S: gl.constexpr, DH: gl.constexpr, DW: gl.constexpr, SH: gl.constexpr,
     SW: gl.constexpr, PAD_TOP: gl.constexpr, PAD_LEFT: gl.constexpr, HALO: gl.constexpr,
     HAS_BIAS: gl.constexpr, HAS_SCALE: gl.constexpr, ACTIVATION: gl.constexpr,
-    RESIDUAL: gl.constexpr, TMA_STORE: gl.constexpr,
-    BLOCK_N: gl.constexpr, A_ROWS: gl.constexpr, B_STAGES: gl.constexpr,
+    RESIDUAL: gl.constexpr, BLOCK_N: gl.constexpr, A_ROWS: gl.constexpr, B_STAGES: gl.constexpr,
     CONSUMERS: gl.constexpr, num_warps: gl.constexpr,
 ):  # fmt: skip
     """The rings, their barriers and the output tiles, then the loader and the consumers."""
@@ -397,11 +390,11 @@ def _conv2d_fwd_strips_kernel(
     if CONSUMERS == 1:
         gl.warp_specialize([
             (_strips_consumer, (
-                y_desc, y_ptr, bias_ptr, scale_ptr, res_ptr, a_rows, b_bufs, c_bufs, a_ready,
-                a_empty, b_ready, b_empty, turn, N, C, K, P, Q, num_tiles, stride_yn, stride_yk,
-                stride_yp, stride_yq, stride_b, stride_s, stride_rn, stride_rk, stride_rp,
-                stride_rq, R, S, DH, SH, PAD_TOP, BLOCK_P, BLOCK_K, STRIP, A_STAGES, HAS_BIAS,
-                HAS_SCALE, ACTIVATION, RESIDUAL, TMA_STORE, gl.constexpr(0), gl.constexpr(1),
+                y_desc, bias_ptr, scale_ptr, res_ptr, a_rows, b_bufs, c_bufs, a_ready,
+                a_empty, b_ready, b_empty, turn, N, C, K, P, Q, num_tiles, stride_b, stride_s,
+                stride_rn, stride_rk, stride_rp, stride_rq, R, S, DH, SH, PAD_TOP, BLOCK_P,
+                BLOCK_K, STRIP, A_STAGES, HAS_BIAS, HAS_SCALE, ACTIVATION, RESIDUAL,
+                gl.constexpr(0), gl.constexpr(1),
                 num_warps)),
             (_strips_loader, (
                 x_desc, halo_desc, filt_desc, a_rows, b_bufs, a_ready, a_empty, b_ready, b_empty,
@@ -411,18 +404,18 @@ def _conv2d_fwd_strips_kernel(
     else:  # the same consumer twice, tiles in turn
         gl.warp_specialize([
             (_strips_consumer, (
-                y_desc, y_ptr, bias_ptr, scale_ptr, res_ptr, a_rows, b_bufs, c_bufs, a_ready,
-                a_empty, b_ready, b_empty, turn, N, C, K, P, Q, num_tiles, stride_yn, stride_yk,
-                stride_yp, stride_yq, stride_b, stride_s, stride_rn, stride_rk, stride_rp,
-                stride_rq, R, S, DH, SH, PAD_TOP, BLOCK_P, BLOCK_K, STRIP, A_STAGES, HAS_BIAS,
-                HAS_SCALE, ACTIVATION, RESIDUAL, TMA_STORE, gl.constexpr(0), gl.constexpr(2),
+                y_desc, bias_ptr, scale_ptr, res_ptr, a_rows, b_bufs, c_bufs, a_ready,
+                a_empty, b_ready, b_empty, turn, N, C, K, P, Q, num_tiles, stride_b, stride_s,
+                stride_rn, stride_rk, stride_rp, stride_rq, R, S, DH, SH, PAD_TOP, BLOCK_P,
+                BLOCK_K, STRIP, A_STAGES, HAS_BIAS, HAS_SCALE, ACTIVATION, RESIDUAL,
+                gl.constexpr(0), gl.constexpr(2),
                 num_warps)),
             (_strips_consumer, (
-                y_desc, y_ptr, bias_ptr, scale_ptr, res_ptr, a_rows, b_bufs, c_bufs, a_ready,
-                a_empty, b_ready, b_empty, turn, N, C, K, P, Q, num_tiles, stride_yn, stride_yk,
-                stride_yp, stride_yq, stride_b, stride_s, stride_rn, stride_rk, stride_rp,
-                stride_rq, R, S, DH, SH, PAD_TOP, BLOCK_P, BLOCK_K, STRIP, A_STAGES, HAS_BIAS,
-                HAS_SCALE, ACTIVATION, RESIDUAL, TMA_STORE, gl.constexpr(1), gl.constexpr(2),
+                y_desc, bias_ptr, scale_ptr, res_ptr, a_rows, b_bufs, c_bufs, a_ready,
+                a_empty, b_ready, b_empty, turn, N, C, K, P, Q, num_tiles, stride_b, stride_s,
+                stride_rn, stride_rk, stride_rp, stride_rq, R, S, DH, SH, PAD_TOP, BLOCK_P,
+                BLOCK_K, STRIP, A_STAGES, HAS_BIAS, HAS_SCALE, ACTIVATION, RESIDUAL,
+                gl.constexpr(1), gl.constexpr(2),
                 num_warps)),
             (_strips_loader, (
                 x_desc, halo_desc, filt_desc, a_rows, b_bufs, a_ready, a_empty, b_ready, b_empty,
@@ -444,11 +437,14 @@ def strips_supported(problem: ConvProblem) -> bool:
     """True when the kernel serves `problem`: one group, a tensor-core tier, a channels-last
     input TMA reads as the parity view [N, H/sh, sh, W/sw, sw*C] (`tma_supported`: exact,
     16-byte aligned) whose C fills 128-byte channel blocks (a multiple of 64 in 16-bit, 32
-    in fp32), a strip's extra rows within a TMA box."""
+    in fp32), a strip's extra rows within a TMA box, and an output TMA stores: dense
+    channels-last (as a call's output is for a channels-last input) with rows of K
+    elements a multiple of 16 bytes."""
     return (
         problem.groups == 1 and problem.math.tensor_cores and tma_supported(problem)
         and tma_block_k(problem.c, problem.itemsize) == 128 // problem.itemsize
         and halo_rows(problem) <= BOX_MAX
+        and problem.channels_last and problem.k * problem.itemsize % 16 == 0
     )  # fmt: skip
 
 
@@ -488,7 +484,7 @@ def strips_boxes(config: dict, block_k: int, halo: int) -> dict[str, list[int]]:
                 y_desc=[1, block_p, block_q, block_n])  # fmt: skip
 
 
-def _tma_storable(y: torch.Tensor) -> bool:
+def tma_storable(y: torch.Tensor) -> bool:
     """Whether y [N, K, P, Q] is a dense channels-last tensor a TMA store can write."""
     n, k, p, q = y.shape
     return y.stride() == (p * q * k, 1, q * k, k) and (k * y.element_size()) % 16 == 0 and (
@@ -498,9 +494,9 @@ def _tma_storable(y: torch.Tensor) -> bool:
 
 def strips_launcher(problem: ConvProblem, config: dict, sms: int,
                     slot: dict | None = None) -> Callable[..., torch.Tensor]:  # fmt: skip
-    """`launch(x, weight, bias, y, scale=None, residual=None)` filling `y` [N, K, P, Q] (any
-    strides; a TMA store into a dense channels-last one) from inputs of `problem`'s
-    signature (`strips_supported`), the problem's epilogue fused. `config`: BLOCK_P,
+    """`launch(x, weight, bias, y, scale=None, residual=None)` filling `y` [N, K, P, Q], a
+    dense channels-last tensor (`tma_storable`), from inputs of `problem`'s signature
+    (`strips_supported`), the problem's epilogue fused. `config`: BLOCK_P,
     BLOCK_Q, BLOCK_N, num_stages (filter blocks in the ring), num_warps (a consumer's),
     A_ROWS (image rows of the strips' ring), CONSUMERS (1, or 2 for ping-pong)."""
     n, c, h, w = problem.n, problem.c, problem.h, problem.w
@@ -524,8 +520,6 @@ def strips_launcher(problem: ConvProblem, config: dict, sms: int,
                 BLOCK_N=block_n, A_ROWS=config["A_ROWS"],
                 B_STAGES=config["num_stages"], CONSUMERS=config["CONSUMERS"],
                 num_warps=config["num_warps"], maxnreg=max_registers(config))  # fmt: skip
-    slots = {} if slot is None else {True: {}, False: {}}  # one per store path
-    spare = {}  # the pointer store's stand-in for y's descriptor
 
     def descriptor(t, shape, strides, box):
         return TensorDescriptor(t, shape, strides, box, layouts[tuple(box)])
@@ -533,28 +527,26 @@ def strips_launcher(problem: ConvProblem, config: dict, sms: int,
     def launch_into(x, weight, bias, y, scale=None, residual=None):
         if tiles == 0:
             return y
+        if not tma_storable(y):
+            raise ValueError(
+                f"y: the strips kernel writes a dense channels-last output with 16-byte "
+                f"aligned rows, got shape {tuple(y.shape)}, strides {y.stride()}, "
+                f"{y.dtype}, address {y.data_ptr()}"
+            )
         filt = kernel_filter(weight, "rfc")  # [K, R*S*C]
         if filt.data_ptr() % 16:  # a view of a channels_last weight may start anywhere
             filt = filt.clone()
         x_desc = descriptor(x, *x_geometry, x_box)
         halo_desc = descriptor(x, *x_geometry, halo_box)
         filt_desc = descriptor(filt, list(filt.shape), list(filt.stride()), filt_box)
-        tma_store = _tma_storable(y)
-        if tma_store:  # y as [N, P, Q, K]
-            y_view = y.permute(0, 2, 3, 1)
-        else:  # the kernel reads only the descriptor's type: one small tensor serves
-            if "y" not in spare or spare["y"].dtype != y.dtype or spare["y"].device != y.device:
-                spare["y"] = y.new_empty(y_box)
-            y_view = spare["y"]
+        y_view = y.permute(0, 2, 3, 1)  # [N, P, Q, K]
         y_desc = descriptor(y_view, list(y_view.shape), list(y_view.stride()), y_box)
         args = (
-            x_desc, halo_desc, filt_desc, y_desc, y, bias, scale, residual, *sizes, *y.stride(),
+            x_desc, halo_desc, filt_desc, y_desc, bias, scale, residual, *sizes,
             *strides_or_zeros(bias), *strides_or_zeros(scale), *strides_or_zeros(residual, 4),
         )  # fmt: skip
-        launch(_conv2d_fwd_strips_kernel, grid, args,
-               dict(meta, HAS_BIAS=bias is not None, HAS_SCALE=scale is not None,
-                    TMA_STORE=tma_store),
-               None if slot is None else slots[tma_store])  # fmt: skip
+        flags = dict(HAS_BIAS=bias is not None, HAS_SCALE=scale is not None)
+        launch(_conv2d_fwd_strips_kernel, grid, args, dict(meta, **flags), slot)
         return y
 
     return launch_into

@@ -22,9 +22,8 @@ from .base import Choice, Into, Target, Variant
 
 class StagedNchw(Variant):
     name = "staged-nchw"
-    # The strips kernel, writing a chunk's NCHW output through masked stores, was wrong in
-    # 16-bit on the H200 (relative error 0.08-0.22 on every 3x3 layer of 64 channels or more
-    # it took; tf32 right; results/h200-add04cf/README.md): the chunks run the others.
+    # The chunks' outputs are NCHW; the strips kernel writes dense channels-last outputs
+    # only (its TMA store; its masked stores were wrong in 16-bit: notes/mainloop/README.md).
     sub_problems_exclude = ("strips",)
 
     def supports(self, problem: ConvProblem, target: Target) -> bool:

@@ -51,10 +51,11 @@ class Strips(Variant):
             "config: variant 'strips' needs a Hopper GPU (sm90, not the interpreter) and "
             "streamed windows of a one-group, 16-bit or TF32 convolution over a channels-last "
             "input with C a multiple of 64 (32 in fp32), 16-byte aligned strides, H and W "
-            "multiples of the stride and, at a column stride above 1, dense pixels; got "
+            "multiples of the stride and, at a column stride above 1, dense pixels, and K "
+            "output channels a multiple of 16 bytes (the output's TMA store); got "
             f"{target.arch}{' (interpreted)' if target.interpreted else ''}, "
             f"windows={windows!r}, groups={params.groups}, stride={params.stride}, "
-            f"H={problem.h}, W={problem.w}, C={problem.c}, {problem.dtype} in "
+            f"H={problem.h}, W={problem.w}, C={problem.c}, K={problem.k}, {problem.dtype} in "
             f"{problem.math.value}, input strides {problem.x_strides}"
         )
 
