@@ -13,6 +13,7 @@ with NCCL, one GPU per rank (on a machine with GPUs the gloo case uses them too)
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import time
 from pathlib import Path
@@ -113,6 +114,10 @@ def _worker(rank: int, backend: str, store: str, out: str) -> None:
             result["ref_losses"] = torch.stack(_train(ref, x, y)).cpu()
             result["ref_params"] = {k: v.detach().cpu() for k, v in ref.named_parameters()}
         torch.save(result, Path(out) / f"rank{rank}.pt")
+        # DDP's reducer holds the process group: freed after the group is destroyed, it
+        # would join gloo's threads holding the GIL they wait for (examples/train_ddp.py).
+        del ddp
+        gc.collect()
     finally:
         dist.destroy_process_group()
 
