@@ -120,6 +120,8 @@ RELAUNCHED = {
                           torch.float16, True, 0),
     "tma-nhwc": ("conv2d_fwd_tma", "_conv2d_fwd_tma_kernel", (2, 64, 16, 16), (128, 64, 3, 3), 1,
                  torch.bfloat16, True, 1),
+    "strips-nhwc": ("conv2d_fwd_strips", "_conv2d_fwd_strips_kernel", (64, 128, 28, 28),
+                    (128, 128, 3, 3), 1, torch.bfloat16, True, 1),  # Hopper
     "depthwise-nhwc": ("conv2d_dw", "_conv2d_fwd_dw_rows_kernel", (2, 6, 9, 7), (6, 1, 3, 3), 6,
                        torch.float32, True, 1),
     "depthwise-nchw": ("conv2d_dw", "_conv2d_fwd_dw_kernel", (2, 6, 9, 7), (6, 1, 3, 3), 6,
@@ -169,3 +171,30 @@ def test_staged_chunks_relaunch_each_at_its_own_offset(monkeypatch):
         assert y.is_contiguous()
         assert_close(y, reference(x, w, b, padding=1), GPU_TIER_TOL["bf16"])
     assert [kernel.dispatches for kernel in counted] == [3, 3]
+
+
+@pytest.mark.parametrize("gluon", [False, True])
+def test_a_relaunch_hands_the_launcher_the_descriptor_fields_a_dispatch_would(gluon):
+    """After a slot's first launch, descriptors skip the TensorDescriptor's checks: Triton's
+    launcher reads the same base, shape, strides and padding of both."""
+    from triton.backends.nvidia.driver import make_tensordesc_arg
+
+    from im2win.kernels.launch import Descriptor, descriptor
+
+    if gluon:
+        from triton.experimental.gluon import language as gl
+        from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+        rest = ([1, 4, 8, 64], gl.NVMMASharedLayout.get_default_for([1, 4, 8, 64], gl.bfloat16))
+    else:
+        from triton.tools.tensor_descriptor import TensorDescriptor
+
+        rest = ([1, 4, 8, 64],)
+    x = torch.empty(2, 6, 10, 64, dtype=torch.bfloat16)
+    shape, strides = list(x.shape), list(x.stride())
+    checked = descriptor(TensorDescriptor, {}, x, shape, strides, *rest)  # first launch
+    relaunched = descriptor(TensorDescriptor, {"runner": None}, x, shape, strides, *rest)
+    assert type(checked) is TensorDescriptor and type(relaunched) is Descriptor
+    assert make_tensordesc_arg(relaunched, None) == make_tensordesc_arg(checked, None)
+    with pytest.raises(AssertionError):  # the first launch's checks: a misaligned stride
+        descriptor(TensorDescriptor, None, x, shape, [630, 63, 63, 1], *rest)

@@ -63,7 +63,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from ..problem import ConvProblem
 from .conv2d_fwd import kernel_filter
 from .conv2d_fwd_tma import tma_block_k, tma_supported
-from .launch import launch
+from .launch import descriptor, launch
 from .sizes import cdiv, next_power_of_2, strides_or_zeros
 
 GL_DTYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16, torch.float32: gl.float32}
@@ -521,8 +521,8 @@ def strips_launcher(problem: ConvProblem, config: dict, sms: int,
                 B_STAGES=config["num_stages"], CONSUMERS=config["CONSUMERS"],
                 num_warps=config["num_warps"], maxnreg=max_registers(config))  # fmt: skip
 
-    def descriptor(t, shape, strides, box):
-        return TensorDescriptor(t, shape, strides, box, layouts[tuple(box)])
+    def tma(t, shape, strides, box):
+        return descriptor(TensorDescriptor, slot, t, shape, strides, box, layouts[tuple(box)])
 
     def launch_into(x, weight, bias, y, scale=None, residual=None):
         if tiles == 0:
@@ -536,11 +536,11 @@ def strips_launcher(problem: ConvProblem, config: dict, sms: int,
         filt = kernel_filter(weight, "rfc")  # [K, R*S*C]
         if filt.data_ptr() % 16:  # a view of a channels_last weight may start anywhere
             filt = filt.clone()
-        x_desc = descriptor(x, *x_geometry, x_box)
-        halo_desc = descriptor(x, *x_geometry, halo_box)
-        filt_desc = descriptor(filt, list(filt.shape), list(filt.stride()), filt_box)
+        x_desc = tma(x, *x_geometry, x_box)
+        halo_desc = tma(x, *x_geometry, halo_box)
+        filt_desc = tma(filt, list(filt.shape), list(filt.stride()), filt_box)
         y_view = y.permute(0, 2, 3, 1)  # [N, P, Q, K]
-        y_desc = descriptor(y_view, list(y_view.shape), list(y_view.stride()), y_box)
+        y_desc = tma(y_view, list(y_view.shape), list(y_view.stride()), y_box)
         args = (
             x_desc, halo_desc, filt_desc, y_desc, bias, scale, residual, *sizes,
             *strides_or_zeros(bias), *strides_or_zeros(scale), *strides_or_zeros(residual, 4),

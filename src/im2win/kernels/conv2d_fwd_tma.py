@@ -49,7 +49,7 @@ from ..problem import ConvProblem
 from . import split_k
 from .common import apply_epilogue, store_output
 from .conv2d_fwd import kernel_filter
-from .launch import launch
+from .launch import descriptor, launch
 from .sizes import cdiv, strides_or_zeros
 
 
@@ -265,8 +265,9 @@ def tma_launcher(
         filt = kernel_filter(weight, "rfc")  # [K, R*S*Cg]
         if filt.data_ptr() % 16:  # a view of a channels_last weight may start anywhere
             filt = filt.clone()
-        x_desc = TensorDescriptor(x, *x_geometry)
-        filt_desc = TensorDescriptor(filt, list(filt.shape), list(filt.stride()), filt_box)
+        x_desc = descriptor(TensorDescriptor, slot, x, *x_geometry)
+        filt_desc = descriptor(TensorDescriptor, slot, filt, list(filt.shape),
+                               list(filt.stride()), filt_box)  # fmt: skip
         if splits > 1:  # the slices' plain sums: bias and epilogue come with their sum
             out, out_bias, out_scale, out_residual = split_k.workspace(splits, y), None, None, None
         else:
