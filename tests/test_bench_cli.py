@@ -249,7 +249,7 @@ def test_unknown_mini_layer_is_rejected(capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.splitlines()[-1]
     assert err.startswith("im2win bench: error: argument --layers: 'conv99-mini': choose from")
-    assert err.endswith("grouped32-3x3-28 (each also as NAME-mini)")
+    assert err.endswith("regnety-1x1-888-7 (each also as NAME-mini)")
 
 
 def test_methods_that_serve_none_of_the_tiers_are_rejected(tmp_path):

@@ -234,7 +234,8 @@ def test_tma_candidates(case, tier):
 # (input shape, weight shape, conv kwargs): C a multiple of 64 (the strips kernel's channel
 # block in 16-bit), sizes no tile divides, batch 1, filters 1x1 to 7x7 and not square,
 # dilation, K no tile divides (200 on a 1x1); strided (H and W multiples of the stride, odd
-# outputs), a row parity class of one tap and of three
+# outputs), a row parity class of one tap and of three; C no channel block divides (40, 72,
+# 888: TMA's zeros fill the last block)
 STRIPS_CASES = {
     "c64_13x11_k40_3x3_p1": ((1, 64, 13, 11), (40, 64, 3, 3), dict(padding=1)),
     "c64_17x9_k136_3x3_p02": ((3, 64, 17, 9), (136, 64, 3, 3), dict(padding=(0, 2))),
@@ -248,6 +249,9 @@ STRIPS_CASES = {
     "c128_14x10_k136_1x1_s2": ((1, 128, 14, 10), (136, 128, 1, 1), dict(stride=2)),
     "c64_20x12_k72_5x5_s2_p2": ((1, 64, 20, 12), (72, 64, 5, 5), dict(stride=2, padding=2)),
     "c64_16x9_k24_3x3_s21_p1": ((1, 64, 16, 9), (24, 64, 3, 3), dict(stride=(2, 1), padding=1)),
+    "c72_14x11_k40_3x3_s21_p1": ((2, 72, 14, 11), (40, 72, 3, 3), dict(stride=(2, 1), padding=1)),
+    "c888_7x7_k136_1x1": ((2, 888, 7, 7), (136, 888, 1, 1), dict()),
+    "c40_9x13_k24_5x3_p21": ((1, 40, 9, 13), (24, 40, 5, 3), dict(padding=(2, 1))),
     "c64_16x18_k64_3x3_s2_d2": (
         (2, 64, 16, 18),
         (64, 64, 3, 3),

@@ -328,6 +328,38 @@ def test_strips_serves_only_outputs_its_tma_store_writes(dtype, precision, k, la
 
 
 @pytest.mark.parametrize(
+    "c, stride, dtype, supported",
+    [(888, 1, torch.bfloat16, True),  # RegNetY-016's 1x1: 14 blocks of 64, the last 56 full
+     (72, (2, 1), torch.float16, True),  # rows at stride 2: a class of their own
+     (888, 2, torch.bfloat16, False),  # columns at stride 2 share the channels of the view
+     (68, 1, torch.float32, True),  # 272 bytes: 32-channel blocks, the last 4 full
+     (100, 1, torch.bfloat16, False)],  # 200 bytes: not a multiple of 16
+)  # fmt: skip
+def test_strips_serves_channels_no_block_divides(c, stride, dtype, supported, monkeypatch):
+    """TMA zero-fills the boxes past C: the kernel serves C of 16-byte multiples at unit
+    column stride; the heuristic and autotuning take them only once the table allows."""
+    precision = "tf32" if dtype == torch.float32 else None
+    problem = problem_of((64, c, 14, 14), (256, c, 1, 1), dtype, precision, channels_last=True,
+                         stride=stride)  # fmt: skip
+    assert STRIPS.supports(problem, HOPPER) == supported
+    if supported:
+        assert STRIPS.heuristic(problem, HOPPER) is None and not STRIPS.candidates(problem, HOPPER)
+        monkeypatch.setitem(HOPPER.table["strips"], "ragged_max_padding", 1.0)  # any zeros
+        assert STRIPS.heuristic(problem, HOPPER) is not None
+        assert STRIPS.candidates(problem, HOPPER)
+
+
+@pytest.mark.parametrize("c, takes", [(888, True), (160, True), (96, False), (40, False)])
+def test_strips_takes_ragged_channels_up_to_a_share_of_zeros(c, takes, monkeypatch):
+    """With `ragged_max_padding` 0.25: 888 channels pad to 896, 160 to 192 (20%); 96 to 128
+    (33%) and 40 to 64 are left to the other kernels."""
+    monkeypatch.setitem(HOPPER.table["strips"], "ragged_max_padding", 0.25)
+    problem = problem_of((64, c, 14, 14), (256, c, 1, 1), torch.bfloat16, None,
+                         channels_last=True)  # fmt: skip
+    assert (STRIPS.heuristic(problem, HOPPER) is not None) == takes
+
+
+@pytest.mark.parametrize(
     "xshape, k, rs, stride, dtype, precision, tile",
     [((32, 256, 56, 56), 512, 1, 2, torch.bfloat16, None, (4, 16, 256)),  # l2 downsample
      ((128, 512, 28, 28), 1024, 1, 2, torch.float16, None, (4, 16, 256)),  # l3

@@ -85,7 +85,8 @@ RESNET50_LAYERS = (
 )
 
 # Shapes the paper's layers leave out: depthwise (MobileNet 3x3, ConvNeXt 7x7), dilated
-# (DeepLab-style 3x3), grouped (ResNeXt 32 groups).
+# (DeepLab-style 3x3), grouped (ResNeXt 32 groups), channels no 16 divides (RegNetY-016's
+# last 1x1, 888 channels).
 EXTRA_LAYERS = (
     Layer("dw3x3-112", 32, 112, 32, 3, 1, padding=1, groups=32),
     Layer("dw3x3-s2-56", 144, 56, 144, 3, 2, padding=1, groups=144),
@@ -93,4 +94,5 @@ EXTRA_LAYERS = (
     Layer("dw7x7-56", 96, 56, 96, 7, 1, padding=3, groups=96),
     Layer("dilated3x3-d2-28", 256, 28, 256, 3, 1, padding=2, dilation=2),
     Layer("grouped32-3x3-28", 256, 28, 256, 3, 1, padding=1, groups=32),
+    Layer("regnety-1x1-888-7", 888, 7, 888, 1, 1),
 )

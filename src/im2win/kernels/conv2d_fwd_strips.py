@@ -18,8 +18,10 @@ Tap (r, f) is the view of strip_f that starts r*dh rows in: each image row is
 BLOCK_Q*BLOCK_K elements, a whole number of 128-byte swizzle atoms, so the view is itself
 a [BLOCK_M, BLOCK_K] operand the wgmma reads from shared memory. A strip feeds R steps:
 the input crosses L2 about S*(BLOCK_P + R - 1)/BLOCK_P times a tile where one box a tap
-(`conv2d_fwd_tma.py`) moves it R*S times. The filter, [K, R*S*Cg] in (r, f, c) order, is
-one [BLOCK_N, BLOCK_K] box a step.
+(`conv2d_fwd_tma.py`) moves it R*S times. The filter, [K, R*S, C] in (r, f, c) order, is
+one [BLOCK_N, 1, BLOCK_K] box a step. C need not fill the channel blocks: TMA zero-fills
+both operands' boxes past C, so a last, partial block adds nothing (at unit column stride;
+above it a column's parity classes share the channel dimension of the input's view).
 
 At stride (sh, sw) the boxes read the input as `conv2d_fwd_tma.py` does, the parity view
 [N, H/sh, sh, W/sw, sw*C]: output column q at filter column f reads input column
@@ -62,7 +64,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from ..problem import ConvProblem
 from .conv2d_fwd import kernel_filter
-from .conv2d_fwd_tma import tma_block_k, tma_supported
+from .conv2d_fwd_tma import tma_view_supported
 from .launch import descriptor, launch
 from .sizes import cdiv, next_power_of_2, strides_or_zeros
 
@@ -227,12 +229,10 @@ def _strips_loader(x_desc, halo_desc, filt_desc, a_rows, b_bufs, a_ready, a_empt
                             slot = step % B_STAGES
                             mbarrier.wait(b_empty.index(slot), (step // B_STAGES) & 1 ^ 1)
                             mbarrier.expect(b_ready.index(slot), filt_desc.block_type.nbytes)
-                            tma.async_copy_global_to_shared(
-                                filt_desc,
-                                [k0, (r * S + f) * C + c],
-                                b_ready.index(slot),
-                                b_bufs.index(slot),
-                            )
+                            block = b_bufs.index(slot)._reinterpret(
+                                dtype, filt_desc.block_type.shape, filt_desc.layout)  # fmt: skip
+                            tma.async_copy_global_to_shared(filt_desc, [k0, r * S + f, c],
+                                                            b_ready.index(slot), block)  # fmt: skip
                             step += 1
 
 
@@ -268,7 +268,7 @@ def _strips_consumer(
     c_buf = c_bufs.index(CONSUMER)
     pid = gl.program_id(0)
     nprog = gl.num_programs(0)
-    blocks = S * (C // BLOCK_K)  # (filter column, channel block) pairs a tile
+    blocks = S * gl.cdiv(C, BLOCK_K)  # (filter column, channel block) pairs a tile
     for tile in range(pid + CONSUMER * nprog, num_tiles, CONSUMERS * nprog):
         ring_tile = (tile - pid) // nprog  # the tile's place in the rings' order
         strip_count = ring_tile * blocks * STRIPS
@@ -368,7 +368,8 @@ def _conv2d_fwd_strips_kernel(
     a_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_P * BLOCK_Q, BLOCK_K],
                                                                   dtype)  # fmt: skip
     a_rows = gl.allocate_shared_memory(dtype, [A_ROWS, BLOCK_Q, BLOCK_K], a_layout)
-    b_bufs = gl.allocate_shared_memory(dtype, [B_STAGES, BLOCK_N, BLOCK_K], filt_desc.layout)
+    b_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_N, BLOCK_K], dtype)
+    b_bufs = gl.allocate_shared_memory(dtype, [B_STAGES, BLOCK_N, BLOCK_K], b_layout)
     c_bufs = gl.allocate_shared_memory(dtype, [CONSUMERS, 1, BLOCK_P,
                                                BLOCK_Q, BLOCK_N], y_desc.layout)  # fmt: skip
     # barriers for MAX_STRIPS strips (a power of two; A_STAGES need not be)
@@ -435,17 +436,24 @@ def halo_rows(problem: ConvProblem) -> int:
 
 def strips_supported(problem: ConvProblem) -> bool:
     """True when the kernel serves `problem`: one group, a tensor-core tier, a channels-last
-    input TMA reads as the parity view [N, H/sh, sh, W/sw, sw*C] (`tma_supported`: exact,
-    16-byte aligned) whose C fills 128-byte channel blocks (a multiple of 64 in 16-bit, 32
-    in fp32), a strip's extra rows within a TMA box, and an output TMA stores: dense
-    channels-last (as a call's output is for a channels-last input) with rows of K
-    elements a multiple of 16 bytes."""
+    input TMA reads as the parity view [N, H/sh, sh, W/sw, sw*C] (`tma_view_supported`:
+    exact, 16-byte aligned) with C a multiple of 16 bytes (of 128-byte channel blocks at a
+    column stride above 1: `ragged_channels`), a strip's extra rows within a TMA box, and
+    an output TMA stores: dense channels-last (as a call's output is for a channels-last
+    input) with rows of K elements a multiple of 16 bytes."""
+    channels = problem.c * problem.itemsize % 16 == 0
     return (
-        problem.groups == 1 and problem.math.tensor_cores and tma_supported(problem)
-        and tma_block_k(problem.c, problem.itemsize) == 128 // problem.itemsize
+        problem.groups == 1 and problem.math.tensor_cores and tma_view_supported(problem)
+        and channels and (problem.params.stride[1] == 1 or not ragged_channels(problem))
         and halo_rows(problem) <= BOX_MAX
         and problem.channels_last and problem.k * problem.itemsize % 16 == 0
     )  # fmt: skip
+
+
+def ragged_channels(problem: ConvProblem) -> bool:
+    """Whether C leaves the last 128-byte channel block partly empty (TMA fills it with
+    zeros)."""
+    return problem.c * problem.itemsize % 128 != 0
 
 
 def strips_fits(problem: ConvProblem, config: dict) -> bool:
@@ -480,8 +488,8 @@ def strips_boxes(config: dict, block_k: int, halo: int) -> dict[str, list[int]]:
     """The TMA boxes of the kernel's descriptors, by parameter name."""
     block_p, block_q, block_n = config["BLOCK_P"], config["BLOCK_Q"], config["BLOCK_N"]
     return dict(x_desc=[1, block_p, 1, block_q, block_k],
-                halo_desc=[1, max(halo, 1), 1, block_q, block_k], filt_desc=[block_n, block_k],
-                y_desc=[1, block_p, block_q, block_n])  # fmt: skip
+                halo_desc=[1, max(halo, 1), 1, block_q, block_k],
+                filt_desc=[block_n, 1, block_k], y_desc=[1, block_p, block_q, block_n])  # fmt: skip
 
 
 def tma_storable(y: torch.Tensor) -> bool:
@@ -511,6 +519,8 @@ def strips_launcher(problem: ConvProblem, config: dict, sms: int,
     pad_top, pad_left = problem.pad_top_left
     # [N, H/sh, sh, W/sw, sw*C]: parities as coordinates, as in conv2d_fwd_tma.py
     x_geometry = ([n, h // sh, sh, w // sw, sw * c], [sn, sh * s_h, s_h, sw * s_w, 1])
+    taps = problem.r * problem.s
+    filt_geometry = ([problem.k, taps, c], [taps * c, c, 1])  # [K, R*S, C]: zeros past C
     tiles = strips_tiles(problem, config)
     grid = (min(tiles, sms),)
     sizes = (n, c, problem.k, problem.p, problem.q, tiles)
@@ -538,7 +548,7 @@ def strips_launcher(problem: ConvProblem, config: dict, sms: int,
             filt = filt.clone()
         x_desc = tma(x, *x_geometry, x_box)
         halo_desc = tma(x, *x_geometry, halo_box)
-        filt_desc = tma(filt, list(filt.shape), list(filt.stride()), filt_box)
+        filt_desc = tma(filt, filt_geometry[0], filt_geometry[1], filt_box)
         y_view = y.permute(0, 2, 3, 1)  # [N, P, Q, K]
         y_desc = tma(y_view, list(y_view.shape), list(y_view.stride()), y_box)
         args = (

@@ -167,17 +167,20 @@ def tma_block_k(cg: int, itemsize: int) -> int | None:
 
 
 def tma_supported(problem: ConvProblem) -> bool:
-    """True when the input and the re-laid filter meet TMA's rules for this kernel.
-
-    Cg a multiple of 16; channels innermost (stride 1); the other strides of the view the
-    descriptor reads (see the module's docstring) and the base address 16-byte aligned. At
-    a stride above 1 the view must be exact: sh divides H, sw divides W, and with sw > 1
-    the pixels of a row lie C apart (a column's parity folds into the channel dimension).
+    """True when the input and the re-laid filter meet TMA's rules for this kernel: Cg a
+    multiple of 16 (`tma_block_k`) and the input view TMA reads (`tma_view_supported`).
     (The filter matrix [K, R*S*Cg] is a fresh or channels_last tensor: aligned whenever Cg
     is.)
     """
-    if tma_block_k(problem.cg, problem.itemsize) is None:
-        return False
+    return tma_block_k(problem.cg, problem.itemsize) is not None and tma_view_supported(problem)
+
+
+def tma_view_supported(problem: ConvProblem) -> bool:
+    """True when TMA can read the input as this module's view (see its docstring): channels
+    innermost (stride 1); the view's other strides and the base address 16-byte aligned. At
+    a stride above 1 the view must be exact: sh divides H, sw divides W, and with sw > 1
+    the pixels of a row lie C apart (a column's parity folds into the channel dimension).
+    """
     sn, sc, s_h, s_w = problem.x_strides
     sh, sw = problem.params.stride
     exact = problem.h % sh == 0 and problem.w % sw == 0 and (sw == 1 or s_w == problem.c)

@@ -5,8 +5,11 @@ group, the tensor-core tiers; it runs the fused epilogue in its store.
 Tiles come from the table's `strips.tiles` (`tuning/sm90.json`), the first entry whose
 conditions hold (tile class, KG, output size), whose ring holds two strips of the problem
 and whose grid reaches `min_grid_share` of the SMs (where none does, kernels with split-K
-take the layer); `strips.candidates` are what autotuning times. Gluon does not run in Triton's
-interpreter, so the CPU suite compiles this kernel for sm_90a instead of running it.
+take the layer); `strips.candidates` are what autotuning times. A C that leaves the last
+128-byte channel block partly empty (its zeros TMA's) is taken where `ragged_max_padding`
+allows: null until the GPU suite has run such blocks (`test_strips_configs` pins them).
+Gluon does not run in Triton's interpreter, so the CPU suite compiles this kernel for
+sm_90a instead of running it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch
 from ..epilogue import Epilogue
 from ..kernels import interpreted
 from ..kernels.conv2d_fwd_strips import (
+    ragged_channels,
     strips_fits,
     strips_launcher,
     strips_shared_bytes,
@@ -38,6 +42,17 @@ def _runs(problem: ConvProblem, config: Mapping) -> bool:
     return strips_fits(problem, config) and shared < SHARED_LIMIT
 
 
+def _takes_channels(problem: ConvProblem, table: Mapping) -> bool:
+    """Whether the heuristic and autotuning take `problem`'s channels: whole 128-byte blocks,
+    or, where the table's `ragged_max_padding` is set (not null), a last block's zeros at
+    most that share of C."""
+    if not ragged_channels(problem):
+        return True
+    share = table["ragged_max_padding"]
+    block = 128 // problem.itemsize
+    return share is not None and -(-problem.c // block) * block <= (1 + share) * problem.c
+
+
 class Strips(Variant):
     name = "strips"
     windows = "streamed"
@@ -50,9 +65,10 @@ class Strips(Variant):
         return (
             "config: variant 'strips' needs a Hopper GPU (sm90, not the interpreter) and "
             "streamed windows of a one-group, 16-bit or TF32 convolution over a channels-last "
-            "input with C a multiple of 64 (32 in fp32), 16-byte aligned strides, H and W "
-            "multiples of the stride and, at a column stride above 1, dense pixels, and K "
-            "output channels a multiple of 16 bytes (the output's TMA store); got "
+            "input with C a multiple of 16 bytes (of 128 bytes at a column stride above 1), "
+            "16-byte aligned strides, H and W multiples of the stride and, at a column stride "
+            "above 1, dense pixels, and K output channels a multiple of 16 bytes (the "
+            "output's TMA store); got "
             f"{target.arch}{' (interpreted)' if target.interpreted else ''}, "
             f"windows={windows!r}, groups={params.groups}, stride={params.stride}, "
             f"H={problem.h}, W={problem.w}, C={problem.c}, K={problem.k}, {problem.dtype} in "
@@ -64,6 +80,8 @@ class Strips(Variant):
 
     def heuristic(self, problem: ConvProblem, target: Target) -> dict | None:
         table = target.table["strips"]
+        if not _takes_channels(problem, table):
+            return None
         for entry in table["tiles"]:
             config = {key: entry[key] for key in KEYS}
             # A grid under a share of the SMs is better served by split-K's kernels: a later
@@ -75,6 +93,8 @@ class Strips(Variant):
 
     def candidates(self, problem: ConvProblem, target: Target) -> list[dict]:
         table = target.table["strips"]
+        if not _takes_channels(problem, table):
+            return []
         configs = [dict(zip(table["candidates_keys"], row, strict=True))
                    for row in table["candidates"]]  # fmt: skip
         return [c for c in configs if _runs(problem, c)]
