@@ -6,10 +6,10 @@ Tiles come from the table's `strips.tiles` (`tuning/sm90.json`), the first entry
 conditions hold (tile class, KG, output size), whose ring holds two strips of the problem
 and whose grid reaches `min_grid_share` of the SMs (where none does, kernels with split-K
 take the layer); `strips.candidates` are what autotuning times. A C that leaves the last
-128-byte channel block partly empty (its zeros TMA's) is taken where `ragged_max_padding`
-allows: null until the GPU suite has run such blocks (`test_strips_configs` pins them).
-Gluon does not run in Triton's interpreter, so the CPU suite compiles this kernel for
-sm_90a instead of running it.
+128-byte channel block partly empty (TMA fills it with zeros) is taken where
+`ragged_max_padding` allows: null until the GPU suite has run such blocks
+(`test_strips_configs` pins them). Gluon does not run in Triton's interpreter, so the CPU
+suite compiles this kernel for sm_90a instead of running it.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from ..kernels.conv2d_fwd_strips import (
     strips_supported,
     strips_tiles,
 )
+from ..kernels.sizes import cdiv
 from ..params import ConvParams
 from ..problem import ConvProblem, MathMode
 from .base import Choice, Into, Target, Variant, entry_matches, target_of
@@ -50,7 +51,7 @@ def _takes_channels(problem: ConvProblem, table: Mapping) -> bool:
         return True
     share = table["ragged_max_padding"]
     block = 128 // problem.itemsize
-    return share is not None and -(-problem.c // block) * block <= (1 + share) * problem.c
+    return share is not None and cdiv(problem.c, block) * block <= (1 + share) * problem.c
 
 
 class Strips(Variant):
