@@ -117,6 +117,35 @@ def test_weight_gradient_in_slices_is_reproducible(monkeypatch, case):
     assert_close(bias, dy.double().sum((0, 2, 3)), TOL[torch.float32])
 
 
+@pytest.mark.parametrize("case", ["3x3_s2_p1", "depthwise_5x3_s2", "tma_c32_3x3_p1"])
+def test_weight_gradient_is_planned_once_a_signature(monkeypatch, case):
+    """A signature's weight gradient is chosen once and run again with fresh tensors; a change
+    of the rule, or tensors of another signature, plan again."""
+    from im2win.variants import INTERPRETER
+
+    torch.manual_seed(9)
+    xshape, wshape, kw = CASES[case]
+    made = []
+    make = grad._wgrad_plan
+    monkeypatch.setattr(grad, "_wgrad_plan", lambda *a: made.append(a) or make(*a))
+    monkeypatch.setattr(grad, "_WGRAD_PLANS", {})
+    for _ in range(2):
+        x, w = randn(*xshape, channels_last=True), randn(*wshape)
+        dy = randn(*F.conv2d(x, w, **kw).shape)
+        assert_close(grad.conv2d_weight(x, w.shape, dy, **kw), reference(x, w, dy, kw)[1],
+                     TOL[torch.float32])  # fmt: skip
+    assert len(made) == 1
+    monkeypatch.setitem(INTERPRETER.table["wgrad"], "waves", 64)  # more slices
+    assert_close(grad.conv2d_weight(x, w.shape, dy, **kw), reference(x, w, dy, kw)[1],
+                 TOL[torch.float32])  # fmt: skip
+    assert len(made) == 2
+    x = randn(xshape[0], xshape[1], xshape[2] + 1, xshape[3], channels_last=True)
+    dy = randn(*F.conv2d(x, w, **kw).shape)
+    assert_close(grad.conv2d_weight(x, w.shape, dy, **kw), reference(x, w, dy, kw)[1],
+                 TOL[torch.float32])  # fmt: skip
+    assert len(made) == 3
+
+
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize(
     "wshape, groups", [((5, 4, 3, 3), 1), ((4, 1, 3, 3), 4), ((8, 16, 3, 3), 1)]

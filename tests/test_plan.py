@@ -198,3 +198,40 @@ def test_a_relaunch_hands_the_launcher_the_descriptor_fields_a_dispatch_would(gl
     assert make_tensordesc_arg(relaunched, None) == make_tensordesc_arg(checked, None)
     with pytest.raises(AssertionError):  # the first launch's checks: a misaligned stride
         descriptor(TensorDescriptor, None, x, shape, [630, 63, 63, 1], *rest)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    "module_name, kernel_name, xshape, wshape, groups",
+    [("conv2d_wgrad_tma", "_conv2d_wgrad_tma_kernel", (4, 64, 14, 13), (72, 64, 3, 3), 1),
+     ("conv2d_wgrad", "_conv2d_wgrad_kernel", (4, 64, 14, 13), (72, 64, 1, 1), 1),
+     ("conv2d_wgrad", "_conv2d_wgrad_dw_kernel", (4, 32, 14, 13), (32, 1, 3, 3), 32)],
+)  # fmt: skip
+def test_a_weight_gradient_skips_triton_dispatch_after_its_first_call(
+    module_name, kernel_name, xshape, wshape, groups, monkeypatch
+):
+    """Later weight gradients of a signature relaunch the kernel and the finishing kernel,
+    with fresh values, the bias gradient too (`grad._wgrad_kernel`'s plan)."""
+    from im2win import grad
+    from im2win.params import conv_params
+
+    counted = []
+    for module, name in ((module_name, kernel_name), ("conv2d_wgrad", "_wgrad_finish_kernel")):
+        module = importlib.import_module(f"im2win.kernels.{module}")
+        counted.append(CountingKernel(getattr(module, name)))
+        monkeypatch.setattr(module, name, counted[-1])
+    monkeypatch.setattr(grad, "_WGRAD_PLANS", {})
+    params = conv_params(padding=wshape[2] // 2, groups=groups, kernel_size=wshape[2:])
+    torch.manual_seed(10)
+    for _ in range(3):
+        x = randn(*xshape, dtype=torch.bfloat16, channels_last=True)
+        w = randn(*wshape, dtype=torch.bfloat16).requires_grad_()
+        x64 = x.double().requires_grad_()
+        y = torch.nn.functional.conv2d(x64, w.double(), padding=wshape[2] // 2, groups=groups)
+        dy = randn(*y.shape, dtype=torch.bfloat16, channels_last=True)
+        got, got_bias = grad.weight_grad(x, wshape, dy, params, precision=None, backend="auto",
+                                         bias=True)  # fmt: skip
+        want = torch.autograd.grad(y, w, dy.double())[0]
+        assert_close(got, want, GPU_TIER_TOL["bf16"])
+        assert_close(got_bias, dy.double().sum((0, 2, 3)), GPU_TIER_TOL["bf16"])
+    assert [kernel.dispatches for kernel in counted] == [1, 1]

@@ -21,7 +21,9 @@ it is still PyTorch's, which these do not yet beat (notes/backward).
 
 from __future__ import annotations
 
+import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -190,17 +192,50 @@ def _(input, grad_output, weight_size, stride, padding, dilation, groups, precis
     return input.new_empty(size), input.new_empty(size[0] if bias else 0)
 
 
+# Weight-gradient plans by call signature: the choice made once, the kernels relaunched
+# without Triton's dispatch (kernels/launch.py). Each keeps the rule it was made under and
+# is made again where the rule has changed since (the tile sweeps and the tests change it).
+_WGRAD_PLANS: dict[tuple, _WgradPlan] = {}
+MAX_WGRAD_PLANS = 1024  # then the plans start over (as plan.py's)
+
+
+@dataclass(frozen=True)
+class _WgradPlan:
+    rule: dict  # a copy of the `wgrad` rule the plan was made under
+    run: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
+
+
 def _wgrad_kernel(input, weight_size, grad_output, params: ConvParams, precision, bias: bool):
-    interpreted = kernels.interpreted()
-    target = target_of(input.device, interpreted)
+    target = target_of(input.device, kernels.interpreted())
     rule = target.table["wgrad"]
-    k, cg, r, s = weight_size
     if rule["nchw_to_channels_last"]:  # a copy only of a tensor that is not channels-last
         # The kernels read a pixel's window channel-fastest: one run of memory in a
         # channels-last tensor, single elements scattered across planes in an NCHW one; the
         # TMA kernel reads the output gradient's pixels as rows of channels too.
         input = input.contiguous(memory_format=torch.channels_last)
         grad_output = grad_output.contiguous(memory_format=torch.channels_last)
+    key = (
+        input.shape, input.stride(), input.dtype, input.device, input.data_ptr() % 16,
+        grad_output.shape, grad_output.stride(), grad_output.data_ptr() % 16,
+        tuple(weight_size), params, precision, bias, torch.get_float32_matmul_precision(),
+        # a relaunched kernel runs in the context of the device current at its first launch
+        torch._C._cuda_getDevice() if input.is_cuda else None,  # current_device(), unwrapped
+    )  # fmt: skip
+    plan = _WGRAD_PLANS.get(key)
+    if plan is None or plan.rule != rule:
+        if len(_WGRAD_PLANS) >= MAX_WGRAD_PLANS:
+            _WGRAD_PLANS.clear()
+        plan = _wgrad_plan(input, weight_size, grad_output, params, precision, bias, target)
+        _WGRAD_PLANS[key] = plan
+    return plan.run(input, grad_output)
+
+
+def _wgrad_plan(input, weight_size, grad_output, params: ConvParams, precision, bias: bool,
+                target) -> _WgradPlan:  # fmt: skip
+    """The weight gradient of this call's signature: the rule's kernel and config."""
+    interpreted = target.interpreted
+    rule = target.table["wgrad"]
+    k, cg, r, s = weight_size
     weight = torch.empty(weight_size, dtype=input.dtype, device="meta")
     problem = ConvProblem.of(input, weight, params, MathMode.of(input.dtype, precision))
     depthwise = cg == 1 and k == params.groups  # no GEMM left: a kernel of its own
@@ -223,11 +258,16 @@ def _wgrad_kernel(input, weight_size, grad_output, params: ConvParams, precision
         programs = params.groups * cdiv(kg, config["BLOCK_K"]) * cdiv(j, config["BLOCK_J"])
     # Enough slices of the reduction for `waves` full waves of programs.
     config["SLICES"] = min(rule["max_slices"], max(1, cdiv(rule["waves"] * target.sms, programs)))
-    if depthwise:
-        return kernels.conv2d_wgrad_depthwise(input, grad_output, weight_size, problem,
-                                              config=config, bias=bias)  # fmt: skip
-    return kernels.conv2d_wgrad(input, grad_output, weight_size, problem, config=config,
-                                interpreted=interpreted, bias=bias)  # fmt: skip
+    slots: dict = {}  # the kernels' launches, kept for this signature
+
+    def run(x, dy):
+        if depthwise:
+            return kernels.conv2d_wgrad_depthwise(x, dy, weight_size, problem, config=config,
+                                                  bias=bias, slots=slots)  # fmt: skip
+        return kernels.conv2d_wgrad(x, dy, weight_size, problem, config=config,
+                                    interpreted=interpreted, bias=bias, slots=slots)  # fmt: skip
+
+    return _WgradPlan(copy.deepcopy(rule), run)
 
 
 def _takes_tma(rule: dict, problem: ConvProblem, grad_output: torch.Tensor) -> bool:

@@ -23,6 +23,7 @@ import triton.language as tl
 from ..problem import ConvProblem
 from .common import inside, output_pixel, window_corner
 from .conv2d_wgrad_tma import conv2d_wgrad_tma, wgrad_tma_patches
+from .launch import launch
 from .sizes import cdiv, next_power_of_2
 
 
@@ -100,10 +101,13 @@ def conv2d_wgrad(
     config: dict,
     interpreted: bool,
     bias: bool = False,
+    slots: dict | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(dW [K, C/groups, R, S] (contiguous, in x's dtype), and with `bias` the bias
     gradient [K] in the same pass, else None) of a call of `problem`'s signature from `x`
-    [N, C, H, W] and `grad_output` [N, K, P, Q], any strides.
+    [N, C, H, W] and `grad_output` [N, K, P, Q], any strides. `slots`: a dict the caller
+    keeps for one call signature (x's and grad_output's shapes, strides, dtypes and
+    alignments, the config), where the kernels keep their launches (`launch.py`).
 
     `config`: BLOCK_M output pixels a step, BLOCK_K x BLOCK_J the partial's tile, SLICES
     (how many parts the reduction is cut into), num_warps, num_stages; or the TMA kernel's
@@ -123,14 +127,18 @@ def conv2d_wgrad(
         bias) else None  # fmt: skip
     if tma:
         conv2d_wgrad_tma(x, grad_output, partial, bias_partial, problem, config=config,
-                         per_slice=per_slice, interpreted=interpreted)  # fmt: skip
-        return _finish(partial, bias_partial, weight_shape, cg, problem.channels_last, x.dtype)
+                         per_slice=per_slice, interpreted=interpreted,
+                         slot=_slot(slots, "main"))  # fmt: skip
+        return _finish(partial, bias_partial, weight_shape, cg, problem.channels_last, x.dtype,
+                       slot=_slot(slots, "finish"))  # fmt: skip
     grid = (g, cdiv(kg, config["BLOCK_K"]) * cdiv(j, config["BLOCK_J"]), slices)
-    _conv2d_wgrad_kernel[grid](
+    args = (
         x, grad_output, partial, bias_partial,
         m, kg, j, h, w, p, q, s, r * s, cg, per_slice,
         *x.stride(), *grad_output.stride(),
         *params.stride, *problem.pad_top_left, *params.dilation,
+    )  # fmt: skip
+    meta = dict(
         CHANNELS_LAST=problem.channels_last,
         HAS_BIAS=bias,
         PRECISION=problem.math.precision if problem.math.tensor_cores else "ieee",
@@ -138,7 +146,14 @@ def conv2d_wgrad(
         BLOCK_M=config["BLOCK_M"], BLOCK_K=config["BLOCK_K"], BLOCK_J=config["BLOCK_J"],
         num_warps=config["num_warps"], num_stages=config["num_stages"],
     )  # fmt: skip
-    return _finish(partial, bias_partial, weight_shape, cg, problem.channels_last, x.dtype)
+    launch(_conv2d_wgrad_kernel, grid, args, meta, _slot(slots, "main"))
+    return _finish(partial, bias_partial, weight_shape, cg, problem.channels_last, x.dtype,
+                   slot=_slot(slots, "finish"))  # fmt: skip
+
+
+def _slot(slots: dict | None, kernel: str) -> dict | None:
+    """`kernel`'s slot in a call signature's `slots`; None (dispatch each launch) without."""
+    return None if slots is None else slots.setdefault(kernel, {})
 
 
 @triton.jit
@@ -181,10 +196,10 @@ FINISH_BLOCK = 1024  # elements of dW a finishing program writes
 
 
 def _finish(partial: torch.Tensor, bias_partial: torch.Tensor | None, grad_shape, cg: int,
-            taps_first: bool, dtype: torch.dtype):  # fmt: skip
+            taps_first: bool, dtype: torch.dtype, slot: dict | None):  # fmt: skip
     """(dW of `grad_shape`, contiguous, in `dtype`; the bias gradient or None) from the
     slices' partial sums [slices, ..., J] and [slices, NB], in one kernel: see
-    `_wgrad_finish_kernel`."""
+    `_wgrad_finish_kernel`; launched through `slot`."""
     slices, j = partial.shape[0], partial.shape[-1]
     rows = math.prod(partial.shape[1:-1])
     nb = 0 if bias_partial is None else math.prod(bias_partial.shape[1:])
@@ -193,11 +208,10 @@ def _finish(partial: torch.Tensor, bias_partial: torch.Tensor | None, grad_shape
                                                               device=partial.device)  # fmt: skip
     if max(rows * j, nb) == 0:
         return grad, grad_bias
-    _wgrad_finish_kernel[(cdiv(max(rows * j, nb), FINISH_BLOCK),)](
-        partial, bias_partial, grad, grad_bias, slices, rows, j, cg, j // cg if cg else 0, nb,
-        TAPS_FIRST=taps_first, HAS_BIAS=bias_partial is not None, BLOCK=FINISH_BLOCK,
-        num_warps=4,
-    )  # fmt: skip
+    args = (partial, bias_partial, grad, grad_bias, slices, rows, j, cg, j // cg if cg else 0, nb)
+    meta = dict(TAPS_FIRST=taps_first, HAS_BIAS=bias_partial is not None, BLOCK=FINISH_BLOCK,
+                num_warps=4)  # fmt: skip
+    launch(_wgrad_finish_kernel, (cdiv(max(rows * j, nb), FINISH_BLOCK),), args, meta, slot)
     return grad, grad_bias
 
 
@@ -274,6 +288,7 @@ def conv2d_wgrad_depthwise(
     *,
     config: dict,
     bias: bool = False,
+    slots: dict | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`conv2d_wgrad` of a depthwise convolution (groups = C = K): dW [C, 1, R, S].
 
@@ -292,13 +307,15 @@ def conv2d_wgrad_depthwise(
     bias_partial = torch.empty((slices, c), dtype=torch.float32, device=x.device) if (
         bias) else None  # fmt: skip
     grid = (cdiv(c, config["BLOCK_C"]), slices)
-    _conv2d_wgrad_dw_kernel[grid](
+    args = (
         x, grad_output, partial, bias_partial,
         m, c, h, w, p, q, s, r * s, per_slice,
         *x.stride(), *grad_output.stride(),
         *params.stride, *problem.pad_top_left, *params.dilation,
-        HAS_BIAS=bias, BLOCK_M=block_m, BLOCK_C=config["BLOCK_C"], TAPS=taps,
-        num_warps=config["num_warps"],
     )  # fmt: skip
+    meta = dict(HAS_BIAS=bias, BLOCK_M=block_m, BLOCK_C=config["BLOCK_C"], TAPS=taps,
+                num_warps=config["num_warps"])  # fmt: skip
+    launch(_conv2d_wgrad_dw_kernel, grid, args, meta, _slot(slots, "main"))
     # [slices, RS, C] seen as one row of (tap, c) columns: dW [C, 1, R, S]
-    return _finish(partial.view(slices, 1, r * s * c), bias_partial, (c, 1, r, s), c, True, x.dtype)
+    return _finish(partial.view(slices, 1, r * s * c), bias_partial, (c, 1, r, s), c, True,
+                   x.dtype, slot=_slot(slots, "finish"))  # fmt: skip

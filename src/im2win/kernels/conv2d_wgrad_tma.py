@@ -24,6 +24,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from ..problem import ConvProblem
 from .conv2d_fwd_tma import tma_block_k, tma_supported
+from .launch import descriptor, launch
 from .sizes import cdiv
 
 
@@ -126,10 +127,11 @@ def conv2d_wgrad_tma(
     config: dict,
     per_slice: int,
     interpreted: bool,
+    slot: dict | None = None,
 ) -> None:
     """Fill `partial` [slices, groups, Kg, Cg*R*S] (and `bias_partial` [slices, groups, Kg])
     from channels-last `x` and `grad_output` (`wgrad_tma_supported`), `per_slice` patches a
-    slice.
+    slice; launched through `slot` (`launch.py`).
 
     `config`: BLOCK_P x BLOCK_Q output pixels a step, BLOCK_K output channels and BLOCK_C
     (`wgrad_tma_block_c`) input channels a tile, num_warps, num_stages.
@@ -140,20 +142,24 @@ def conv2d_wgrad_tma(
     if problem.strided:  # [N, H/sh, sh, W/sw, sw*C]: parities as coordinates
         sh, sw = problem.params.stride
         shape, strides = [n, h // sh, sh, w // sw, sw * c], [sn, sh * s_h, s_h, sw * s_w, sc]
-        x_desc = TensorDescriptor(x, shape, strides, [1, bp, 1, bq, bc])
+        x_desc = descriptor(TensorDescriptor, slot, x, shape, strides, [1, bp, 1, bq, bc])
     else:
-        x_desc = TensorDescriptor(x, [n, h, w, c], [sn, s_h, s_w, sc], [1, bp, bq, bc])
+        x_desc = descriptor(TensorDescriptor, slot, x, [n, h, w, c], [sn, s_h, s_w, sc],
+                            [1, bp, bq, bc])  # fmt: skip
     dn, dk, dp, dq = grad_output.stride()
-    dy_desc = TensorDescriptor(grad_output, [n, problem.p, problem.q, problem.k],
-                               [dn, dp, dq, dk], [1, bp, bq, bk])  # fmt: skip
+    dy_desc = descriptor(TensorDescriptor, slot, grad_output,
+                         [n, problem.p, problem.q, problem.k], [dn, dp, dq, dk],
+                         [1, bp, bq, bk])  # fmt: skip
     grid = (problem.groups, cdiv(problem.kg, bk) * wgrad_tma_columns(problem, bc),
             partial.shape[0])  # fmt: skip
     params = problem.params
-    _conv2d_wgrad_tma_kernel[grid](
+    args = (
         x_desc, dy_desc, partial, bias_partial,
         c, problem.kg, problem.cg, partial.shape[-1], problem.p, problem.q, problem.s,
         wgrad_tma_patches(problem, config), per_slice,
         *problem.pad_top_left, *params.dilation, *params.stride,
+    )  # fmt: skip
+    meta = dict(
         STRIDED=problem.strided,
         HAS_BIAS=bias_partial is not None,
         PRECISION=problem.math.precision if problem.math.tensor_cores else "ieee",
@@ -161,6 +167,7 @@ def conv2d_wgrad_tma(
         BLOCK_P=bp, BLOCK_Q=bq, BLOCK_K=bk, BLOCK_C=bc,
         num_warps=config["num_warps"], num_stages=config["num_stages"],
     )  # fmt: skip
+    launch(_conv2d_wgrad_tma_kernel, grid, args, meta, slot)
 
 
 def wgrad_tma_patches(problem: ConvProblem, config: dict) -> int:
