@@ -112,15 +112,27 @@ def test_gradcheck_reference_backend(padding):
     assert torch.autograd.gradcheck(fn, (x, w, b))
 
 
-def test_im2win_backward_is_deterministic(backward_kernels):
-    """Two backward passes of a strided, grouped layer give the same bits."""
+@pytest.mark.parametrize("deterministic", [False, True], ids=["default", "deterministic"])
+def test_im2win_backward_is_deterministic(backward_kernels, deterministic):
+    """Two backward passes of a strided, grouped layer with a bias give the same bits, also
+    under `torch.use_deterministic_algorithms(True)` (which raises on any op it knows to be
+    nondeterministic) and right."""
     torch.manual_seed(5)
-    x, w = randn(2, 4, 9, 10, channels_last=True), randn(6, 2, 3, 3)
+    x, w, b = randn(2, 4, 9, 10, channels_last=True), randn(6, 2, 3, 3), randn(6)
     grad_out = randn(2, 6, 5, 5)
-    first = grads(im2win.conv2d, x, w, None, grad_out, stride=2, padding=1, groups=2)
-    again = grads(im2win.conv2d, x, w, None, grad_out, stride=2, padding=1, groups=2)
-    for a, b in zip(first[1:3], again[1:3], strict=True):
-        assert torch.equal(a, b)
+    kw = dict(stride=2, padding=1, groups=2)
+    was = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(deterministic)
+    try:
+        first = grads(im2win.conv2d, x, w, b, grad_out, **kw)
+        again = grads(im2win.conv2d, x, w, b, grad_out, **kw)
+    finally:
+        torch.use_deterministic_algorithms(was)
+    for got, repeat in zip(first, again, strict=True):
+        assert torch.equal(got, repeat)
+    doubles = (t.double() for t in (x, w, b))
+    for got, want in zip(first, grads(F.conv2d, *doubles, grad_out, **kw), strict=True):
+        assert_close(got, want.detach(), TOL[torch.float32])
 
 
 def test_unknown_backward_is_named(monkeypatch):
