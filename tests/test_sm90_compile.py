@@ -209,11 +209,14 @@ def test_strips_kernel_compiles_for_sm90(dtype):
 def test_strip_plan_covers_every_tap(rs, stride, padding, dilation):
     """The strips kernel's addressing, emulated in float64 over one tile the size of the
     output: the parity view [N, H/sh, sh, W/sw, sw*C], each filter column's strips (one per
-    row parity class, zero outside the image, as TMA fills), each tap a view from its row;
-    the sum is F.conv2d's."""
+    row parity class, zero outside the image, as TMA fills), each tap a view from its row,
+    in channel blocks (of 2 of the 3 channels at unit column stride: the last block's
+    channel past C zero in both boxes, the filter's read as [K, R*S, C]); the sum is
+    F.conv2d's."""
     torch.manual_seed(0)
     (r, s), (sh, sw), (pad_top, pad_left), (dh, dw) = rs, stride, padding, dilation
     n, c, h, w, k = 2, 3, 12 * sh, 5 * sw, 4
+    block_k = 2 if sw == 1 else c  # ragged blocks only where the kernel takes them
     x = torch.randn(n, c, h, w, dtype=torch.float64)
     weight = torch.randn(k, c, r, s, dtype=torch.float64)
     ref = F.conv2d(x, weight, stride=stride, padding=padding, dilation=dilation)
@@ -221,19 +224,22 @@ def test_strip_plan_covers_every_tap(rs, stride, padding, dilation):
     x5 = x.permute(0, 2, 3, 1).reshape(n, h // sh, sh, w // sw, sw * c)
     # TMA's zero fill: the view padded past any box's reach
     margin = r * dh + s * dw
-    padded = F.pad(x5, (0, 0, margin, margin + q, 0, 0, margin, margin + p))
+    padded = F.pad(x5, (0, block_k, margin, margin + q, 0, 0, margin, margin + p))
+    filt = F.pad(weight.permute(0, 2, 3, 1).reshape(k, r * s, c), (0, block_k))
 
     def box(h0, parity, w0, c0, rows):
         h0, w0 = h0 + margin, w0 + margin
-        return padded[:, h0 : h0 + rows, parity, w0 : w0 + q, c0 : c0 + c]
+        return padded[:, h0 : h0 + rows, parity, w0 : w0 + q, c0 : c0 + block_k]
 
     plan = strip_plan(r, dh, sh, pad_top)
     assert sorted(tap for _, _, taps in plan for tap in taps) == list(range(r))
     acc = torch.zeros(n, p, q, k, dtype=torch.float64)
     for f in range(s):
         u = f * dw - pad_left  # the column offset: whole strides and a parity class
-        for parity, origin, taps in plan:
-            strip = box(origin, parity, u // sw, u % sw * c, p + max(taps.values()))
-            for tap, row in taps.items():
-                acc += torch.einsum("npqc,kc->npqk", strip[:, row : row + p], weight[:, :, tap, f])
+        for c0 in range(0, c, block_k):
+            for parity, origin, taps in plan:
+                strip = box(origin, parity, u // sw, u % sw * c + c0, p + max(taps.values()))
+                for tap, row in taps.items():
+                    block = filt[:, tap * s + f, c0 : c0 + block_k]  # the box at [0, tap*S+f, c0]
+                    acc += torch.einsum("npqc,kc->npqk", strip[:, row : row + p], block)
     torch.testing.assert_close(acc.permute(0, 3, 1, 2), ref, rtol=1e-12, atol=1e-12)
