@@ -187,13 +187,14 @@ def clamp_pow2(value: int, low: int, high: int) -> int:
 
 def entry_matches(entry: Mapping, problem: ConvProblem) -> bool:
     """Whether a tuning-table entry's conditions hold for `problem`: its tile class
-    ("class"), KG bounds ("min_kg", "max_kg"), output size bounds ("max_p", "max_q"), filter
-    taps ("max_taps") and whether it is strided ("strided"); a condition the entry leaves
-    out holds."""
+    ("class"), KG bounds ("min_kg", "max_kg"), input channels ("max_c"), output size bounds
+    ("max_p", "max_q"), filter taps ("max_taps") and whether it is strided ("strided"); a
+    condition the entry leaves out holds."""
     tile_class, kg = problem.math.tile_class, problem.kg
     return (
         entry.get("class", tile_class) == tile_class
         and entry.get("min_kg", 0) <= kg <= entry.get("max_kg", kg)
+        and problem.c <= entry.get("max_c", problem.c)
         and problem.p <= entry.get("max_p", problem.p)
         and problem.q <= entry.get("max_q", problem.q)
         and problem.taps <= entry.get("max_taps", problem.taps)
