@@ -1,4 +1,5 @@
-"""The examples run, and say what they claim: examples/train.py's two loss curves agree."""
+"""The examples run, and say what they claim: examples/train.py's two loss curves agree, and
+examples/train_ddp.py's rows hold both models' runs on one and two processes."""
 
 import importlib.util
 import json
