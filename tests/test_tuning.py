@@ -214,6 +214,18 @@ def test_tables_name_where_they_were_measured():
     assert interpreter["pointer"]["num_stages"] == 1 and sm90["pointer"]["block_k"] == 32
 
 
+@pytest.mark.parametrize("arch", ["sm90", "interpreter"])
+def test_table_entries_set_only_known_conditions(arch):
+    """An entry's condition key that `entry_matches` does not read (a typo, say) would hold
+    for every problem: every lower-case key of the entries it reads is one it knows."""
+    table = tuning.table(arch)
+    lists = [table["strips"]["tiles"]] if "strips" in table else []
+    lists += [table["tma"]["window_tiles"], table["tma"]["raster_tiles"]]
+    for entry in (entry for entries in lists for entry in entries):
+        conditions = {key for key in entry if key.islower() and not key.startswith("num_")}
+        assert conditions <= set(variants.base.ENTRY_CONDITIONS), entry
+
+
 def test_tuning_key_classes_shapes_and_names_the_variants():
     a = problem_of((128, 3, 227, 227), (96, 3, 11, 11), torch.bfloat16, stride=4)
     b = problem_of((100, 3, 220, 230), (70, 3, 11, 11), torch.bfloat16, stride=4)

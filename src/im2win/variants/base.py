@@ -185,6 +185,11 @@ def clamp_pow2(value: int, low: int, high: int) -> int:
     return max(low, min(high, next_power_of_2(value)))
 
 
+# The conditions a tuning-table entry may set (`entry_matches`); its other keys are its
+# config (upper case, and num_warps, num_stages).
+ENTRY_CONDITIONS = ("class", "min_kg", "max_kg", "max_c", "max_p", "max_q", "max_taps", "strided")
+
+
 def entry_matches(entry: Mapping, problem: ConvProblem) -> bool:
     """Whether a tuning-table entry's conditions hold for `problem`: its tile class
     ("class"), KG bounds ("min_kg", "max_kg"), input channels ("max_c"), output size bounds
