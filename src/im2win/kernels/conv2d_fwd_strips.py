@@ -36,8 +36,6 @@ blocks full (TMA, mbarriers); one or two consumer warpgroups issue asynchronous 
 and run the epilogue. With two they take tiles in turn (ping-pong): one's epilogue runs
 under the other's main loop. CTAs are persistent, one an SM. The output leaves through a
 TMA store: y is a dense channels-last tensor whose rows TMA can write (16-byte multiples).
-(A masked-store path for other outputs was wrong in 16-bit on the H200 and was removed:
-notes/mainloop/README.md.)
 
 Triton asks power-of-two shapes of every shared-memory buffer and TMA box; a strip of
 BLOCK_P + (R-1)*dh rows is loaded as two boxes (BLOCK_P rows, then HALO rows: the longest
@@ -492,7 +490,7 @@ def strips_boxes(config: dict, block_k: int, halo: int) -> dict[str, list[int]]:
                 filt_desc=[block_n, 1, block_k], y_desc=[1, block_p, block_q, block_n])  # fmt: skip
 
 
-def tma_storable(y: torch.Tensor) -> bool:
+def _tma_storable(y: torch.Tensor) -> bool:
     """Whether y [N, K, P, Q] is a dense channels-last tensor a TMA store can write."""
     n, k, p, q = y.shape
     return y.stride() == (p * q * k, 1, q * k, k) and (k * y.element_size()) % 16 == 0 and (
@@ -503,7 +501,7 @@ def tma_storable(y: torch.Tensor) -> bool:
 def strips_launcher(problem: ConvProblem, config: dict, sms: int,
                     slot: dict | None = None) -> Callable[..., torch.Tensor]:  # fmt: skip
     """`launch(x, weight, bias, y, scale=None, residual=None)` filling `y` [N, K, P, Q], a
-    dense channels-last tensor (`tma_storable`), from inputs of `problem`'s signature
+    dense channels-last tensor (`_tma_storable`), from inputs of `problem`'s signature
     (`strips_supported`), the problem's epilogue fused. `config`: BLOCK_P,
     BLOCK_Q, BLOCK_N, num_stages (filter blocks in the ring), num_warps (a consumer's),
     A_ROWS (image rows of the strips' ring), CONSUMERS (1, or 2 for ping-pong)."""
@@ -537,7 +535,7 @@ def strips_launcher(problem: ConvProblem, config: dict, sms: int,
     def launch_into(x, weight, bias, y, scale=None, residual=None):
         if tiles == 0:
             return y
-        if not tma_storable(y):
+        if not _tma_storable(y):
             raise ValueError(
                 f"y: the strips kernel writes a dense channels-last output with 16-byte "
                 f"aligned rows, got shape {tuple(y.shape)}, strides {y.stride()}, "

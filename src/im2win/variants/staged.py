@@ -22,8 +22,7 @@ from .base import Choice, Into, Target, Variant
 
 class StagedNchw(Variant):
     name = "staged-nchw"
-    # The chunks' outputs are NCHW; the strips kernel writes dense channels-last outputs
-    # only (its TMA store; its masked stores were wrong in 16-bit: notes/mainloop/README.md).
+    # The chunks' outputs are NCHW; the strips kernel writes dense channels-last ones only.
     sub_problems_exclude = ("strips",)
 
     def supports(self, problem: ConvProblem, target: Target) -> bool:
