@@ -9,6 +9,7 @@ directory (as `make test-gpu` passes it).
 from __future__ import annotations
 
 import datetime
+import importlib
 import json
 import os
 from pathlib import Path
@@ -31,6 +32,7 @@ from helpers import (
 from im2win import grad
 from im2win.bench.env import git_commit
 from im2win.bench.layers import PAPER_BATCH, PAPER_LAYERS
+from im2win.params import conv_params
 from im2win.variants.strips import STRIPS
 from im2win.variants.tma import TMA_RASTER, TMA_WINDOW
 
@@ -391,6 +393,60 @@ def test_grad_kernels_on_odd_shapes(case, tier, layout):
     assert_close(got_x, x64.grad, GPU_TIER_TOL[tier])
     assert_close(got_w, w64.grad, GPU_TIER_TOL[tier])
     assert torch.equal(got_w, grad.conv2d_weight(x, w.shape, dy, **kw, precision=precision))
+
+
+# The warp-specialized weight gradient (channels-last, 16-bit): output channels past a
+# consumer's tile (24, 72, 136, 200), Kg of one group's box and past it (groups), strides
+# (the parity view, H and W their multiples), dilation, patches past P and Q, batch 1,
+# channel blocks of 16, 32 and 64 channels and several of them, a 1x1 filter.
+WS_GRAD_CASES = {
+    "c64_13x11_k72_3x3_p1": ((3, 64, 13, 11), (72, 64, 3, 3), dict(padding=1)),
+    "c128_18x14_k200_3x3_s2_p1": ((2, 128, 18, 14), (200, 128, 3, 3), dict(stride=2, padding=1)),
+    "c32_16x9_k24_3x3_s21_p1": ((1, 32, 16, 9), (24, 32, 3, 3), dict(stride=(2, 1), padding=1)),
+    "c64_15x14_k64_3x3_d2": ((2, 64, 15, 14), (64, 64, 3, 3), dict(padding=2, dilation=2)),
+    "c64_12x12_g2_k48_3x3_p1": ((2, 64, 12, 12), (48, 32, 3, 3), dict(padding=1, groups=2)),
+    "c256_7x7_k136_5x5_p2": ((4, 256, 7, 7), (136, 256, 5, 5), dict(padding=2)),
+    "c16_20x12_k16_7x7_s2_p3": ((1, 16, 20, 12), (16, 16, 7, 7), dict(stride=2, padding=3)),
+    "c128_10x21_k200_1x1": ((2, 128, 10, 21), (200, 128, 1, 1), dict()),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("case", WS_GRAD_CASES)
+def test_warp_specialized_weight_gradient(monkeypatch, case, dtype):
+    """Every candidate of the warp-specialized weight-gradient kernel, pinned through the
+    rule, with the bias sum, partials poisoned: many short slices (the last ending short)
+    and one slice a column (units longer than the ring); dW and the bias against float64,
+    the same bits twice."""
+    conv2d_wgrad = importlib.import_module("im2win.kernels.conv2d_wgrad")  # the module
+    calls = []
+    ws = conv2d_wgrad.conv2d_wgrad_ws
+    monkeypatch.setattr(conv2d_wgrad, "conv2d_wgrad_ws",
+                        lambda *a, **k: calls.append(k["config"]) or ws(*a, **k))  # fmt: skip
+    torch.manual_seed(8)
+    xshape, wshape, kw = WS_GRAD_CASES[case]
+    x, w, _ = case_tensors(xshape, wshape, "channels_last", dtype)
+    dy = torch.randn_like(F.conv2d(x.float(), w.float(), **kw)).to(dtype)
+    x64, w64 = x.double().requires_grad_(), w.double().requires_grad_()
+    F.conv2d(x64, w64, **kw).backward(dy.double())
+    want_bias = dy.double().sum((0, 2, 3))
+    params = conv_params(**kw, kernel_size=wshape[2:])
+    rule = current_target().table["wgrad"]
+    monkeypatch.setitem(rule, "tma_min_taps", 1)  # the 1x1 case too
+    for row in rule["ws_candidates"]:
+        config = dict(zip(rule["ws_candidates_keys"], row, strict=True))
+        monkeypatch.setitem(rule, "ws_tiles", config)
+        for max_slices in (rule["max_slices"], 1):
+            monkeypatch.setitem(rule, "max_slices", max_slices)
+            calls.clear()
+            got, bias = grad.weight_grad(x, wshape, dy, params, precision=None, backend="auto",
+                                         bias=True)  # fmt: skip
+            assert calls and calls[0]["CONSUMERS"] == config["CONSUMERS"], calls
+            assert_close_everywhere(got, w64.grad, GPU_TIER_TOL["bf16"], (config, max_slices))
+            assert_close(bias, want_bias, GPU_TIER_TOL["bf16"])
+            again, _ = grad.weight_grad(x, wshape, dy, params, precision=None, backend="auto",
+                                        bias=True)  # fmt: skip
+            assert torch.equal(got, again), (config, max_slices)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -10,9 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import TOL, assert_close, randn
+from helpers import HOPPER, TOL, assert_close, randn
 from im2win import grad
 from im2win.params import conv_params
+from im2win.variants import INTERPRETER
 
 # input shape, weight shape, conv2d arguments
 CASES = {
@@ -99,8 +100,6 @@ def test_bad_arguments_are_named(call, fragments):
 def test_weight_gradient_in_slices_is_reproducible(monkeypatch, case):
     """The weight-gradient kernels' reduction cut into slices (as on a GPU's many SMs)
     matches autograd and gives the same bits on every run."""
-    from im2win.variants import INTERPRETER
-
     monkeypatch.setitem(INTERPRETER.table["wgrad"], "waves", 64)  # as many slices as allowed
     torch.manual_seed(6)
     xshape, wshape, kw = CASES[case]
@@ -121,8 +120,6 @@ def test_weight_gradient_in_slices_is_reproducible(monkeypatch, case):
 def test_weight_gradient_is_planned_once_a_signature(monkeypatch, case):
     """A signature's weight gradient is chosen once and run again with fresh tensors; a change
     of the rule, or tensors of another signature, plan again."""
-    from im2win.variants import INTERPRETER
-
     torch.manual_seed(9)
     xshape, wshape, kw = CASES[case]
     made = []
@@ -198,3 +195,35 @@ def test_1x1_weight_gradient_keeps_the_gathers(monkeypatch):
     got = grad.conv2d_weight(x, w.shape, dy)
     assert not calls
     assert_close(got, reference(x, w, dy, {})[1], TOL[torch.float32])
+
+
+@pytest.mark.parametrize(
+    "dtype, wshape, kernel",
+    [(torch.bfloat16, (24, 32, 3, 3), "ws"), (torch.float16, (24, 32, 3, 3), "ws"),
+     (torch.float32, (24, 32, 3, 3), "tma"), (torch.bfloat16, (24, 32, 1, 1), "gathers")],
+)  # fmt: skip
+def test_warp_specialized_weight_gradient_choice(monkeypatch, dtype, wshape, kernel):
+    """On a Hopper target whose rule has `ws_tiles`, 16-bit layers the TMA kernel serves take
+    the warp-specialized kernel, its channel block cut to Cg and its grid to the SMs; fp32
+    keeps the TMA kernel, 1x1 filters the gathers (`tma_min_taps`). With the rule's null
+    (as shipped until the GPU suite has run it) and on the interpreter, nothing takes it."""
+    conv2d_wgrad = importlib.import_module("im2win.kernels.conv2d_wgrad")
+    seen = []
+    monkeypatch.setattr(conv2d_wgrad, "conv2d_wgrad_ws", lambda *a, **k: seen.append(("ws", k)))
+    monkeypatch.setattr(conv2d_wgrad, "conv2d_wgrad_tma", lambda *a, **k: seen.append(("tma", k)))
+    monkeypatch.setattr(conv2d_wgrad, "launch", lambda *a: seen.append(("gathers", {})))
+    monkeypatch.setattr(conv2d_wgrad, "_finish", lambda *a, **k: (None, None))
+    config = dict(BLOCK_P=8, BLOCK_Q=16, BLOCK_K=64, BLOCK_C=64, CONSUMERS=2, num_stages=4)
+    x = torch.empty(2, 32, 9, 7, dtype=dtype).to(memory_format=torch.channels_last)
+    dy = torch.empty(2, 24, 9 - wshape[2] + 1, 7 - wshape[3] + 1, dtype=dtype)
+    dy = dy.to(memory_format=torch.channels_last)
+    params = conv_params(kernel_size=wshape[2:])
+    for ws_tiles, target in ((None, HOPPER), (config, INTERPRETER), (config, HOPPER)):
+        monkeypatch.setitem(target.table["wgrad"], "ws_tiles", ws_tiles)
+        seen.clear()
+        grad._wgrad_plan(x, wshape, dy, params, None, True, target).run(x, dy)
+        served = ws_tiles is not None and target is HOPPER
+        want = kernel if served else "gathers" if kernel == "gathers" else "tma"
+        assert [name for name, _ in seen] == [want], (ws_tiles, target.arch)
+    assert seen[0][0] != "ws" or (seen[0][1]["config"]["BLOCK_C"] == 32
+                                  and seen[0][1]["sms"] == HOPPER.sms)  # fmt: skip

@@ -199,6 +199,63 @@ def test_strips_kernel_compiles_for_sm90(dtype):
     assert done.returncode == 0, done.stderr[-3000:]
 
 
+COMPILE_WGRAD_WS = textwrap.dedent("""
+    import json, sys
+    import torch, triton
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon._runtime import GluonASTSource
+    from im2win.kernels import conv2d_wgrad_ws as ws
+    from im2win.variants.strips import SHARED_LIMIT
+    fn = ws._conv2d_wgrad_ws_kernel
+    for case in json.loads(sys.argv[1]):
+        config, dtype = case["config"], getattr(torch, case["dtype"])
+        ptr = {torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+        signature = {name: "i32" for name in fn.arg_names}
+        for name, box in ws.wgrad_ws_boxes(config).items():
+            layout = gl.NVMMASharedLayout.get_default_for(box, ws.GL_DTYPES[dtype])
+            signature[name] = f"tensordesc<{ptr}[{','.join(map(str, box))}],{layout!r}>"
+        signature["part_ptr"] = signature["bias_part_ptr"] = "*fp32"
+        values = dict(HAS_BIAS=case["bias"], STAGES=config["num_stages"],
+                      CONSUMERS=config["CONSUMERS"], num_warps=4)
+        signature.update({name: "constexpr" for name in values})
+        indexed = {(fn.arg_names.index(k),): v for k, v in values.items()}
+        options = dict(num_warps=4, maxnreg=ws.wgrad_ws_registers(config))
+        compiled = triton.compile(GluonASTSource(fn, signature, indexed),
+                                  target=GPUTarget("cuda", 90, 32), options=options)
+        shared = compiled.metadata.shared
+        assert shared <= SHARED_LIMIT, (case, shared)
+        # (without the bias the compiler drops the ones block the estimate counts)
+        assert ws.wgrad_ws_shared_bytes(config, 2) <= shared or not case["bias"], (case, shared)
+        assert "dot_op<{opIdx = 0" not in compiled.asm["ttgir"], "dY left shared memory"
+        wgmma = [line for line in compiled.asm["ptx"].splitlines() if "wgmma.mma_async" in line]
+        narrow = [line for line in wgmma if f"n{ws.BIAS_N.value}k16" in line]
+        assert wgmma and bool(narrow) == case["bias"], (case, len(wgmma), len(narrow))
+""")
+
+
+def test_warp_specialized_weight_gradient_kernel_compiles_for_sm90():
+    """The Gluon weight-gradient kernel (which no interpreter runs) with every candidate of
+    its rule, with the bias sum, in bf16, one without it in fp16, and one with narrow channel
+    blocks: within sm90's shared
+    memory, both operands read by the wgmma from shared memory, the ones block's narrow
+    wgmma there only with the bias."""
+    rule = HOPPER.table["wgrad"]
+    configs = [dict(zip(rule["ws_candidates_keys"], row, strict=True))
+               for row in rule["ws_candidates"]]  # fmt: skip
+    cases = [dict(config=config, dtype="bfloat16", bias=True) for config in configs]
+    cases.append(dict(config=configs[0], dtype="float16", bias=False))
+    # channel blocks cut to a Cg of 16 or 32 (`wgrad_tma_block_c`): rows of 32 and 64 bytes
+    narrow = [dict(configs[2], BLOCK_C=c) for c in (16, 32)]
+    cases += [dict(config=config, dtype="bfloat16", bias=True) for config in narrow]
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    done = subprocess.run(
+        [sys.executable, "-c", COMPILE_WGRAD_WS, json.dumps(cases)],
+        env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 @pytest.mark.parametrize(
     "rs, stride, padding, dilation",
     [((3, 3), (1, 1), (1, 1), (1, 1)), ((3, 3), (2, 2), (1, 1), (1, 1)),
@@ -243,3 +300,90 @@ def test_strip_plan_covers_every_tap(rs, stride, padding, dilation):
                     block = filt[:, tap * s + f, c0 : c0 + block_k]  # the box at [0, tap*S+f, c0]
                     acc += torch.einsum("npqc,kc->npqk", strip[:, row : row + p], block)
     torch.testing.assert_close(acc.permute(0, 3, 1, 2), ref, rtol=1e-12, atol=1e-12)
+
+
+def _box(t: torch.Tensor, start: list[int], size: list[int]) -> torch.Tensor:
+    """The box of `t` from `start` of `size`, zeros where it leaves `t` (as TMA fills)."""
+    out = t.new_zeros(size)
+    src, dst = [], []
+    for begin, length, extent in zip(start, size, t.shape, strict=True):
+        lo, hi = max(begin, 0), min(begin + length, extent)
+        if lo >= hi:
+            return out
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - begin, hi - begin))
+    out[tuple(dst)] = t[tuple(src)]
+    return out
+
+
+@pytest.mark.parametrize(
+    "xshape, wshape, kw, tile",
+    [((2, 8, 6, 8), (10, 4, 3, 3), dict(stride=2, padding=1, groups=2), (2, 4, 4, 2, 2)),
+     ((1, 4, 8, 5), (6, 4, 5, 3), dict(stride=(2, 1), padding=(2, 1), dilation=(1, 2)),
+      (4, 2, 4, 2, 1)),
+     ((2, 6, 6, 4), (5, 6, 1, 1), dict(stride=2), (2, 2, 8, 2, 1)),
+     ((1, 4, 7, 9), (3, 4, 3, 3), dict(padding=2, dilation=2), (4, 4, 2, 4, 2))],
+)  # fmt: skip
+def test_warp_specialized_weight_gradient_addressing(xshape, wshape, kw, tile):
+    """The warp-specialized weight-gradient kernel's addressing, emulated in float64 with its
+    own index helpers run as Python: every unit of the persistent loop, each patch's dY boxes
+    (one a consumer) and X box of the parity view (zeros outside the tensors, as TMA fills),
+    each consumer's rows of the partial (rows past its group's channels dropped) and its
+    columns, the bias as dY^T @ ones in the first column's units; slices of 3 patches, the
+    last short. Every partial element is written, and their sum is F.conv2d's gradient."""
+    from im2win.kernels import conv2d_wgrad_ws as ws
+
+    torch.manual_seed(0)
+    bp, bq, bk, bc, consumers = tile
+    (n, c, h, w), (k, cg, r, s) = xshape, wshape
+    groups, kg = kw.get("groups", 1), k // kw.get("groups", 1)
+    (sh, sw), (dh, dw) = _pair(kw.get("stride", 1)), _pair(kw.get("dilation", 1))
+    pad_top, pad_left = _pair(kw.get("padding", 0))
+    x = torch.randn(xshape, dtype=torch.float64)
+    weight = torch.randn(wshape, dtype=torch.float64, requires_grad=True)
+    y = F.conv2d(x, weight, **kw)
+    dy = torch.randn_like(y)
+    y.backward(dy)
+    p, q = y.shape[2:]
+    x5 = x.permute(0, 2, 3, 1).reshape(n, h // sh, sh, w // sw, sw * c)  # the parity view
+    dy4 = dy.permute(0, 2, 3, 1)  # [N, P, Q, K]
+    patches = n * -(-p // bp) * -(-q // bq)
+    per_slice = 3
+    slices, k_tiles = -(-patches // per_slice), -(-kg // (consumers * bk))
+    columns = r * s * (cg // bc)
+    j = cg * r * s
+    partial = torch.full((slices * groups * kg, j), float("nan"), dtype=torch.float64)
+    bias_partial = torch.full((slices * groups * kg,), float("nan"), dtype=torch.float64)
+    for unit in range(slices * groups * columns * k_tiles):
+        slice_, group, column, k_tile = ws._unit_origin.fn(unit, k_tiles, columns, groups)
+        tap, c0 = ws._column_origin.fn(column, cg, bc)
+        rows, ph, cols, pw = ws._tap_offsets.fn(tap, s, pad_top, pad_left, dh, dw, sh, sw)
+        k0 = group * kg + k_tile * consumers * bk
+        t0 = slice_ * per_slice
+        accs = torch.zeros(consumers, bk, bc, dtype=torch.float64)
+        sums = torch.zeros(consumers, bk, dtype=torch.float64)  # dY^T @ ones, one column
+        for t in range(t0, t0 + min(per_slice, patches - t0)):
+            image, p0, q0 = ws._patch_origin.fn(t, p, q, bp, bq)
+            xs = _box(x5, [image, p0 + rows, ph, q0 + cols, pw * c + group * cg + c0],
+                      [1, bp, 1, bq, bc]).reshape(bp * bq, bc)  # fmt: skip
+            for i in range(consumers):
+                dys = _box(dy4, [image, p0, q0, k0 + i * bk], [1, bp, bq, bk]).reshape(bp * bq, bk)
+                accs[i] += dys.T @ xs
+                sums[i] += dys.sum(0)
+        row0 = (slice_ * groups + group) * kg
+        for i in range(consumers):
+            ks = torch.arange(bk) + (k_tile * consumers + i) * bk
+            keep = ks < kg
+            partial[row0 + ks[keep], tap * cg + c0 : tap * cg + c0 + bc] = accs[i][keep]
+            if column == 0:
+                bias_partial[row0 + ks[keep]] = sums[i][keep]
+    assert not partial.isnan().any() and not bias_partial.isnan().any()
+    # the finishing kernel's order: slices summed, columns (tap, c) to dW's (c, r, s)
+    got = partial.view(slices, k, r * s, cg).sum(0).permute(0, 2, 1).reshape(wshape)
+    torch.testing.assert_close(got, weight.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(bias_partial.view(slices, k).sum(0), dy.sum((0, 2, 3)),
+                               rtol=1e-12, atol=1e-12)  # fmt: skip
+
+
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)

@@ -8,10 +8,12 @@ Every result is checked against an fp32 (IEEE) weight gradient of the same input
 `triton.testing.do_bench` (L2 cleared before each call), median ms of the whole call (the
 kernel, the sum of the slices and any copy an NCHW input needs).
 
-    PYTHONPATH=src python3 notes/backward/wgrad_tiles.py [out.jsonl] [gathers|tma|all]
+    PYTHONPATH=src python3 notes/backward/wgrad_tiles.py [out.jsonl] [gathers|tma|ws|all]
 
 `tma` sweeps the TMA kernel and times the gathers at the rule's tile only; `gathers` the
-reverse; `all` (the default) both grids.
+reverse; `all` (the default) both grids. `ws` times every candidate of the warp-specialized
+kernel (`kernels/conv2d_wgrad_ws.py`, 16-bit) against the TMA kernel at its rule's tile, on
+the layers both serve.
 """
 
 import json
@@ -96,8 +98,13 @@ def rows(name: str, batch: int, dtype: torch.dtype, channels_last: bool):
                   **provenance(x.device, " ".join(["python3", *sys.argv])))  # fmt: skip
     try:
         tma = KIND != "gathers" and tma_serves(x, w, dy, kw)
-        if KIND == "tma" and not tma:
-            grids = []  # nothing of the TMA kernel's to time
+        if KIND in ("tma", "ws") and not tma or KIND == "ws" and dtype != torch.bfloat16:
+            grids = []  # nothing of the TMA kernels' to time
+        elif KIND == "ws":
+            keys = saved["ws_candidates_keys"]
+            grids = [("tma_tiles", saved["tma_tiles"]["16bit"])]
+            candidates = saved["ws_candidates"]
+            grids += [("ws_tiles", dict(zip(keys, row, strict=True))) for row in candidates]
         elif layer.groups == layer.c == layer.k:
             grids = [("depthwise", tile) for tile in DEPTHWISE]
         else:
@@ -108,8 +115,9 @@ def rows(name: str, batch: int, dtype: torch.dtype, channels_last: bool):
             for waves in WAVES:
                 # The rule as the tile asks: the gathers' tiles and the TMA kernel off, or on for
                 # any filter.
-                rule.update(saved, waves=waves, tma_tiles=None, tma_min_taps=1)
-                rule[kernel] = tile if kernel == "depthwise" else dict.fromkeys(CLASSES, tile)
+                rule.update(saved, waves=waves, tma_tiles=None, ws_tiles=None, tma_min_taps=1)
+                whole = kernel in ("depthwise", "ws_tiles")  # a config, not one per class
+                rule[kernel] = tile if whole else dict.fromkeys(CLASSES, tile)
                 run = lambda: grad.conv2d_weight(x, w.shape, dy, **kw, precision=precision)  # noqa: E731
                 row = dict(common, kernel=kernel, tile=tile, waves=waves)
                 try:

@@ -8,9 +8,10 @@ that reach it, so no product is taken with the zeros a strided transposed convol
 would insert. Weight gradient: the input with its batch and channel axes swapped,
 correlated with the output gradient, likewise swapped, as the filter (stride and dilation
 trade places), or, where the im2win kernels run, one GEMM per group over the input's windows
-(by TMA where it can; depthwise layers: every tap of a block of channels at once) with the
-reduction split into slices summed in order (`kernels/conv2d_wgrad.py`,
-`kernels/conv2d_wgrad_tma.py`). `torch.compile` traces them as two operators,
+(by TMA where it can, in 16-bit on Hopper warp-specialized where the rule has its tiles;
+depthwise layers: every tap of a block of channels at once) with the reduction split into
+slices summed in order (`kernels/conv2d_wgrad.py`, `kernels/conv2d_wgrad_tma.py`,
+`kernels/conv2d_wgrad_ws.py`). `torch.compile` traces them as two operators,
 `im2win::conv2d_input_grad` and `im2win::conv2d_weight_grad`.
 
 The input gradient runs `im2win.conv2d`, so every tier, layout and backend is the forward
@@ -244,6 +245,11 @@ def _wgrad_plan(input, weight_size, grad_output, params: ConvParams, precision, 
     if depthwise:
         config = dict(rule["depthwise"])
         programs = cdiv(k, config["BLOCK_C"])
+    elif _takes_ws(rule, problem, grad_output, target):
+        config = dict(rule["ws_tiles"])
+        config["BLOCK_C"] = kernels.wgrad_tma_block_c(problem, config["BLOCK_C"])
+        columns = kernels.wgrad_tma_columns(problem, config["BLOCK_C"])
+        programs = params.groups * cdiv(kg, config["CONSUMERS"] * config["BLOCK_K"]) * columns
     elif _takes_tma(rule, problem, grad_output):
         config = dict(rule["tma_tiles"][size_class])
         config["BLOCK_K"] = min(config["BLOCK_K"], max(16, next_power_of_2(kg)))
@@ -265,9 +271,22 @@ def _wgrad_plan(input, weight_size, grad_output, params: ConvParams, precision, 
             return kernels.conv2d_wgrad_depthwise(x, dy, weight_size, problem, config=config,
                                                   bias=bias, slots=slots)  # fmt: skip
         return kernels.conv2d_wgrad(x, dy, weight_size, problem, config=config,
-                                    interpreted=interpreted, bias=bias, slots=slots)  # fmt: skip
+                                    interpreted=interpreted, bias=bias, slots=slots,
+                                    sms=target.sms)  # fmt: skip
 
     return _WgradPlan(copy.deepcopy(rule), run)
+
+
+def _takes_ws(rule: dict, problem: ConvProblem, grad_output: torch.Tensor, target) -> bool:
+    """Whether the warp-specialized weight-gradient kernel takes the layer: the rule has
+    tiles for it (null until the GPU suite has run it), a Hopper GPU, the TMA kernel's
+    filters and tensors, 16-bit."""
+    return (
+        rule["ws_tiles"] is not None
+        and target.arch == "sm90" and not target.interpreted
+        and problem.r * problem.s >= rule["tma_min_taps"]
+        and kernels.wgrad_ws_supported(problem, grad_output)
+    )  # fmt: skip
 
 
 def _takes_tma(rule: dict, problem: ConvProblem, grad_output: torch.Tensor) -> bool:

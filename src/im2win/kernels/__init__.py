@@ -18,6 +18,7 @@ from .conv2d_fwd_tma import (
 from .conv2d_grouped import conv2d_fwd_grouped
 from .conv2d_wgrad import conv2d_wgrad, conv2d_wgrad_depthwise
 from .conv2d_wgrad_tma import wgrad_tma_block_c, wgrad_tma_columns, wgrad_tma_supported
+from .conv2d_wgrad_ws import wgrad_ws_supported
 from .relayout import MAX_COPY_IMAGES, copy_to_channels_last
 from .transform import _im2win_transform_kernel, im2win_transform
 
@@ -46,4 +47,5 @@ __all__ = [
     "wgrad_tma_block_c",
     "wgrad_tma_columns",
     "wgrad_tma_supported",
+    "wgrad_ws_supported",
 ]

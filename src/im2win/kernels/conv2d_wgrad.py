@@ -23,6 +23,7 @@ import triton.language as tl
 from ..problem import ConvProblem
 from .common import inside, output_pixel, window_corner
 from .conv2d_wgrad_tma import conv2d_wgrad_tma, wgrad_tma_patches
+from .conv2d_wgrad_ws import conv2d_wgrad_ws
 from .launch import launch
 from .sizes import cdiv, next_power_of_2
 
@@ -102,6 +103,7 @@ def conv2d_wgrad(
     interpreted: bool,
     bias: bool = False,
     slots: dict | None = None,
+    sms: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(dW [K, C/groups, R, S] (contiguous, in x's dtype), and with `bias` the bias
     gradient [K] in the same pass, else None) of a call of `problem`'s signature from `x`
@@ -112,41 +114,44 @@ def conv2d_wgrad(
     `config`: BLOCK_M output pixels a step, BLOCK_K x BLOCK_J the partial's tile, SLICES
     (how many parts the reduction is cut into), num_warps, num_stages; or the TMA kernel's
     (`conv2d_wgrad_tma.py`: BLOCK_P, BLOCK_Q, BLOCK_K, BLOCK_C and SLICES, inputs it
-    supports).
+    supports); or, with CONSUMERS, the warp-specialized kernel's (`conv2d_wgrad_ws.py`, on
+    at most `sms` persistent CTAs).
     """
     n, _, h, w = x.shape
     k, cg, r, s = weight_shape
     _, _, p, q = grad_output.shape
     g, params = problem.groups, problem.params
     kg, j, m = k // g, cg * r * s, n * p * q
-    tma = "BLOCK_P" in config  # the TMA kernel's config: a patch of pixels a step
+    tma = "BLOCK_P" in config  # a TMA kernel's config: a patch of pixels a step
     steps = wgrad_tma_patches(problem, config) if tma else m
     slices, per_slice = _slices(steps, config["SLICES"], 1 if tma else config["BLOCK_M"])
     partial = torch.empty((slices, g, kg, j), dtype=torch.float32, device=x.device)
     bias_partial = torch.empty((slices, g, kg), dtype=torch.float32, device=x.device) if (
         bias) else None  # fmt: skip
-    if tma:
+    if "CONSUMERS" in config:  # the warp-specialized kernel
+        conv2d_wgrad_ws(x, grad_output, partial, bias_partial, problem, config=config,
+                        per_slice=per_slice, sms=sms, slot=_slot(slots, "main"))  # fmt: skip
+    elif tma:
         conv2d_wgrad_tma(x, grad_output, partial, bias_partial, problem, config=config,
                          per_slice=per_slice, interpreted=interpreted,
                          slot=_slot(slots, "main"))  # fmt: skip
-        return _finish(partial, bias_partial, weight_shape, cg, problem.channels_last, x.dtype,
-                       slot=_slot(slots, "finish"))  # fmt: skip
-    grid = (g, cdiv(kg, config["BLOCK_K"]) * cdiv(j, config["BLOCK_J"]), slices)
-    args = (
-        x, grad_output, partial, bias_partial,
-        m, kg, j, h, w, p, q, s, r * s, cg, per_slice,
-        *x.stride(), *grad_output.stride(),
-        *params.stride, *problem.pad_top_left, *params.dilation,
-    )  # fmt: skip
-    meta = dict(
-        CHANNELS_LAST=problem.channels_last,
-        HAS_BIAS=bias,
-        PRECISION=problem.math.precision if problem.math.tensor_cores else "ieee",
-        UPCAST=interpreted and x.dtype != torch.float32,
-        BLOCK_M=config["BLOCK_M"], BLOCK_K=config["BLOCK_K"], BLOCK_J=config["BLOCK_J"],
-        num_warps=config["num_warps"], num_stages=config["num_stages"],
-    )  # fmt: skip
-    launch(_conv2d_wgrad_kernel, grid, args, meta, _slot(slots, "main"))
+    else:
+        grid = (g, cdiv(kg, config["BLOCK_K"]) * cdiv(j, config["BLOCK_J"]), slices)
+        args = (
+            x, grad_output, partial, bias_partial,
+            m, kg, j, h, w, p, q, s, r * s, cg, per_slice,
+            *x.stride(), *grad_output.stride(),
+            *params.stride, *problem.pad_top_left, *params.dilation,
+        )  # fmt: skip
+        meta = dict(
+            CHANNELS_LAST=problem.channels_last,
+            HAS_BIAS=bias,
+            PRECISION=problem.math.precision if problem.math.tensor_cores else "ieee",
+            UPCAST=interpreted and x.dtype != torch.float32,
+            BLOCK_M=config["BLOCK_M"], BLOCK_K=config["BLOCK_K"], BLOCK_J=config["BLOCK_J"],
+            num_warps=config["num_warps"], num_stages=config["num_stages"],
+        )  # fmt: skip
+        launch(_conv2d_wgrad_kernel, grid, args, meta, _slot(slots, "main"))
     return _finish(partial, bias_partial, weight_shape, cg, problem.channels_last, x.dtype,
                    slot=_slot(slots, "finish"))  # fmt: skip
 
