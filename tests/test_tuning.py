@@ -289,14 +289,16 @@ def test_unreadable_cache_warns_and_starts_empty(tmp_path):
 
 def test_autotuning_times_every_variants_candidates_and_keeps_the_fastest(tmp_path, monkeypatch):
     """The search over every eligible variant (PyTorch's own convolution among them), with a
-    stand-in timer that runs each candidate once (so each must run) and calls the last one
-    fastest: that one is chosen and cached, and a second search reads the cache."""
+    stand-in timer that runs each candidate once (so each must run, into an output of the
+    call's layout: the strips kernel stores dense channels-last ones only) and calls the last
+    one fastest: that one is chosen and cached, and a second search reads the cache."""
     monkeypatch.setattr(tuning.autotune, "CACHE", tuning.TuningCache(tmp_path / "tuning.json"))
     monkeypatch.setattr(tuning, "device_key", lambda device: "test-device")
     runs = []
 
     def timer(fn):
-        fn()
+        y = fn()
+        assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
         runs.append(1)
         return 1.0 / len(runs)
 

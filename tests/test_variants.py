@@ -191,12 +191,15 @@ def test_staged_choices_show_their_chunks():
 
 @pytest.mark.parametrize("dtype, precision", [(torch.bfloat16, None), (torch.float32, "tf32")])
 def test_staged_chunks_never_take_the_strips_kernel(dtype, precision):
-    """The strips kernel serves the channels-last chunk as a problem of its own, but writes
-    only channels-last outputs and the chunks' are NCHW: their choice leaves it out."""
+    """A chunk's input is channels-last but its output NCHW (written in place), and the strips
+    kernel stores channels-last outputs only: it refuses the chunk, served with a channels-last
+    output, and the chunks' choice falls on another kernel."""
     problem = problem_of((64, 128, 28, 28), (128, 128, 3, 3), dtype, precision, padding=1)
     staged = variants.choose(problem, HOPPER, config=dict(VARIANT="staged-nchw", IMAGES=64))
     chunk = problem.staged(64)
-    assert STRIPS.supports(chunk, HOPPER) and variants.choose(chunk, HOPPER).variant is STRIPS
+    assert chunk.channels_last and not chunk.output_channels_last
+    assert not STRIPS.supports(chunk, HOPPER)
+    assert STRIPS.supports(dataclasses.replace(chunk, output_channels_last=True), HOPPER)
     assert [c.variant.name for c in staged.inner] == ["tma"]
 
 

@@ -17,16 +17,16 @@ from helpers import HOPPER  # noqa: E402
 from im2win.kernels import conv2d_fwd_strips, conv2d_fwd_tma, launch  # noqa: E402
 from im2win.params import conv_params  # noqa: E402
 from im2win.problem import ConvProblem, MathMode  # noqa: E402
-from im2win.variants import choose  # noqa: E402
+from im2win.variants.strips import STRIPS  # noqa: E402
+from im2win.variants.tma import TMA_WINDOW  # noqa: E402
 
 CALLS = 20000
 
 
 def launcher(name: str, problem: ConvProblem, slot: dict):
     """The kernel's launcher with the config the library picks, launching through `slot`."""
-    choice = choose(problem, HOPPER, exclude=("strips",) if name == "tma" else ())
-    assert choice.variant.name == name, choice
-    config = dict(choice.config)
+    variant = STRIPS if name == "strips" else TMA_WINDOW
+    config = variant.finalize(problem, variant.heuristic(problem, HOPPER), HOPPER)
     if name == "strips":
         return conv2d_fwd_strips.strips_launcher(problem, config, HOPPER.sms, slot=slot)
     return conv2d_fwd_tma.tma_launcher(problem, config, raster=False, interpreted=False,

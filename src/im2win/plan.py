@@ -28,7 +28,6 @@ from .params import (
     check_conv_args,
     check_tensor,
     conv_params,
-    output_channels_last,
 )  # fmt: skip
 from .problem import ConvProblem, MathMode
 from .variants import Choice, Launch
@@ -313,7 +312,7 @@ def make_plan(input, weight, bias, params: ConvParams, *, precision, backend, wi
     if config is not None and not isinstance(config, dict):
         raise TypeError(f"config must be a dict, got {type(config).__name__}")
     # PyTorch's output layout: channels_last if the input's or the weight's strides say so.
-    fmt = torch.channels_last if output_channels_last(x, weight) else torch.contiguous_format
+    fmt = torch.channels_last if problem.output_channels_last else torch.contiguous_format
     if problem.outputs == 0 or problem.reduction == 0:  # nothing to compute, as in PyTorch
         return Conv2dPlan(problem, backend, None, unbatched, _empty_sum(problem, fmt))
     launch, choice = plan_forward(x, problem, backend, windows=windows, config=config,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from .epilogue import NONE, Epilogue
-from .params import ConvParams, is_channels_last
+from .params import ConvParams, is_channels_last, output_channels_last
 
 
 class MathMode(enum.Enum):
@@ -127,6 +127,7 @@ class ConvProblem:
     channels_last: bool
     x_strides: tuple[int, int, int, int]  # the input's, in elements, (n, c, h, w) order
     aligned: bool  # the input starts on a 16-byte boundary
+    output_channels_last: bool  # the output's layout (PyTorch's rule: input's or weight's)
     epilogue: Epilogue = NONE  # what follows the bias before the store (epilogue.py)
     biased: bool = False  # the call adds a bias (cuDNN adds it in a pass of its own)
 
@@ -140,14 +141,17 @@ class ConvProblem:
         return cls(
             *x.shape, *weight.shape[:1], *weight.shape[2:], params=params, math=math,
             channels_last=is_channels_last(x), x_strides=tuple(x.stride()),
-            aligned=aligned, epilogue=epilogue, biased=biased,
+            aligned=aligned, output_channels_last=output_channels_last(x, weight),
+            epilogue=epilogue, biased=biased,
         )  # fmt: skip
 
     def staged(self, images: int) -> ConvProblem:
-        """`images` of this problem's input copied to a fresh, dense channels-last buffer."""
+        """`images` of this problem's NCHW input copied to a fresh, dense channels-last
+        buffer, the output written in place: NCHW."""
         c, h, w = self.c, self.h, self.w
         strides = (h * w * c, 1, w * c, c)
-        return replace(self, n=images, channels_last=True, x_strides=strides, aligned=True)
+        return replace(self, n=images, channels_last=True, x_strides=strides, aligned=True,
+                       output_channels_last=False)  # fmt: skip
 
     @property
     def groups(self) -> int:

@@ -437,14 +437,14 @@ def strips_supported(problem: ConvProblem) -> bool:
     input TMA reads as the parity view [N, H/sh, sh, W/sw, sw*C] (`tma_view_supported`:
     exact, 16-byte aligned) with C a multiple of 16 bytes (of 128-byte channel blocks at a
     column stride above 1: `ragged_channels`), a strip's extra rows within a TMA box, and
-    an output TMA stores: dense channels-last (as a call's output is for a channels-last
-    input) with rows of K elements a multiple of 16 bytes."""
+    an output TMA stores: channels-last (`output_channels_last`; a call's output is dense)
+    with rows of K elements a multiple of 16 bytes."""
     channels = problem.c * problem.itemsize % 16 == 0
     return (
         problem.groups == 1 and problem.math.tensor_cores and tma_view_supported(problem)
         and channels and (problem.params.stride[1] == 1 or not ragged_channels(problem))
         and halo_rows(problem) <= BOX_MAX
-        and problem.channels_last and problem.k * problem.itemsize % 16 == 0
+        and problem.output_channels_last and problem.k * problem.itemsize % 16 == 0
     )  # fmt: skip
 
 

@@ -49,13 +49,12 @@ def choose(
     config: dict | None = None,
     autotune: bool = False,
     aten: bool = False,
-    exclude: tuple[str, ...] = (),
 ) -> Choice:
     """The variant and config to run `problem` on `target`: `config` pinned by the caller, or
     the heuristic's pick, or (`autotune`) the fastest candidate, measured once per shape
     class and cached on disk. `windows` restricts the choice to variants reading im2win
-    windows from that source; `aten` lets PyTorch's own convolution compete; `exclude` names
-    variants left out. Only variants that take the problem's epilogue are considered."""
+    windows from that source; `aten` lets PyTorch's own convolution compete. Only variants
+    that take the problem's epilogue are considered."""
     if config is not None:
         variant = pinned_variant(config, windows)
         check_takes_epilogue(variant, problem.epilogue)
@@ -65,7 +64,7 @@ def choose(
         return _complete(variant, config, problem, target, "pinned", autotune)
     eligible = [
         v for v in VARIANTS
-        if (aten or v is not ATEN) and v.name not in exclude and _reads(v, windows)
+        if (aten or v is not ATEN) and _reads(v, windows)
         and v.takes_epilogue(problem.epilogue) and v.supports(problem, target)
     ]  # fmt: skip
     if autotune:
@@ -114,10 +113,8 @@ def pinned_variant(config: dict, windows: str | None) -> Variant:
 def _complete(variant: Variant, config: dict, problem: ConvProblem, target: Target, how: str,
               autotune: bool) -> Choice:  # fmt: skip
     config = variant.finalize(problem, config, target)
-    inner = tuple(
-        choose(sub, target, autotune=autotune, exclude=variant.sub_problems_exclude)
-        for sub in variant.sub_problems(problem, config)
-    )
+    inner = tuple(choose(sub, target, autotune=autotune)
+                  for sub in variant.sub_problems(problem, config))  # fmt: skip
     return Choice(variant, config, inner, how)
 
 
@@ -127,7 +124,9 @@ def _autotuned(problem: ConvProblem, target: Target, eligible: list[Variant]):
     candidates = [dict(c, VARIANT=v.name) for v in eligible for c in v.candidates(problem, target)]
     x, weight, bias = example_tensors(problem, target.device)
     extra = epilogue_tensors(problem, target.device)  # (scale, residual) of an epilogue
-    out = dict(size=problem.output_shape, dtype=problem.dtype, device=target.device)
+    fmt = torch.channels_last if problem.output_channels_last else torch.contiguous_format
+    out = dict(size=problem.output_shape, dtype=problem.dtype, device=target.device,
+               memory_format=fmt)  # fmt: skip
 
     def measure(config: dict) -> float:
         tiles = dict(config)
@@ -156,7 +155,7 @@ def epilogue_tensors(problem: ConvProblem, device: torch.device) -> tuple:
     if epilogue.empty:
         return ()
     scale = torch.randn(problem.k, dtype=problem.dtype, device=device) if epilogue.scaled else None
-    fmt = torch.channels_last if problem.channels_last else torch.contiguous_format
+    fmt = torch.channels_last if problem.output_channels_last else torch.contiguous_format
     residual = torch.randn(problem.output_shape, dtype=problem.dtype, device=device).to(
         memory_format=fmt
     ) if epilogue.residual else None  # fmt: skip

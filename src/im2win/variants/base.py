@@ -128,9 +128,6 @@ class Variant:
         """Problems this variant hands on to others (each gets a choice of its own)."""
         return ()
 
-    # Variants (by name) its sub-problems' choices leave out.
-    sub_problems_exclude: tuple[str, ...] = ()
-
     def workspace_bytes(self, problem: ConvProblem, config: Mapping) -> int:
         """Device memory a call takes beyond input, weight and output."""
         return 0

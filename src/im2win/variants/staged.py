@@ -22,8 +22,6 @@ from .base import Choice, Into, Target, Variant
 
 class StagedNchw(Variant):
     name = "staged-nchw"
-    # The chunks' outputs are NCHW; the strips kernel writes dense channels-last ones only.
-    sub_problems_exclude = ("strips",)
 
     def supports(self, problem: ConvProblem, target: Target) -> bool:
         return not problem.channels_last and problem.c * problem.h * problem.w > 0

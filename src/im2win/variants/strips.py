@@ -68,12 +68,13 @@ class Strips(Variant):
             "streamed windows of a one-group, 16-bit or TF32 convolution over a channels-last "
             "input with C a multiple of 16 bytes (of 128 bytes at a column stride above 1), "
             "16-byte aligned strides, H and W multiples of the stride and, at a column stride "
-            "above 1, dense pixels, and K output channels a multiple of 16 bytes (the "
-            "output's TMA store); got "
+            "above 1, dense pixels, and a channels-last output of K channels a multiple of 16 "
+            "bytes (the output's TMA store); got "
             f"{target.arch}{' (interpreted)' if target.interpreted else ''}, "
             f"windows={windows!r}, groups={params.groups}, stride={params.stride}, "
             f"H={problem.h}, W={problem.w}, C={problem.c}, K={problem.k}, {problem.dtype} in "
-            f"{problem.math.value}, input strides {problem.x_strides}"
+            f"{problem.math.value}, input strides {problem.x_strides}, "
+            f"{'channels-last' if problem.output_channels_last else 'NCHW'} output"
         )
 
     def takes_epilogue(self, epilogue: Epilogue) -> bool:
