@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers import HOPPER, TOL, assert_close, randn
-from im2win import grad
+from im2win import dgrad, grad
 from im2win.params import conv_params
 from im2win.variants import INTERPRETER
 
@@ -141,6 +141,72 @@ def test_weight_gradient_is_planned_once_a_signature(monkeypatch, case):
     assert_close(grad.conv2d_weight(x, w.shape, dy, **kw), reference(x, w, dy, kw)[1],
                  TOL[torch.float32])  # fmt: skip
     assert len(made) == 3
+
+
+@pytest.mark.parametrize("case", ["3x3_s2_p1", "5x3_s32_p21", "groups3_s2", "1x1_p2"])
+def test_input_gradient_is_planned_once_a_signature(monkeypatch, case):
+    """A signature's input gradient (its phases, their filters' gather, their convolutions'
+    plans) is made once and run again on fresh values; another signature plans again."""
+    torch.manual_seed(10)
+    xshape, wshape, kw = CASES[case]
+    made = []
+    make = dgrad._plan
+    monkeypatch.setattr(dgrad, "_plan", lambda *a: made.append(a) or make(*a))
+    monkeypatch.setattr(dgrad, "_PLANS", {})
+    for _ in range(2):
+        x, w = randn(*xshape, channels_last=True), randn(*wshape)
+        dy = randn(*F.conv2d(x, w, **kw).shape, channels_last=True)
+        assert_close(grad.conv2d_input(x.shape, w, dy, **kw), reference(x, w, dy, kw)[0],
+                     TOL[torch.float32])  # fmt: skip
+    assert len(made) == 1
+    w = w.to(memory_format=torch.channels_last)  # another signature: the weight's strides
+    assert_close(grad.conv2d_input(x.shape, w, dy, **kw), reference(x, w, dy, kw)[0],
+                 TOL[torch.float32])  # fmt: skip
+    assert len(made) == 2
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "transposed", "sliced"])
+def test_input_gradient_reads_weights_of_any_layout(layout):
+    """The phases' filters are gathered from the weight's memory where its elements fill it
+    (any order of dimensions), from a contiguous copy where they do not (a slice)."""
+    torch.manual_seed(11)
+    xshape, wshape, kw = CASES["groups3_s2"]
+    w = randn(*wshape)
+    if layout == "channels_last":
+        w = w.to(memory_format=torch.channels_last)
+    elif layout == "transposed":  # dense, dimensions in another order
+        w = w.transpose(0, 1).contiguous().transpose(0, 1)
+    elif layout == "sliced":
+        w = torch.cat([w, randn(*wshape)], dim=3)[..., : wshape[3]]
+    x = randn(*xshape)
+    dy = randn(*F.conv2d(x, w, **kw).shape)
+    assert_close(grad.conv2d_input(x.shape, w, dy, **kw), reference(x, w, dy, kw)[0],
+                 TOL[torch.float32])  # fmt: skip
+
+
+def test_strided_input_gradient_copies_only_its_phases(monkeypatch):
+    """A 3x3 stride-2 layer's input gradient, channels-last: one gather makes every phase's
+    filter, laid out as the forward kernels read them (no flip, no re-lay), the uneven
+    padding is the kernels' own (no padded copy), every input position is some phase's (no
+    zero fill): besides the convolutions, one copy a phase into the gradient."""
+    from torch.profiler import ProfilerActivity, profile
+    from triton.runtime.interpreter import InterpretedFunction
+
+    x = randn(2, 32, 8, 8, channels_last=True)
+    w = randn(16, 32, 3, 3)
+    kw = dict(stride=2, padding=1)
+    dy = randn(*F.conv2d(x, w, **kw).shape, channels_last=True)
+    got = grad.conv2d_input(x.shape, w, dy, **kw)  # the plan made
+    assert_close(got, reference(x, w, dy, kw)[0], TOL[torch.float32])
+    # The interpreter's kernels copy their tensors: count with the kernels left out.
+    monkeypatch.setattr(InterpretedFunction, "run", lambda *a, **k: None)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        grad.conv2d_input(x.shape, w, dy, **kw)
+    # (not fill_: the tests' poisoned torch.empty fills every fresh tensor)
+    launched = [e.name for e in prof.events() if e.name in (
+        "aten::copy_", "aten::flip", "aten::zero_", "aten::constant_pad_nd",
+        "aten::index_select")]  # fmt: skip
+    assert sorted(launched) == ["aten::copy_"] * 4 + ["aten::index_select"], launched
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])

@@ -2,20 +2,18 @@
 `torch.nn.grad.conv2d_input` and `conv2d_weight`.
 
 Input gradient: the output gradient correlated with the filter flipped and its input and
-output channels swapped. A strided layer splits into stride_h x stride_w phases (the input
-rows and columns of one residue each): each phase is a stride-1 convolution with the taps
-that reach it, so no product is taken with the zeros a strided transposed convolution
-would insert. Weight gradient: the input with its batch and channel axes swapped,
-correlated with the output gradient, likewise swapped, as the filter (stride and dilation
-trade places), or, where the im2win kernels run, one GEMM per group over the input's windows
-(by TMA where it can, in 16-bit on Hopper warp-specialized where the rule has its tiles;
-depthwise layers: every tap of a block of channels at once) with the reduction split into
-slices summed in order (`kernels/conv2d_wgrad.py`, `kernels/conv2d_wgrad_tma.py`,
-`kernels/conv2d_wgrad_ws.py`). `torch.compile` traces them as two operators,
-`im2win::conv2d_input_grad` and `im2win::conv2d_weight_grad`.
+output channels swapped, by stride phase (`dgrad.py`). Weight gradient: the input with its
+batch and channel axes swapped, correlated with the output gradient, likewise swapped, as
+the filter (stride and dilation trade places), or, where the im2win kernels run, one GEMM
+per group over the input's windows (by TMA where it can, in 16-bit on Hopper
+warp-specialized where the rule has its tiles; depthwise layers: every tap of a block of
+channels at once) with the reduction split into slices summed in order
+(`kernels/conv2d_wgrad.py`, `kernels/conv2d_wgrad_tma.py`, `kernels/conv2d_wgrad_ws.py`).
+`torch.compile` traces them as two operators, `im2win::conv2d_input_grad` and
+`im2win::conv2d_weight_grad`.
 
-The input gradient runs `im2win.conv2d`, so every tier, layout and backend is the forward
-pass's; the weight-gradient kernel takes every tier and layout as well. The backward of
+The input gradient runs the forward pass's plans, so every tier, layout and backend is the
+forward pass's; the weight-gradient kernel takes every tier and layout as well. The backward of
 im2win's convolution runs them with `IM2WIN_BACKWARD=im2win` (`autograd.py`); by default
 it is still PyTorch's, which these do not yet beat (notes/backward).
 """
@@ -23,7 +21,6 @@ it is still PyTorch's, which these do not yet beat (notes/backward).
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from . import kernels
+from .dgrad import input_grad, split_padding
 from .functional import conv2d
 from .kernels.sizes import cdiv, next_power_of_2
 from .ops import resolve_backend
@@ -58,35 +56,6 @@ def conv2d_input(
     params = conv_params(stride, padding, dilation, groups, kernel_size=tuple(weight.shape[2:]))
     size = _check_input_grad(input_size, weight, grad_output, params)
     return input_grad(size, weight, grad_output, params, precision=precision, backend=backend)
-
-
-def input_grad(input_size: tuple[int, ...], weight: torch.Tensor, grad_output: torch.Tensor,
-               params: ConvParams, *, precision: str | None,
-               backend: str) -> torch.Tensor:  # fmt: skip
-    """`conv2d_input` for checked arguments and parsed geometry (padding per side)."""
-    n, c, h, w = input_size
-    k, _, r, s = weight.shape
-    g = params.groups
-    # [g, K/g, C/g, R, S] -> [g, C/g, K/g, R, S]: per group, input and output channels swap.
-    swapped = weight.view(g, k // g, c // g, r, s).transpose(1, 2)
-    phases = [
-        (a, b, rows, cols)
-        for a, rows in _phases(h, r, params.stride[0], params.dilation[0], params.padding[0])
-        for b, cols in _phases(w, s, params.stride[1], params.dilation[1], params.padding[2])
-    ]
-    if params.stride == (1, 1):
-        (_, _, rows, cols), = phases  # fmt: skip
-        return _phase(grad_output, swapped, rows, cols, g, precision, backend)
-    fmt = memory_format_of(grad_output)
-    grad_input = torch.empty(
-        (n, c, h, w), dtype=grad_output.dtype, device=grad_output.device, memory_format=fmt
-    ).zero_()  # phases no tap reaches stay zero
-    for a, b, rows, cols in phases:
-        if rows.taps and cols.taps:
-            grad_input[:, :, a :: params.stride[0], b :: params.stride[1]] = _phase(
-                grad_output, swapped, rows, cols, g, precision, backend
-            )
-    return grad_input
 
 
 def conv2d_weight(
@@ -299,70 +268,12 @@ def _takes_tma(rule: dict, problem: ConvProblem, grad_output: torch.Tensor) -> b
     )
 
 
-@dataclass(frozen=True)
-class _Taps:
-    """The filter taps of one axis that reach one phase of input rows (or columns):
-    `taps` (ascending, every stride/gcd(stride, dilation)-th), the step between them in
-    the output gradient (`dilation`), and the padding that lines the phase's outputs up
-    (`before`, `size`: the phase's length)."""
-
-    taps: range
-    dilation: int
-    before: int
-    size: int
-
-    @property
-    def slice(self) -> slice:
-        """The taps as a slice of the filter axis: a view, where a list index would copy
-        through the host and wait for the GPU."""
-        return slice(self.taps.start, self.taps.stop, self.taps.step)
-
-
-def _phases(size: int, kernel: int, stride: int, dilation: int, pad: int):
-    """(phase, _Taps) for each residue of input positions modulo `stride`.
-
-    Input position h = phase + stride*i takes tap t from output position
-    p = (h + pad - t*dilation) / stride where that divides: the taps of a phase step by
-    stride/gcd and their outputs by dilation/gcd, so each phase is a stride-1 correlation
-    of the output gradient with those taps reversed, dilated by dilation/gcd.
-    """
-    divisor = math.gcd(stride, dilation)
-    period, step = stride // divisor, dilation // divisor
-    for phase in range(min(stride, size)):
-        length = -(-(size - phase) // stride)
-        reach = (t for t in range(period) if (phase + pad - t * dilation) % stride == 0)
-        first = next(reach, None)
-        if first is None or first >= kernel:
-            yield phase, _Taps(range(0), step, 0, length)
-            continue
-        taps = range(first, kernel, period)
-        row = (phase + pad - taps[0] * dilation) // stride  # output row of the first tap at i=0
-        # Reversed taps j' = J-1-j read output row i + row - step*(J-1) + step*j'.
-        yield phase, _Taps(taps, step, step * (len(taps) - 1) - row, length)
-
-
-def _phase(grad_output, swapped, rows: _Taps, cols: _Taps, groups, precision, backend):
-    """One phase of the input gradient: a stride-1 correlation with its taps reversed."""
-    g, cg, kg = swapped.shape[:3]
-    taps = swapped[:, :, :, rows.slice, cols.slice].flip(-2, -1)
-    taps = taps.reshape(g * cg, kg, len(rows.taps), len(cols.taps))
-    p, q = grad_output.shape[2:]
-    span_h, span_w = rows.dilation * (len(rows.taps) - 1), cols.dilation * (len(cols.taps) - 1)
-    pads = (rows.before, rows.size + span_h - p - rows.before,
-            cols.before, cols.size + span_w - q - cols.before)  # fmt: skip
-    return _correlate(grad_output, taps.to(memory_format=torch.contiguous_format), pads,
-                      dilation=(rows.dilation, cols.dilation), groups=groups,
-                      precision=precision, backend=backend)  # fmt: skip
-
-
 def _correlate(x: torch.Tensor, w: torch.Tensor, pads: tuple[int, int, int, int],
                **conv_kwargs) -> torch.Tensor:  # fmt: skip
     """`conv2d` of `x` padded by `pads` (top, bottom, left, right; negative: rows or columns
     cut). The padding both sides share is the convolution's own; only the rest (uneven or
     negative, rare) costs a padded copy of `x`."""
-    top, bottom, left, right = pads
-    pad_h, pad_w = max(0, min(top, bottom)), max(0, min(left, right))
-    rest = (left - pad_w, right - pad_w, top - pad_h, bottom - pad_h)
+    (pad_h, pad_w), rest = split_padding(pads)
     if any(rest):
         fmt = memory_format_of(x)
         x = F.pad(x, rest).contiguous(memory_format=fmt)
