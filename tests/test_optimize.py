@@ -173,6 +173,80 @@ class TimmBottleneck(nn.Module):
         return self.act(self.bn2(self.conv2(self.bn1(self.conv1(x)))) + x)
 
 
+class Mlp(nn.Module):
+    """timm's `Mlp`: fc1, act, drop1, norm (identity), fc2, drop2."""
+
+    def __init__(self, c, hidden, act=nn.GELU):
+        super().__init__()
+        self.fc1, self.act, self.drop1 = nn.Linear(c, hidden), act(), nn.Dropout(0.0)
+        self.norm, self.fc2, self.drop2 = nn.Identity(), nn.Linear(hidden, c), nn.Dropout(0.0)
+
+    def forward(self, x):
+        return self.drop2(self.fc2(self.norm(self.drop1(self.act(self.fc1(x))))))
+
+
+class TimmConvNeXtBlock(nn.Module):
+    """timm's ConvNeXt block (conv_mlp=False): depthwise 7x7, LayerNorm and the MLP over
+    [N, H, W, C], permuted back, times the layer scale `gamma`, plus the shortcut."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.conv_dw = nn.Conv2d(c, c, 7, padding=3, groups=c)
+        self.norm = nn.LayerNorm(c, eps=1e-6)
+        self.mlp = Mlp(c, 4 * c)
+        self.gamma = nn.Parameter(torch.rand(c) + 0.5)
+        self.shortcut = nn.Identity()
+
+    def forward(self, x):
+        shortcut = x
+        x = self.norm(self.conv_dw(x).permute(0, 2, 3, 1))
+        x = self.mlp(x).permute(0, 3, 1, 2)
+        x = x.mul(self.gamma.reshape(1, -1, 1, 1))
+        return x + self.shortcut(shortcut)
+
+
+def stochastic_depth(input, p, mode, training=True):
+    """torchvision's `stochastic_depth` as optimize sees it (a wrapped function of
+    torchvision.ops), here the identity it is in eval."""
+    assert not training
+    return input
+
+
+stochastic_depth.__module__ = "torchvision.ops.stochastic_depth"
+torch.fx.wrap("stochastic_depth")
+
+
+class Permute(nn.Module):
+    """torchvision's `ops.misc.Permute`."""
+
+    def __init__(self, dims):
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x):
+        return torch.permute(x, self.dims)
+
+
+class TorchvisionCNBlock(nn.Module):
+    """torchvision's ConvNeXt block: one Sequential from the depthwise conv to the permute
+    back, `layer_scale * block(input)`, stochastic depth, `+=` the input."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.Conv2d(c, c, 7, padding=3, groups=c), Permute([0, 2, 3, 1]),
+            nn.LayerNorm(c, eps=1e-6), nn.Linear(c, 4 * c), nn.GELU(), nn.Linear(4 * c, c),
+            Permute([0, 3, 1, 2]),
+        )  # fmt: skip
+        self.layer_scale = nn.Parameter(torch.rand(c, 1, 1) + 0.5)
+
+    def forward(self, input):
+        result = self.layer_scale * self.block(input)
+        result = stochastic_depth(result, 0.1, "row", self.training)
+        result += input
+        return result
+
+
 # model, input shape, FusedConv2d modules expected (the residual blocks fuse every conv).
 MODELS = {
     "basic": (lambda: BasicBlock(4, 4), (2, 4, 7, 6), 2),
@@ -182,6 +256,9 @@ MODELS = {
     "functional": (lambda: Functional(4), (1, 4, 6, 5), 5),
     "timm_inverted_residual": (lambda: TimmInvertedResidual(4), (2, 4, 5, 6), 3),
     "timm_bottleneck": (lambda: TimmBottleneck(5), (1, 5, 7, 6), 2),
+    # the MLP's two Linears as 1x1 convs; the depthwise conv, before a LayerNorm, converted
+    "timm_convnext": (lambda: TimmConvNeXtBlock(8), (2, 8, 5, 6), 2),
+    "torchvision_convnext": (lambda: TorchvisionCNBlock(8), (1, 8, 6, 7), 2),
 }
 
 
@@ -227,7 +304,8 @@ def test_blocks_fp32(name):
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
 @pytest.mark.parametrize(
-    "name", ["bottleneck", "inverted_residual", "functional", "timm_inverted_residual"]
+    "name",
+    ["bottleneck", "inverted_residual", "functional", "timm_inverted_residual", "timm_convnext"],
 )
 def test_blocks_16bit(name, dtype, layout):
     """The model cast to 16 bits before optimize; the reference is that model in float64.
@@ -238,6 +316,57 @@ def test_blocks_16bit(name, dtype, layout):
     model, shape, fused = make(name, dtype)
     x = randn(*shape, dtype=dtype, channels_last=layout == "channels_last")
     check(model, x, fused, TOL[dtype])
+
+
+@pytest.mark.parametrize("name", ["timm_convnext", "torchvision_convnext"])
+def test_convnext_mlp_becomes_two_fused_convs(name):
+    """ConvNeXt's MLP: the first Linear a 1x1 conv with the GELU in its store, the second
+    with the layer scale folded into its weight and bias and the shortcut added in its
+    store; no Linear, multiply, add or stochastic depth left in the graph."""
+    torch.manual_seed(4)
+    model, shape, _ = make(name)
+    opt = im2win.optimize(model)
+    first, second = [m for m in opt.modules() if isinstance(m, FusedConv2d)]
+    assert (first.activation, first.residual) == ("gelu", None)
+    assert (second.activation, second.residual) == (None, "before")
+    scale = (model.gamma if name == "timm_convnext" else model.layer_scale).detach().reshape(-1)
+    fc2 = model.mlp.fc2 if name == "timm_convnext" else model.block[5]
+    assert_close(second.weight.double().squeeze(), fc2.weight.double() * scale.double()[:, None],
+                 1e-7)  # fmt: skip
+    assert_close(second.bias.double(), fc2.bias.double() * scale.double(), 1e-7)
+    assert not any(isinstance(m, nn.Linear) for m in opt.modules())
+    ops = [n.target for n in opt.graph.nodes if n.op in ("call_method", "call_function")]
+    names = [getattr(t, "__name__", t) for t in ops]
+    assert not {"mul", "add", "iadd", "stochastic_depth", "gelu"} & set(names), names
+
+
+class MlpLeftAlone(nn.Module):
+    """MLPs that do not match in whole: fc1's output used twice (nothing fuses); a scale
+    along W, not the channels (the MLP fuses, the multiply and the add stay)."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.a = Mlp(c, 2 * c, act=nn.ReLU)
+        self.b = Mlp(c, 2 * c)
+        self.along_w = nn.Parameter(torch.rand(5) + 0.5)
+
+    def forward(self, x):
+        h = self.a.fc1(x.permute(0, 2, 3, 1))
+        y = (self.a.fc2(F.relu(h)) + h[..., :1]).permute(0, 3, 1, 2)
+        z = self.b(y.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return z * self.along_w + y
+
+
+def test_mlp_that_does_not_match_stays_correct():
+    torch.manual_seed(5)
+    model = MlpLeftAlone(4).eval()
+    x = randn(2, 4, 3, 5)
+    opt = im2win.optimize(model)
+    fused = [m for m in opt.modules() if isinstance(m, FusedConv2d)]
+    assert [(m.activation, m.residual) for m in fused] == [("gelu", None), (None, None)]
+    assert sum(isinstance(m, nn.Linear) for m in opt.modules()) == 2  # a's
+    with torch.no_grad():
+        assert_close(opt(x).double(), model.double()(x.double()), TOL[torch.float32])
 
 
 def test_fold_math():

@@ -13,14 +13,22 @@ before it has no other user:
             activation came first)
          -> activation (only after a residual added before it)
 
-and becomes one `FusedConv2d`. A conv with nothing to fuse becomes im2win `Conv2d` as
-`im2win.convert` makes it. What cannot be folded or converted stays as it was and is
-listed in one warning.
+and becomes one `FusedConv2d`. ConvNeXt's pointwise MLP, two Linears over a channels-last
+image between permutes,
+
+    Linear -> activation -> Linear -> permute to [N, C, H, W] -> times a per-channel layer
+           scale -> add of the shortcut    (eval-mode dropouts and stochastic depth between)
+
+becomes two 1x1 `FusedConv2d` calls (the activation in the first's store, the scale folded
+into the second's weight, the shortcut added in its store). A conv with nothing to fuse
+becomes im2win `Conv2d` as `im2win.convert` makes it. What cannot be folded or converted
+stays as it was and is listed in one warning.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import operator
 import warnings
 
@@ -145,7 +153,10 @@ def optimize(model: nn.Module, *, precision: str | None = None) -> fx.GraphModul
     (folded into the weight, not run as `conv2d_fused`'s `scale`: the classic choice, one
     multiply less per output; the cost is one rounding of the folded weight in 16-bit.)
     The activation and the residual add that follow it (the module docstring lists what
-    matches) go into the epilogue. Fused convs take `precision` (see `im2win.conv2d`; where
+    matches) go into the epilogue. ConvNeXt's MLP blocks (Linear -> activation -> Linear
+    over [N, H, W, C], permuted back, layer scale, shortcut) become two 1x1 fused convs on
+    the block's input seen as [N, C, H, W], the layer scale folded into the second's weight
+    and bias as a batch norm is. Fused convs take `precision` (see `im2win.conv2d`; where
     None, an im2win conv's own), torch convs converted take it, and im2win convs with
     nothing to fuse keep theirs, as `convert` leaves them. The model's dtype and device
     stay, and `.to()` works after.
@@ -176,6 +187,9 @@ def optimize(model: nn.Module, *, precision: str | None = None) -> fx.GraphModul
     for node in list(gm.graph.nodes):
         if node.op == "call_module" and isinstance(gm.get_submodule(node.target), nn.Conv2d):
             _rewrite(gm, node, calls, precision, left)
+    for node in list(gm.graph.nodes):
+        if node.op == "call_module" and type(gm.get_submodule(node.target)) is nn.Linear:
+            _rewrite_mlp(gm, node, calls, precision)
     gm.delete_all_unused_submodules()
     gm.graph.lint()
     gm.recompile()
@@ -269,6 +283,163 @@ def _rewrite(gm: fx.GraphModule, conv_node: fx.Node, calls: dict[str, int],
     tail.replace_all_uses_with(new)
     for node, _ in reversed(chain):
         gm.graph.erase_node(node)
+
+
+def _rewrite_mlp(gm: fx.GraphModule, fc1_node: fx.Node, calls: dict[str, int],
+                 precision: str | None) -> None:  # fmt: skip
+    """Replace a pointwise MLP over a channels-last image (ConvNeXt's block: Linear ->
+    activation -> Linear on [N, H, W, C], permuted to [N, C, H, W], times a per-channel
+    layer scale, plus the shortcut; eval-mode dropouts, identities and stochastic depth
+    between them) by two 1x1 `FusedConv2d` calls on the input seen as [N, C, H, W]: the
+    activation in the first's store, the scale folded into the second's weight and bias
+    (in float64), the shortcut added in its store. Nothing if the block does not match."""
+    fc1 = gm.get_submodule(fc1_node.target)
+    if not _plain_linear(fc1, fc1_node, calls):
+        return
+    chain, node = _past(gm, [fc1_node])
+    act = _activation(gm, node, chain[-1])
+    if act:
+        chain, node = _past(gm, [*chain, node])
+    fc2 = None if node is None or node.op != "call_module" else gm.get_submodule(node.target)
+    if type(fc2) is not nn.Linear or node.args[0] is not chain[-1]:
+        return
+    if not _plain_linear(fc2, node, calls):
+        return
+    fc2_node = node
+    chain, node = _past(gm, [*chain, fc2_node])
+    if not _to_nchw(node, chain[-1]):
+        return
+    chain.append(node)
+    scale, constants = _channel_scale(gm, _only_user(node), node, fc2.out_features)
+    if scale is not None:
+        chain.append(_only_user(node))
+    longer, node = _past(gm, chain)
+    other = _residual(node, longer[-1])
+    if other is not None:
+        chain = [*longer, node]
+    if _mutation_between(gm, chain):
+        return
+    b1 = None if fc1.bias is None else fc1.bias.detach().clone()
+    w2, b2 = _scaled(fc2, scale)
+    geometry = (1, 0, 1, 1)  # stride, padding, dilation, groups: a 1x1 convolution
+    first = FusedConv2d(fc1.weight.detach().clone()[:, :, None, None], b1, *geometry,
+                        activation=act, precision=precision)  # fmt: skip
+    residual = None if other is None else "before"
+    second = FusedConv2d(w2[:, :, None, None], b2, *geometry, residual=residual,
+                         precision=precision)  # fmt: skip
+    _set_submodule(gm, fc1_node.target, first)
+    _set_submodule(gm, fc2_node.target, second)
+    tail = chain[-1]
+    with gm.graph.inserting_before(tail):
+        x = gm.graph.call_method("permute", (fc1_node.args[0], 0, 3, 1, 2))  # a view
+        hidden = gm.graph.call_module(fc1_node.target, (x,))
+        args = (hidden,) if other is None else (hidden, other)
+        new = gm.graph.call_module(fc2_node.target, args)
+    tail.replace_all_uses_with(new)
+    for node in [*reversed(chain), *constants]:  # the scale's reshape, then its attribute
+        if not node.users:
+            gm.graph.erase_node(node)
+
+
+def _plain_linear(linear: nn.Module, node: fx.Node, calls: dict[str, int]) -> bool:
+    """Whether a Linear module's call can become a convolution: a plain `nn.Linear`, called
+    once, without hooks, on one positional argument."""
+    return (type(linear) is nn.Linear and calls[node.target] == 1 and not _hooked(linear)
+            and len(node.args) == 1 and not node.kwargs)  # fmt: skip
+
+
+def _past(gm: fx.GraphModule, chain: list[fx.Node]) -> tuple[list[fx.Node], fx.Node | None]:
+    """`chain` followed through the nodes that return their input unchanged in eval mode
+    (`_passes`), each the only user of the last; and the only user after them."""
+    chain = list(chain)
+    node = _only_user(chain[-1])
+    while node is not None and _passes(gm, node, chain[-1]):
+        chain.append(node)
+        node = _only_user(node)
+    return chain, node
+
+
+def _passes(gm: fx.GraphModule, node: fx.Node, value: fx.Node) -> bool:
+    """Whether `node` returns `value` unchanged in eval mode: an `nn.Identity`, a `Dropout`
+    module not training, or torchvision's `stochastic_depth` called with training=False."""
+    if not node.args or node.args[0] is not value:
+        return False
+    if node.op == "call_module":
+        module = gm.get_submodule(node.target)
+        if _hooked(module) or len(node.args) != 1 or node.kwargs:
+            return False
+        return type(module) is nn.Identity or (type(module) is nn.Dropout and not module.training)
+    if node.op == "call_function" and getattr(node.target, "__name__", "") == "stochastic_depth":
+        training = node.kwargs.get("training", node.args[3] if len(node.args) > 3 else True)
+        return node.target.__module__.startswith("torchvision.") and training is False
+    return False
+
+
+def _to_nchw(node: fx.Node | None, value: fx.Node) -> bool:
+    """Whether `node` permutes `value` from [N, H, W, C] to [N, C, H, W] (a method call or
+    `torch.permute`, the dimensions as separate ints or one sequence)."""
+    if node is None or not node.args or node.args[0] is not value or node.kwargs:
+        return False
+    dims = node.args[1:]
+    dims = tuple(dims[0]) if len(dims) == 1 and isinstance(dims[0], (list, tuple)) else dims
+    is_permute = (node.op == "call_method" and node.target == "permute") or (
+        node.op == "call_function" and node.target is torch.permute
+    )
+    return is_permute and dims == (0, 3, 1, 2)
+
+
+def _channel_scale(gm: fx.GraphModule, node: fx.Node | None, value: fx.Node,
+                   channels: int) -> tuple[torch.Tensor | None, list[fx.Node]]:  # fmt: skip
+    """(the per-channel factor, float64 [C], and the nodes that make it) if `node` multiplies
+    `value` [N, C, H, W] by a constant of the module (an attribute, maybe reshaped) that
+    broadcasts along C alone; else (None, [])."""
+    is_mul = (node is not None and not node.kwargs and len(node.args) == 2) and (
+        (node.op == "call_method" and node.target == "mul")
+        or (node.op == "call_function" and node.target in (operator.mul, torch.mul))
+    )
+    if not is_mul or value not in node.args or node.args[0] is node.args[1]:
+        return None, []
+    other = node.args[1] if node.args[0] is value else node.args[0]
+    constant, nodes = _constant(gm, other)
+    shape = () if constant is None else tuple(constant.shape)
+    if len(shape) not in (3, 4) or shape[-3] != channels or math.prod(shape) != channels:
+        return None, []
+    return constant.detach().double().reshape(channels), nodes
+
+
+def _constant(gm: fx.GraphModule, node) -> tuple[torch.Tensor | None, list[fx.Node]]:
+    """(the tensor, [its nodes]) of a module attribute, or of one reshaped or viewed by
+    constant sizes; (None, [])."""
+    if not isinstance(node, fx.Node):
+        return None, []
+    if node.op == "get_attr":
+        value = _fetch(gm, node.target)
+        return (value, [node]) if isinstance(value, torch.Tensor) else (None, [])
+    if (node.op == "call_method" and node.target in ("reshape", "view") and not node.kwargs
+            and all(isinstance(size, int) for size in node.args[1:])):  # fmt: skip
+        value, nodes = _constant(gm, node.args[0])
+        if value is not None and len(nodes) == 1:
+            return value.reshape(*node.args[1:]), [node, *nodes]
+    return None, []
+
+
+def _fetch(gm: fx.GraphModule, target: str):
+    """The attribute of `gm` at the dotted `target`."""
+    value = gm
+    for name in target.split("."):
+        value = getattr(value, name)
+    return value
+
+
+def _scaled(linear: nn.Linear, scale: torch.Tensor | None):
+    """The Linear's weight [out, in] and bias with each output row times `scale` (in
+    float64, cast back), detached."""
+    weight = linear.weight.detach()
+    bias = None if linear.bias is None else linear.bias.detach()
+    if scale is None:
+        return weight.clone(), None if bias is None else bias.clone()
+    scaled = (weight.double() * scale.view(-1, 1)).to(weight.dtype)
+    return scaled, None if bias is None else (bias.double() * scale).to(bias.dtype)
 
 
 def _hooked(module: nn.Module) -> bool:
