@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from helpers import HOPPER, TOL, assert_close, randn
 from im2win import dgrad, grad
+from im2win import plan as im2win_plan
 from im2win.params import conv_params
 from im2win.variants import INTERPRETER
 
@@ -182,6 +183,29 @@ def test_input_gradient_reads_weights_of_any_layout(layout):
     dy = randn(*F.conv2d(x, w, **kw).shape)
     assert_close(grad.conv2d_input(x.shape, w, dy, **kw), reference(x, w, dy, kw)[0],
                  TOL[torch.float32])  # fmt: skip
+
+
+@pytest.mark.aten_choice
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_input_gradient_phases_on_pytorchs_convolution(monkeypatch, layout):
+    """Where a phase's convolution is PyTorch's (symmetric padding only), its uneven
+    padding is a padded copy of the output gradient: every phase on `aten`, symmetric, and
+    the gradient right."""
+    from im2win.variants.aten import ATEN
+
+    monkeypatch.setattr(ATEN, "heuristic", lambda problem, target: {})
+    monkeypatch.setattr(dgrad, "_PLANS", {})
+    torch.manual_seed(12)
+    xshape, wshape, kw = CASES["3x3_s2_p1"]
+    cl = layout == "channels_last"
+    x, w = randn(*xshape, channels_last=cl), randn(*wshape)
+    dy = randn(*F.conv2d(x, w, **kw).shape, channels_last=cl)
+    with im2win_plan.trace() as plans:
+        got = grad.conv2d_input(x.shape, w, dy, **kw)
+    assert len(plans) == 4
+    assert all(p.choice.variant.name == "aten" and p.problem.params.symmetric_padding is not None
+               for p in plans)  # fmt: skip
+    assert_close(got, reference(x, w, dy, kw)[0], TOL[torch.float32])
 
 
 def test_strided_input_gradient_copies_only_its_phases(monkeypatch):
