@@ -458,6 +458,19 @@ def test_tma_kernels_run_the_epilogue(variant, padding, split):
                 activation="gelu", residual="after", config=config)  # fmt: skip
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("activation, residual", [("silu", "before"), ("hardswish", "after")])
+def test_winograd_runs_the_epilogue_in_its_output_transform(activation, residual, layout):
+    """Winograd, pinned (fp32), with the activation and residual in its output transform, on
+    odd outputs (9x7: a last row and column of 2x2 tiles half outside)."""
+    torch.manual_seed(12)
+    xshape, wshape, kw = (2, 5, 9, 7), (6, 5, 3, 3), dict(padding=1)
+    config = dict(VARIANT="winograd", BLOCK_T=16, BLOCK_K=16, BLOCK_C=16, num_warps=4,
+                  num_stages=1)  # fmt: skip
+    check_fused(xshape, wshape, kw, dtype=torch.float32, layout=layout, activation=activation,
+                residual=residual, config=config)  # fmt: skip
+
+
 def test_staged_and_wide_pointer_run_the_epilogue():
     """NCHW staged a chunk of one image at a time (each chunk's kernel reads its slice of an
     NCHW residual), and the wide pointer variant, pinned, on a ragged shape."""

@@ -395,6 +395,35 @@ def test_grad_kernels_on_odd_shapes(case, tier, layout):
     assert torch.equal(got_w, grad.conv2d_weight(x, w.shape, dy, **kw, precision=precision))
 
 
+# Winograd F(2x2, 3x3): odd outputs (a last row or column of 2x2 tiles half outside), C and K
+# past a tile and under one, padding 0, 1 and uneven, batch 1, a layer-sized case.
+WINOGRAD_CASES = {
+    "c3_13x11_k5_p1": ((2, 3, 13, 11), (5, 3, 3, 3), dict(padding=1)),
+    "c64_15x17_k72_p0": ((1, 64, 15, 17), (72, 64, 3, 3), dict()),
+    "c40_9x10_k136_same": ((3, 40, 9, 10), (136, 40, 3, 3), dict(padding="same")),
+    "c256_14x14_k256_p1": ((8, 256, 14, 14), (256, 256, 3, 3), dict(padding=1)),
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("tier", ["ieee", "tf32x3", "tf32"])
+@pytest.mark.parametrize("case", WINOGRAD_CASES)
+def test_winograd_candidates(case, tier, layout):
+    """Every Winograd tile of the Hopper table, pinned, with a bias, outputs poisoned, in
+    each fp32 math mode (fp32-accurate within 1e-5 with IEEE or 3xTF32 GEMMs)."""
+    torch.manual_seed(9)
+    xshape, wshape, kw = WINOGRAD_CASES[case]
+    dtype, precision = TIERS[tier]
+    x, w, b = case_tensors(xshape, wshape, layout, dtype)
+    ref = reference(x, w, b, **kw)
+    table = current_target().table["winograd"]
+    for row in table["candidates"]:
+        config = dict(zip(table["candidates_keys"], row, strict=True), VARIANT="winograd")
+        y = im2win.conv2d(x, w, b, **kw, precision=precision, config=config)
+        assert y.is_contiguous(memory_format=torch_output_format(x, w))
+        assert_close_everywhere(y, ref, GPU_TIER_TOL[tier], config)
+
+
 # The warp-specialized weight gradient (channels-last, 16-bit): output channels past a
 # consumer's tile (24, 72, 136, 200), Kg of one group's box and past it (groups), strides
 # (the parity view, H and W their multiples), dilation, patches past P and Q, batch 1,

@@ -135,6 +135,29 @@ def test_tma_weight_gradient_kernel_compiles_for_sm90(dtype, precision, strided)
                      {**WGRAD_POINTERS, **descriptors}, options)  # fmt: skip
 
 
+@pytest.mark.parametrize("precision", ["ieee", "tf32x3", "tf32"])
+def test_winograd_kernels_compile_for_sm90(precision):
+    """The four Winograd kernels with the Hopper table's candidates (every one with 3xTF32
+    GEMMs, the fp32-accurate mode it is for; the first in the other modes), within sm90's
+    shared memory; the output transform with a whole epilogue."""
+    table = HOPPER.table["winograd"]
+    rows = table["candidates"] if precision == "tf32x3" else table["candidates"][:1]
+    for row in rows:
+        tile = dict(zip(table["candidates_keys"], row, strict=True))
+        options = dict(num_warps=tile["num_warps"], num_stages=tile["num_stages"])
+        gemm = dict(PRECISION=precision, BLOCK_T=tile["BLOCK_T"], BLOCK_K=tile["BLOCK_K"],
+                    BLOCK_C=tile["BLOCK_C"])  # fmt: skip
+        compile_for_sm90("conv2d_winograd", "_winograd_gemm_kernel", "fp32", gemm, {}, options)
+    if precision == "ieee":  # the transforms do not depend on it
+        blocks = dict(BLOCK_T=64, BLOCK_K=64, BLOCK_C=32)
+        compile_for_sm90("conv2d_winograd", "_winograd_filter_kernel", "fp32",
+                         dict(BLOCK_K=blocks["BLOCK_K"], BLOCK_C=blocks["BLOCK_C"]))  # fmt: skip
+        compile_for_sm90("conv2d_winograd", "_winograd_input_kernel", "fp32",
+                         dict(BLOCK_T=blocks["BLOCK_T"], BLOCK_C=blocks["BLOCK_C"]))  # fmt: skip
+        output = dict(EPILOGUE, BLOCK_T=blocks["BLOCK_T"], BLOCK_K=blocks["BLOCK_K"])
+        compile_for_sm90("conv2d_winograd", "_winograd_output_kernel", "fp32", output)
+
+
 COMPILE_STRIPS = textwrap.dedent("""
     import json, sys
     import torch, triton

@@ -23,6 +23,7 @@ from .pointer_wide import POINTER_WIDE
 from .staged import STAGED_NCHW
 from .strips import STRIPS
 from .tma import TMA_RASTER, TMA_WINDOW
+from .winograd import WINOGRAD
 
 VARIANTS: tuple[Variant, ...] = (
     ATEN,  # PyTorch's own convolution, where no im2win kernel is expected to win
@@ -33,6 +34,7 @@ VARIANTS: tuple[Variant, ...] = (
     POINTER_WIDE,  # TF32 wide-channel layers where the TMA tiles would waste a fifth
     TMA_RASTER,  # unpadded channels-last layers: runs of the input grid
     TMA_WINDOW,  # channels-last layers: output patches, each tap one TMA box
+    WINOGRAD,  # fp32 3x3 unit-stride layers: 16 GEMMs over transformed tiles
     POINTER,  # every problem
     POINTER_MATERIALIZED,  # the paper's scheme, only on request: windows='materialized'
 )
