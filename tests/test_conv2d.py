@@ -23,6 +23,7 @@ from helpers import (
     torch_output_format,
 )
 from im2win import plan
+from im2win.kernels.conv2d_dw import taps_major
 from im2win.kernels.conv2d_fwd import needs_wide_index, split_tf32
 from im2win.params import conv_params
 from im2win.variants.grouped import PACKED_GROUPS
@@ -484,6 +485,37 @@ def test_depthwise(case, layout, dtype):
     # The im2win path (a pinned config) agrees.
     pinned = dict(BLOCK_M=32, BLOCK_N=16, BLOCK_K=16, num_warps=4, num_stages=1)
     assert_close(y, im2win.conv2d(x, w, b, **kw, config=pinned).double(), 2 * TOL[dtype])
+
+
+# Weights of a channels-last depthwise call as the row kernel may get them: PyTorch's
+# layout (re-laid taps-major for the call), already taps-major (read in place), a strided
+# view, a single channel.
+DEPTHWISE_WEIGHTS = {
+    "contiguous": lambda w: w,
+    "taps_major": lambda w: w.permute(1, 2, 3, 0).contiguous().permute(3, 0, 1, 2),
+    "strided": lambda w: torch.stack([w, w], dim=-1)[..., 0],
+    "channels_sliced": lambda w: (
+        torch.cat([w, w]).permute(1, 2, 3, 0).contiguous()[..., ::2].permute(3, 0, 1, 2)
+    ),
+}
+
+
+@pytest.mark.parametrize("layout", DEPTHWISE_WEIGHTS)
+@pytest.mark.parametrize(
+    "case", ["c5_9x11_3x3_p1", "c3_10x9_m3_3x2_d21", "c1_8x8_m4_same", "c70_7x7_7x7_p3"]
+)
+def test_depthwise_weight_layouts(case, layout):
+    torch.manual_seed(12)
+    xshape, wshape, kw = DEPTHWISE_CASES[case]
+    x = randn(*xshape, dtype=torch.float16, channels_last=True)
+    w = DEPTHWISE_WEIGHTS[layout](randn(*wshape, dtype=torch.float16))
+    kept = w.clone()
+    y = im2win.conv2d(x, w, None, **kw)
+    assert_close(y, reference(x, w, None, **kw), TOL[torch.float16])
+    assert torch.equal(w, kept)  # the re-laid copy is the kernel's, the weight untouched
+    laid = taps_major(w)
+    assert torch.equal(laid, w) and laid.stride(0) == 1
+    assert (laid.data_ptr() == w.data_ptr()) == (w.stride(0) == 1)  # copied only if needed
 
 
 # Groups of at most 16 channels in a tensor-core tier: the default path packs several to a

@@ -30,7 +30,7 @@ COMPILE = textwrap.dedent("""
     SHARED_LIMIT = 232448  # bytes of shared memory a block may have on sm90
     module, kernel, dtype = sys.argv[1], sys.argv[2], sys.argv[3]
     constexprs, pointers = json.loads(sys.argv[4]), json.loads(sys.argv[5])
-    options = json.loads(sys.argv[6])
+    options, checks = json.loads(sys.argv[6]), json.loads(sys.argv[7])
     fn = getattr(importlib.import_module("im2win.kernels." + module), kernel)
     while not isinstance(fn, triton.runtime.jit.JITFunction):  # through @triton.heuristics
         fn = fn.fn
@@ -43,10 +43,17 @@ COMPILE = textwrap.dedent("""
         else:
             pointer = "*" + pointers.get(name, dtype)
             signature[name] = pointer if name.endswith("_ptr") else "i32"
-    source = ASTSource(fn, signature, constexprs=values)
+    # arguments a GPU call would find 16-divisible (aligned pointers, strides), as it
+    # specializes them: the layouts Triton picks follow
+    attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(fn.arg_names)
+             if name in checks.get("divisible", ())}
+    source = ASTSource(fn, signature, constexprs=values, attrs=attrs)
     compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
     # What a launch on an H100 or H200 would refuse (OutOfResources), caught here.
     assert compiled.metadata.shared <= SHARED_LIMIT, f"shared memory {compiled.metadata.shared}"
+    if "max_barriers" in checks:
+        found = compiled.asm["ptx"].count("bar.sync")
+        assert found <= checks["max_barriers"], f"{found} barriers, at most {checks}"
 """)
 
 EPILOGUE = dict(HAS_BIAS=True, HAS_SCALE=True, ACTIVATION="silu", RESIDUAL="before")
@@ -62,13 +69,15 @@ WGRAD_POINTERS = {"part_ptr": "fp32", "bias_part_ptr": "fp32"}  # fp32 partial s
 
 
 def compile_for_sm90(module: str, kernel: str, dtype: str, constexprs: dict,
-                     pointers: dict | None = None,
-                     options: dict | None = None) -> None:  # fmt: skip
+                     pointers: dict | None = None, options: dict | None = None,
+                     checks: dict | None = None) -> None:  # fmt: skip
     """Compile `kernel` with every pointer of `dtype` (but those `pointers` names, which
-    also give each descriptor's type), 4 warps unless `options` say otherwise."""
+    also give each descriptor's type), 4 warps unless `options` say otherwise. `checks`:
+    `divisible`, the arguments known 16-divisible; `max_barriers`, how many block barriers
+    its PTX may hold."""
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     args = [module, kernel, dtype, json.dumps(constexprs), json.dumps(pointers or {}),
-            json.dumps(options or dict(num_warps=4))]  # fmt: skip
+            json.dumps(options or dict(num_warps=4)), json.dumps(checks or {})]  # fmt: skip
     done = subprocess.run(
         [sys.executable, "-c", COMPILE, *args],
         env=env, capture_output=True, text=True, timeout=300,
@@ -82,6 +91,21 @@ def compile_for_sm90(module: str, kernel: str, dtype: str, constexprs: dict,
 def test_depthwise_kernels_compile_for_sm90(case, dtype, epilogue):
     module, kernel, tiles = KERNELS[case]
     compile_for_sm90(module, kernel, dtype, {**tiles, **epilogue})
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
+@pytest.mark.parametrize("case", ["dw-rows-unrolled", "dw-rows-rolled"])
+def test_depthwise_row_kernel_needs_no_barrier(case, dtype):
+    """On a dense channels-last call with a taps-major weight (unit strides along the
+    channels, as a GPU call specializes them) the taps' weights load in the input tile's
+    layout: no exchange through shared memory, so no barrier in the taps' loop (a
+    [BLOCK_C] weight vector took another layout: two barriers a tap on 128-channel tiles)."""
+    module, kernel, tiles = KERNELS[case]
+    units = dict(MULT=1, stride_xc=1, stride_wk=1, stride_yk=1)
+    divisible = ["x_ptr", "w_ptr", "y_ptr", "K", "stride_xn", "stride_xh", "stride_xw",
+                 "stride_wr", "stride_ws", "stride_yn", "stride_yp", "stride_yq"]  # fmt: skip
+    checks = dict(divisible=divisible, max_barriers=0)
+    compile_for_sm90(module, kernel, dtype, {**tiles, **PLAIN, **units}, checks=checks)
 
 
 @pytest.mark.parametrize("dtype, precision", [("bf16", "ieee"), ("fp32", "tf32"), ("fp32", "ieee")])

@@ -10,8 +10,9 @@ channel) and tap and accumulating in fp32 (so every tier is fp32-accurate arithm
 
 with M = K / C output channels per input channel. Threads run along the layout's contiguous
 dimension: NCHW tiles take BLOCK_M flat output pixels, channels-last ones BLOCK_Q columns
-of one output row. The fused epilogue
-(`epilogue.py`) runs on the tile before its one store.
+of one output row, their taps' weights read taps-major (`taps_major`: a tap's channels one
+vector load a thread). The fused epilogue (`epilogue.py`) runs on the tile before its one
+store.
 """
 
 from __future__ import annotations
@@ -97,8 +98,12 @@ def _filter_row(
             x_row + (w * stride_xw)[:, None] + x_channel[None, :],
             mask=pixel_ok[:, None] & k_ok[None, :], other=0.0,
         )  # fmt: skip
-        tap = tl.load(w_ptr + k * stride_wk + r * stride_wr + f * stride_ws, mask=k_ok)
-        acc += x.to(tl.float32) * tap.to(tl.float32)[None, :]
+        # The tap's weights as a whole tile, so the load takes the input's layout (each
+        # thread its own channels, one vector of a taps-major weight) where a [BLOCK_C]
+        # vector's layout would differ and cost a shared-memory exchange and barriers a tap.
+        tap_ptr = w_ptr + r * stride_wr + f * stride_ws + k * stride_wk
+        tap = tl.load(tl.broadcast_to(tap_ptr[None, :], acc.shape), mask=k_ok[None, :])
+        acc += x.to(tl.float32) * tap.to(tl.float32)
     return acc
 
 
@@ -172,6 +177,15 @@ def unrolls_rows(element_size: int) -> bool:
     return element_size >= 4
 
 
+def taps_major(weight: torch.Tensor) -> torch.Tensor:
+    """`weight` [K, 1, R, S] laid out with each tap's K channels consecutive (strides
+    (1, R*S*K, S*K, K)), as the row kernel reads it: a tap's channels one vector load a
+    thread. A copy (K*R*S elements) unless it is laid out so already."""
+    if weight.stride(0) == 1 or weight.shape[0] == 1:
+        return weight
+    return weight.permute(1, 2, 3, 0).contiguous().permute(3, 0, 1, 2)
+
+
 def conv2d_fwd_dw(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -189,8 +203,9 @@ def conv2d_fwd_dw(
     strides) fused into the store.
 
     `config`: the row tiles of channels-last tensors (BLOCK_Q output columns x BLOCK_C
-    channels, optionally UNROLL_ROWS, default `unrolls_rows`) or the flat tiles of NCHW ones
-    (BLOCK_M pixels x BLOCK_C channels); num_warps. `slot`: see `launch.launch`.
+    channels, optionally UNROLL_ROWS, default `unrolls_rows`; the weight read from its
+    `taps_major` layout) or the flat tiles of NCHW ones (BLOCK_M pixels x BLOCK_C
+    channels); num_warps. `slot`: see `launch.launch`.
     """
     n, c, h, w = x.shape
     k, _, r, s = weight.shape
@@ -199,6 +214,7 @@ def conv2d_fwd_dw(
     meta = dict(**problem.epilogue.constexprs, **config)
     if "BLOCK_Q" in config:
         kernel = _conv2d_fwd_dw_rows_kernel
+        weight = taps_major(weight)
         grid = (n * p * cdiv(q, config["BLOCK_Q"]), cdiv(k, config["BLOCK_C"]))
         sizes = (k, h, w, p, q, k // c)
         meta.update(R=r, S=s)

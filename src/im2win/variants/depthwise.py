@@ -1,7 +1,8 @@
 """Depthwise convolutions (groups == C) by direct FMA (`kernels/conv2d_dw.py`): no channel
 reduction to make a GEMM of, in every math mode (fp32 arithmetic throughout); the fused
 epilogue in the store. Channels-last tensors take tiles along one output row (BLOCK_Q
-columns), NCHW ones tiles of flat pixels (BLOCK_M)."""
+columns, the weight read taps-major: a copy where it is not laid out so), NCHW ones tiles
+of flat pixels (BLOCK_M)."""
 
 from __future__ import annotations
 
@@ -47,6 +48,10 @@ class Depthwise(Variant):
 
     def takes_epilogue(self, epilogue: Epilogue) -> bool:
         return True
+
+    def workspace_bytes(self, problem: ConvProblem, config) -> int:
+        # the row kernel's taps-major copy of the weight (none where it is laid out so)
+        return problem.k * problem.taps * problem.itemsize if problem.channels_last else 0
 
     def build(self, problem: ConvProblem, choice: Choice, target: Target) -> Into:
         config, slot = dict(choice.config), {}
