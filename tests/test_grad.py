@@ -117,6 +117,30 @@ def test_weight_gradient_in_slices_is_reproducible(monkeypatch, case):
     assert_close(bias, dy.double().sum((0, 2, 3)), TOL[torch.float32])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("taps, kw", [
+    ((2, 2), dict(padding=1)),  # taps a power of two: the bias's tap doubles the block
+    ((4, 4), dict(stride=2, padding=1)),
+    ((1, 1), dict()),
+    ((3, 3), dict(stride=2, padding=1)),
+    ((7, 7), dict(padding=3)),
+])  # fmt: skip
+def test_depthwise_weight_gradient_with_bias(taps, kw, dtype):
+    """The depthwise weight-gradient kernel sums the bias gradient as one tap more (a window
+    of ones): right beside every filter size, with the taps a power of two or not, on
+    channels past one block (the interpreter's: 16)."""
+    torch.manual_seed(5)
+    x = randn(2, 20, 9, 7, dtype=dtype, channels_last=True)
+    w = randn(20, 1, *taps, dtype=dtype)
+    kw = dict(kw, groups=20)
+    dy = randn(*F.conv2d(x.float(), w.float(), **kw).shape, dtype=dtype, channels_last=True)
+    params = conv_params(**kw, kernel_size=taps)
+    weight, bias = grad.weight_grad(x, tuple(w.shape), dy, params, precision=None,
+                                    backend="auto", bias=True)  # fmt: skip
+    assert_close(weight, reference(x, w, dy, kw)[1], TOL[dtype])
+    assert_close(bias, dy.double().sum((0, 2, 3)), TOL[dtype])
+
+
 @pytest.mark.parametrize("case", ["3x3_s2_p1", "depthwise_5x3_s2", "tma_c32_3x3_p1"])
 def test_weight_gradient_is_planned_once_a_signature(monkeypatch, case):
     """A signature's weight gradient is chosen once and run again with fresh tensors; a change

@@ -246,7 +246,11 @@ def _conv2d_wgrad_dw_kernel(
     No GEMM is left in a depthwise gradient (one product per tap, channel and pixel): a
     program multiplies a [BLOCK_M, TAPS, BLOCK_C] block of windows by the output gradient
     broadcast along the taps and sums over the pixels. Neighbouring taps and pixels read
-    the same inputs, from the cache after the first.
+    the same inputs, from the cache after the first. The output gradient is loaded in that
+    block's shape (each thread the elements its windows meet), not as [BLOCK_M, BLOCK_C]:
+    a tile of that shape takes another layout, and reaching the block's cost a shared-memory
+    exchange and a barrier a step. The bias gradient is one more tap (TAPS > RS), its
+    window all ones: the sum of the output gradient.
     """
     c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)  # [BLOCK_C]
     split = tl.program_id(1)
@@ -260,14 +264,14 @@ def _conv2d_wgrad_dw_kernel(
     # Summed over the pixels once, after the loop: that sum crosses threads, the products
     # do not.
     acc = tl.zeros([BLOCK_M, TAPS, BLOCK_C], tl.float32)
-    bias = tl.zeros([BLOCK_M, BLOCK_C], tl.float32)
     for m0 in range(m_start, m_end, BLOCK_M):
         m = m0 + tl.arange(0, BLOCK_M)  # [BLOCK_M]
         m_ok = m < m_end
         n, p, q = output_pixel(m, P, Q)
         dy_off = (n * stride_dn + p * stride_dp + q * stride_dq)[:, None] + dy_channel[None, :]
-        dy = tl.load(dy_ptr + dy_off, mask=m_ok[:, None] & c_ok[None, :], other=0.0)
-        dy = dy.to(tl.float32)  # [BLOCK_M, BLOCK_C]
+        dy_ok = m_ok[:, None] & c_ok[None, :]
+        dy = tl.load(tl.broadcast_to((dy_ptr + dy_off)[:, None, :], acc.shape),
+                     mask=dy_ok[:, None, :], other=0.0)  # fmt: skip
         h0, w0 = window_corner(p, q, stride_h, stride_w, pad_top, pad_left)
         h = h0[:, None] + (r * dilation_h)[None, :]  # [BLOCK_M, TAPS]
         w = w0[:, None] + (s * dilation_w)[None, :]
@@ -275,14 +279,18 @@ def _conv2d_wgrad_dw_kernel(
         x_off = (n[:, None] * stride_xn + h * stride_xh + w * stride_xw)[:, :, None] + (
             x_channel[None, None, :])  # fmt: skip
         x = tl.load(x_ptr + x_off, mask=pixel_ok[:, :, None] & c_ok[None, None, :], other=0.0)
-        acc += x.to(tl.float32) * dy[:, None, :]
-        if HAS_BIAS:
-            bias += dy
+        x = x.to(tl.float32)
+        if HAS_BIAS:  # tap RS: a window of ones
+            x = tl.where((tap == RS)[None, :, None], 1.0, x)
+        acc += x * dy.to(tl.float32)
+    sums = tl.sum(acc, axis=0)  # [TAPS, BLOCK_C]
     row = split * RS + tap  # [TAPS]: (slice, tap), RS taps a slice
-    tl.store(part_ptr + row.to(tl.int64)[:, None] * C + c[None, :], tl.sum(acc, axis=0),
+    tl.store(part_ptr + row.to(tl.int64)[:, None] * C + c[None, :], sums,
              mask=tap_ok[:, None] & c_ok[None, :])  # fmt: skip
     if HAS_BIAS:
-        tl.store(bias_part_ptr + split * C + c, tl.sum(bias, axis=0), mask=c_ok)
+        bias_row = bias_part_ptr + split * C + c  # [BLOCK_C]
+        tl.store(tl.broadcast_to(bias_row[None, :], sums.shape), sums,
+                 mask=(tap == RS)[:, None] & c_ok[None, :])  # fmt: skip
 
 
 def conv2d_wgrad_depthwise(
@@ -304,7 +312,7 @@ def conv2d_wgrad_depthwise(
     _, _, r, s = weight_shape
     _, _, p, q = grad_output.shape
     params = problem.params
-    taps = next_power_of_2(r * s)
+    taps = next_power_of_2(r * s + bias)  # the bias gradient: one tap more
     block_m = max(1, config["ELEMENTS"] // (taps * config["BLOCK_C"]))
     m = n * p * q
     slices, per_slice = _slices(m, config["SLICES"], block_m)
