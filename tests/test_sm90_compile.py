@@ -172,10 +172,10 @@ def test_winograd_kernels_compile_for_sm90(precision):
         gemm = dict(PRECISION=precision, BLOCK_T=tile["BLOCK_T"], BLOCK_K=tile["BLOCK_K"],
                     BLOCK_C=tile["BLOCK_C"])  # fmt: skip
         compile_for_sm90("conv2d_winograd", "_winograd_gemm_kernel", "fp32", gemm, {}, options)
-    if precision == "ieee":  # the transforms do not depend on it
-        blocks = dict(BLOCK_T=64, BLOCK_K=64, BLOCK_C=32)
-        compile_for_sm90("conv2d_winograd", "_winograd_filter_kernel", "fp32",
-                         dict(BLOCK_K=blocks["BLOCK_K"], BLOCK_C=blocks["BLOCK_C"]))  # fmt: skip
+    blocks = dict(BLOCK_T=64, BLOCK_K=64, BLOCK_C=32)
+    split = dict(SPLIT=precision == "tf32x3", BLOCK_K=blocks["BLOCK_K"], BLOCK_C=blocks["BLOCK_C"])
+    compile_for_sm90("conv2d_winograd", "_winograd_filter_kernel", "fp32", split)
+    if precision == "ieee":  # the other transforms do not depend on it
         compile_for_sm90("conv2d_winograd", "_winograd_input_kernel", "fp32",
                          dict(BLOCK_T=blocks["BLOCK_T"], BLOCK_C=blocks["BLOCK_C"]))  # fmt: skip
         output = dict(EPILOGUE, BLOCK_T=blocks["BLOCK_T"], BLOCK_K=blocks["BLOCK_K"])

@@ -161,6 +161,30 @@ def test_every_variant_pinned_on_odd_shapes(name, case, mode, layout):
     assert_close(y, reference(x, w, b, **kw), tolerance(dtype, precision))
 
 
+WINOGRAD_ODD = [
+    case
+    for case, (xshape, wshape, kw) in ODD.items()
+    if BY_NAME["winograd"].supports(
+        problem_of(xshape, wshape, torch.float32, None, False, **kw), current_target()
+    )
+]
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("case", WINOGRAD_ODD)
+def test_winograd_in_3xtf32(case, layout):
+    """The mode Winograd is for: its filter transform writes U's tf32 part and remainder,
+    its GEMMs split V (in the interpreter, tf32 products are exact: a wrong remainder, not
+    rounding, is what shows)."""
+    torch.manual_seed(21)
+    xshape, wshape, kw = ODD[case]
+    x = randn(*xshape, channels_last=layout == "nhwc")
+    w, b = randn(*wshape), randn(wshape[0])
+    config = dict(WINOGRAD_TILE, VARIANT="winograd")
+    y = im2win.conv2d(x, w, b, **kw, precision="tf32x3", config=config)
+    assert_close(y, reference(x, w, b, **kw), tolerance(torch.float32, "tf32x3"))
+
+
 def test_every_variant_is_pinned_somewhere():
     # The strips kernel is Gluon, which the interpreter cannot run: test_gpu.py pins it.
     gpu_only = {"strips"} if current_target().interpreted else set()

@@ -93,3 +93,27 @@ def store_output(
     offset = pixel[:, None] + (channel * stride_yk)[None, :]  # [BLOCK_M, BLOCK_N]
     mask = pixel_ok[:, None] & channel_ok[None, :]
     tl.store(y_ptr + offset, acc.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def round_tf32(x):
+    """fp32 `x` rounded to the nearest tf32 value (10 mantissa bits, ties away from zero), so
+    a tf32 product takes it whole however the hardware converts its operands."""
+    bits = x.to(tl.int32, bitcast=True)
+    return ((bits + 0x1000) & -0x2000).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def dot_tf32x3(a, b_hi, b_lo, acc):
+    """acc + a @ (b_hi + b_lo) to about fp32 accuracy in three tf32 products (a_lo @ b_lo,
+    under 2**-22 of a @ b, is dropped); b_hi and b_lo tf32 values (`conv2d_fwd.split_tf32`).
+
+    Only A is split here: splitting B in the loop too, as `tl.dot(...,
+    input_precision="tf32x3")` does, sends it through registers on every step. The step's
+    products start from zero and join `acc` in an fp32 add: a tensor core's accumulator
+    rounds toward zero, which over a long reduction builds a bias."""
+    a_hi = round_tf32(a)
+    a_lo = round_tf32(a - a_hi)
+    step = tl.dot(a_lo, b_hi, input_precision="tf32")
+    step = tl.dot(a_hi, b_lo, step, input_precision="tf32")
+    return acc + tl.dot(a_hi, b_hi, step, input_precision="tf32")

@@ -36,33 +36,16 @@ import triton.language as tl
 from ..epilogue import NONE
 from ..problem import ConvProblem
 from . import split_k
-from .common import apply_epilogue, inside, output_pixel, store_output, window_corner
+from .common import (
+    apply_epilogue,
+    dot_tf32x3,
+    inside,
+    output_pixel,
+    store_output,
+    window_corner,
+)
 from .launch import launch
 from .sizes import cdiv, strides_or_zeros
-
-
-@triton.jit
-def _round_tf32(x):
-    """fp32 `x` rounded to the nearest tf32 value (10 mantissa bits, ties away from zero), so
-    a tf32 product takes it whole however the hardware converts its operands."""
-    bits = x.to(tl.int32, bitcast=True)
-    return ((bits + 0x1000) & -0x2000).to(tl.float32, bitcast=True)
-
-
-@triton.jit
-def _dot_tf32x3(a, b_hi, b_lo, acc):
-    """acc + a @ (b_hi + b_lo) to about fp32 accuracy in three tf32 products (a_lo @ b_lo,
-    under 2**-22 of a @ b, is dropped); b_hi and b_lo tf32 values (`split_tf32`).
-
-    Only A is split here: splitting B in the loop too, as `tl.dot(...,
-    input_precision="tf32x3")` does, sends it through registers on every step. The step's
-    products start from zero and join `acc` in an fp32 add: a tensor core's accumulator
-    rounds toward zero, which over a long reduction builds a bias."""
-    a_hi = _round_tf32(a)
-    a_lo = _round_tf32(a - a_hi)
-    step = tl.dot(a_lo, b_hi, input_precision="tf32")
-    step = tl.dot(a_hi, b_lo, step, input_precision="tf32")
-    return acc + tl.dot(a_hi, b_hi, step, input_precision="tf32")
 
 
 @triton.heuristics({
@@ -160,7 +143,7 @@ def _conv2d_fwd_kernel(
             a, b = a.to(tl.float32), b.to(tl.float32)
         if PRECISION == "tf32x3":  # b holds the filter's tf32 part (`split_tf32`)
             b_lo = tl.load(filt_lo_ptr + b_off, mask=b_ok, other=0.0)
-            acc = _dot_tf32x3(a, b, b_lo, acc)
+            acc = dot_tf32x3(a, b, b_lo, acc)
         else:
             acc = tl.dot(a, b, acc, input_precision=PRECISION)
 
@@ -256,7 +239,7 @@ def kernel_filter(weight: torch.Tensor, order: str) -> torch.Tensor:
 
 
 def round_tf32_(t: torch.Tensor) -> torch.Tensor:
-    """fp32 `t` rounded in place to the nearest tf32 value, as `_round_tf32` rounds."""
+    """fp32 `t` rounded in place to the nearest tf32 value, as `common.round_tf32` rounds."""
     bits = t.view(torch.int32)
     bits.add_(0x1000).bitwise_and_(-0x2000)
     return t

@@ -10,13 +10,20 @@ d of the input. With the minimal-filtering transforms (Lavin and Gray, 2016)
 the 2x2 outputs of a tile are A^T (sum over input channels of U * V) A, and the channel sum
 at each of the 16 places xi of the 4x4 is a GEMM:
 
-    M[xi] [K, T] = U[xi] [K, C] @ V[xi] [C, T]
+    M[xi] [T, K] = V[xi] [T, C] @ U[xi]^T    (U[xi] [K, C])
+
+Every workspace keeps channels innermost, so both GEMM operands are read along their
+reduction (K-major, as tensor cores take tf32 operands from shared memory) and a
+channels-last input and output are read and written along their contiguous dimension.
 
 16 products a tile and channel pair where the direct convolution takes 36 (2.25x fewer).
 Four kernels: the filter transform writes U, the input transform V, the GEMMs M (in the
 call's math mode: IEEE fp32, 3xTF32 or TF32), the output transform reads M and writes the
 output with the fused epilogue. U, V and M are fp32 workspaces of 16 (K C + C T + K T)
-elements; the transforms' coefficients are 1 and 1/2, so they add few roundings.
+elements (3xTF32 adds U's remainder, 16 K C more); the transforms' coefficients are 1 and
+1/2, so they add few roundings. In 3xTF32 the filter transform writes U as its tf32 part and
+the remainder's, and the GEMMs take V as the operand they split (`common.dot_tf32x3`, the
+scheme of the direct kernels: each step's three products summed in fp32).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import triton
 import triton.language as tl
 
 from ..problem import ConvProblem
-from .common import apply_epilogue, store_output
+from .common import apply_epilogue, dot_tf32x3, round_tf32, store_output
 from .launch import launch
 from .sizes import cdiv, strides_or_zeros
 
@@ -53,11 +60,12 @@ def _at(m0, m1, m2, m3):
 
 @triton.jit
 def _winograd_filter_kernel(
-    w_ptr, u_ptr, K, C,
+    w_ptr, u_ptr, u_lo_ptr, K, C,
     stride_wk, stride_wc, stride_wr, stride_ws,
-    BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr,
+    SPLIT: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
-    """U[xi, k, c] = (G g G^T)[xi] of every filter g = weight[k, c] (any strides)."""
+    """U[xi, k, c] = (G g G^T)[xi] of every filter g = weight[k, c] (any strides); with SPLIT,
+    its nearest tf32 value, and at u_lo the rest's."""
     k = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)  # [BLOCK_K]
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # [BLOCK_C]
     ok = (k < K)[:, None] & (c < C)[None, :]
@@ -67,16 +75,28 @@ def _winograd_filter_kernel(
     a1, b1, c1, d1 = _filter_column(base, 1, stride_wr, stride_ws, ok)
     a2, b2, c2, d2 = _filter_column(base, 2, stride_wr, stride_ws, ok)
     # (G g) G^T: each row's three columns -> four, U's places 4i .. 4i + 3
-    out = u_ptr + k.to(tl.int64)[:, None] * C + c[None, :]  # place (k, c) of U[0]
+    place = k.to(tl.int64)[:, None] * C + c[None, :]  # place (k, c) of U[0]
     plane = K * C
     u0, u1, u2, u3 = _g(a0, a1, a2)
-    _store_four(out, u0, u1, u2, u3, plane, ok)
+    _store_u(u_ptr, u_lo_ptr, place, u0, u1, u2, u3, plane, ok, SPLIT)
     u0, u1, u2, u3 = _g(b0, b1, b2)
-    _store_four(out + 4 * plane, u0, u1, u2, u3, plane, ok)
+    _store_u(u_ptr, u_lo_ptr, place + 4 * plane, u0, u1, u2, u3, plane, ok, SPLIT)
     u0, u1, u2, u3 = _g(c0, c1, c2)
-    _store_four(out + 8 * plane, u0, u1, u2, u3, plane, ok)
+    _store_u(u_ptr, u_lo_ptr, place + 8 * plane, u0, u1, u2, u3, plane, ok, SPLIT)
     u0, u1, u2, u3 = _g(d0, d1, d2)
-    _store_four(out + 12 * plane, u0, u1, u2, u3, plane, ok)
+    _store_u(u_ptr, u_lo_ptr, place + 12 * plane, u0, u1, u2, u3, plane, ok, SPLIT)
+
+
+@triton.jit
+def _store_u(u_ptr, u_lo_ptr, place, u0, u1, u2, u3, plane, mask, SPLIT: tl.constexpr):
+    """Four places of U from `place` on, a plane apart; with SPLIT as tf32 part and rest."""
+    if SPLIT:
+        h0, h1, h2, h3 = round_tf32(u0), round_tf32(u1), round_tf32(u2), round_tf32(u3)
+        _store_four(u_ptr + place, h0, h1, h2, h3, plane, mask)
+        _store_four(u_lo_ptr + place, round_tf32(u0 - h0), round_tf32(u1 - h1),
+                    round_tf32(u2 - h2), round_tf32(u3 - h3), plane, mask)  # fmt: skip
+    else:
+        _store_four(u_ptr + place, u0, u1, u2, u3, plane, mask)
 
 
 @triton.jit
@@ -122,7 +142,7 @@ def _winograd_input_kernel(
     pad_top, pad_left,
     BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
-    """V[xi, c, t] = (B^T d B)[xi] of tile t's input d, channel c (any strides)."""
+    """V[xi, t, c] = (B^T d B)[xi] of tile t's input d, channel c (any strides)."""
     t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)  # [BLOCK_T] tiles
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # [BLOCK_C]
     mask = (t < T)[:, None] & (c < C)[None, :]
@@ -134,7 +154,7 @@ def _winograd_input_kernel(
     b0, b1, b2, b3 = _input_row(base, h0 + 1, w0, H, W, stride_xh, stride_xw, mask)
     c0, c1, c2, c3 = _input_row(base, h0 + 2, w0, H, W, stride_xh, stride_xw, mask)
     d0, d1, d2, d3 = _input_row(base, h0 + 3, w0, H, W, stride_xh, stride_xw, mask)
-    out = v_ptr + (c.to(tl.int64) * T)[None, :] + t[:, None]  # place (c, t) of V[0]
+    out = v_ptr + (t.to(tl.int64) * C)[:, None] + c[None, :]  # place (t, c) of V[0]
     plane = C * T
     # B^T along the rows, column by column: column j of V is places j, 4 + j, 8 + j, 12 + j.
     v0, v1, v2, v3 = _bt(a0, b0, c0, d0)
@@ -149,27 +169,34 @@ def _winograd_input_kernel(
 
 @triton.jit
 def _winograd_gemm_kernel(
-    u_ptr, v_ptr, m_ptr, K, C, T,
+    u_ptr, u_lo_ptr, v_ptr, m_ptr, K, C, T,
     PRECISION: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):  # fmt: skip
-    """M[xi] = U[xi] @ V[xi] for place xi = program_id(2): [K, C] @ [C, T]."""
+    """M[xi] = V[xi] @ U[xi]^T for place xi = program_id(2), [T, C] @ [C, K]: the input side
+    is the A operand, which 3xTF32 splits in registers, the filter side B (its tf32 part at
+    u_ptr, the rest at u_lo_ptr)."""
     t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)  # [BLOCK_T]
     k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)  # [BLOCK_K]
     xi = tl.program_id(2).to(tl.int64)
     t_ok, k_ok = t < T, k < K
-    u = u_ptr + xi * K * C + k.to(tl.int64)[:, None] * C  # [BLOCK_K, 1] rows of U[xi]
-    v = v_ptr + xi * C * T + t[None, :]  # [1, BLOCK_T] columns of V[xi]
-    acc = tl.zeros([BLOCK_K, BLOCK_T], dtype=tl.float32)
+    v_rows = v_ptr + xi * T * C + (t.to(tl.int64) * C)[:, None]  # [BLOCK_T, 1] rows of V[xi]
+    u_rows = xi * K * C + (k.to(tl.int64) * C)[None, :]  # [1, BLOCK_K] rows of U[xi]
+    acc = tl.zeros([BLOCK_T, BLOCK_K], dtype=tl.float32)
     for c0 in range(0, C, BLOCK_C):
         c = c0 + tl.arange(0, BLOCK_C)  # [BLOCK_C]
         c_ok = c < C
-        a = tl.load(u + c[None, :], mask=k_ok[:, None] & c_ok[None, :], other=0.0)
-        b = tl.load(v + (c.to(tl.int64) * T)[:, None], mask=c_ok[:, None] & t_ok[None, :],
-                    other=0.0)  # fmt: skip
-        acc = tl.dot(a, b, acc, input_precision=PRECISION)
-    out = m_ptr + xi * K * T + (k.to(tl.int64) * T)[:, None] + t[None, :]
-    tl.store(out, acc, mask=k_ok[:, None] & t_ok[None, :])
+        a = tl.load(v_rows + c[None, :], mask=t_ok[:, None] & c_ok[None, :], other=0.0)
+        b_off = u_rows + c[:, None]  # [BLOCK_C, BLOCK_K]
+        b_ok = c_ok[:, None] & k_ok[None, :]
+        b = tl.load(u_ptr + b_off, mask=b_ok, other=0.0)
+        if PRECISION == "tf32x3":
+            b_lo = tl.load(u_lo_ptr + b_off, mask=b_ok, other=0.0)
+            acc = dot_tf32x3(a, b, b_lo, acc)
+        else:
+            acc = tl.dot(a, b, acc, input_precision=PRECISION)
+    out = m_ptr + xi * T * K + (t.to(tl.int64) * K)[:, None] + k[None, :]
+    tl.store(out, acc, mask=t_ok[:, None] & k_ok[None, :])
 
 
 @triton.jit
@@ -195,7 +222,7 @@ def _winograd_output_kernel(
     t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)  # [BLOCK_T]
     k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)  # [BLOCK_K]
     t_ok, k_ok = t < T, k < K
-    m = m_ptr + (k.to(tl.int64) * T)[None, :] + t[:, None]  # [BLOCK_T, BLOCK_K] in M[0]
+    m = m_ptr + (t.to(tl.int64) * K)[:, None] + k[None, :]  # [BLOCK_T, BLOCK_K] in M[0]
     plane = K * T  # (the variant keeps 16 planes under 2**31 elements)
     mask = t_ok[:, None] & k_ok[None, :]
     s00, s10 = _m_column(m, 0, plane, mask)  # A^T M: rows 0 and 1, column by column
@@ -265,9 +292,16 @@ def winograd_tiles(problem: ConvProblem) -> int:
 
 
 def winograd_workspace_bytes(problem: ConvProblem) -> int:
-    """U, V and M: 16 (K C + C T + K T) fp32 elements."""
+    """U, V and M: 16 (K C + C T + K T) fp32 elements; 16 K C more for U's remainder in
+    3xTF32."""
     t = winograd_tiles(problem)
-    return 4 * TILE * TILE * (problem.k * problem.c + (problem.c + problem.k) * t)
+    filters = 2 if _splits(problem) else 1
+    return 4 * TILE * TILE * (filters * problem.k * problem.c + (problem.c + problem.k) * t)
+
+
+def _splits(problem: ConvProblem) -> bool:
+    """Whether the GEMMs run 3xTF32: U written as tf32 part and remainder."""
+    return problem.math.precision == "tf32x3"
 
 
 def conv2d_fwd_winograd(
@@ -295,16 +329,20 @@ def conv2d_fwd_winograd(
     block_t, block_k, block_c = config["BLOCK_T"], config["BLOCK_K"], config["BLOCK_C"]
     places = TILE * TILE
     u = torch.empty((places, k, c), dtype=torch.float32, device=x.device)
-    v = torch.empty((places, c, t), dtype=torch.float32, device=x.device)
-    m = torch.empty((places, k, t), dtype=torch.float32, device=x.device)
+    split = _splits(problem)
+    u_lo = torch.empty_like(u) if split else u  # U's remainder (3xTF32)
+    v = torch.empty((places, t, c), dtype=torch.float32, device=x.device)
+    m = torch.empty((places, t, k), dtype=torch.float32, device=x.device)
     slot = (lambda name: None) if slots is None else (lambda name: slots.setdefault(name, {}))
     launch(_winograd_filter_kernel, (cdiv(k, block_k), cdiv(c, block_c)),
-           (weight, u, k, c, *weight.stride()),
-           dict(BLOCK_K=block_k, BLOCK_C=block_c, num_warps=4), slot("filter"))  # fmt: skip
+           (weight, u, u_lo, k, c, *weight.stride()),
+           dict(SPLIT=split, BLOCK_K=block_k, BLOCK_C=block_c, num_warps=4),
+           slot("filter"))  # fmt: skip
     launch(_winograd_input_kernel, (cdiv(t, block_t), cdiv(c, block_c)),
            (x, v, c, h, w, tp, tq, t, *x.stride(), *problem.pad_top_left),
            dict(BLOCK_T=block_t, BLOCK_C=block_c, num_warps=4), slot("input"))  # fmt: skip
-    launch(_winograd_gemm_kernel, (cdiv(t, block_t), cdiv(k, block_k), places), (u, v, m, k, c, t),
+    launch(_winograd_gemm_kernel, (cdiv(t, block_t), cdiv(k, block_k), places),
+           (u, u_lo, v, m, k, c, t),
            dict(PRECISION=problem.math.precision, BLOCK_T=block_t, BLOCK_K=block_k,
                 BLOCK_C=block_c, num_warps=config["num_warps"],
                 num_stages=config["num_stages"]), slot("gemm"))  # fmt: skip
