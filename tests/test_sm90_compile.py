@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from helpers import HOPPER
 from im2win.kernels.conv2d_fwd_strips import strip_plan, strips_shared_bytes
+from im2win.kernels.conv2d_winograd import TRANSFORM_CHANNELS, TRANSFORM_ROWS
 from im2win.variants.strips import SHARED_LIMIT
 
 COMPILE = textwrap.dedent("""
@@ -54,6 +55,16 @@ COMPILE = textwrap.dedent("""
     if "max_barriers" in checks:
         found = compiled.asm["ptx"].count("bar.sync")
         assert found <= checks["max_barriers"], f"{found} barriers, at most {checks}"
+    if checks.get("no_spills"):  # ptxas's report: every value kept in registers
+        import os, re, subprocess, tempfile
+        ptxas = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/ptxas")
+        with tempfile.TemporaryDirectory() as tmp:
+            with open(os.path.join(tmp, "k.ptx"), "w") as f:
+                f.write(compiled.asm["ptx"])
+            report = subprocess.run([ptxas, "-arch=sm_90a", "-v", f.name, "-o", f.name + ".o"],
+                                    capture_output=True, text=True, check=True).stderr
+        spilled = re.findall(r"([0-9]+) bytes spill (?:stores|loads)", report)
+        assert not any(int(b) for b in spilled), report
 """)
 
 EPILOGUE = dict(HAS_BIAS=True, HAS_SCALE=True, ACTIVATION="silu", RESIDUAL="before")
@@ -74,7 +85,7 @@ def compile_for_sm90(module: str, kernel: str, dtype: str, constexprs: dict,
     """Compile `kernel` with every pointer of `dtype` (but those `pointers` names, which
     also give each descriptor's type), 4 warps unless `options` say otherwise. `checks`:
     `divisible`, the arguments known 16-divisible; `max_barriers`, how many block barriers
-    its PTX may hold."""
+    its PTX may hold; `no_spills`, that ptxas keeps every value in registers."""
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     args = [module, kernel, dtype, json.dumps(constexprs), json.dumps(pointers or {}),
             json.dumps(options or dict(num_warps=4)), json.dumps(checks or {})]  # fmt: skip
@@ -172,14 +183,16 @@ def test_winograd_kernels_compile_for_sm90(precision):
         gemm = dict(PRECISION=precision, BLOCK_T=tile["BLOCK_T"], BLOCK_K=tile["BLOCK_K"],
                     BLOCK_C=tile["BLOCK_C"])  # fmt: skip
         compile_for_sm90("conv2d_winograd", "_winograd_gemm_kernel", "fp32", gemm, {}, options)
-    blocks = dict(BLOCK_T=64, BLOCK_K=64, BLOCK_C=32)
-    split = dict(SPLIT=precision == "tf32x3", BLOCK_K=blocks["BLOCK_K"], BLOCK_C=blocks["BLOCK_C"])
-    compile_for_sm90("conv2d_winograd", "_winograd_filter_kernel", "fp32", split)
+    # The transforms' blocks, which hold 16 values an element: no spills.
+    rows, channels, checks = TRANSFORM_ROWS, TRANSFORM_CHANNELS, dict(no_spills=True)
+    split = dict(SPLIT=precision == "tf32x3", BLOCK_K=rows, BLOCK_C=channels)
+    compile_for_sm90("conv2d_winograd", "_winograd_filter_kernel", "fp32", split, checks=checks)
     if precision == "ieee":  # the other transforms do not depend on it
         compile_for_sm90("conv2d_winograd", "_winograd_input_kernel", "fp32",
-                         dict(BLOCK_T=blocks["BLOCK_T"], BLOCK_C=blocks["BLOCK_C"]))  # fmt: skip
-        output = dict(EPILOGUE, BLOCK_T=blocks["BLOCK_T"], BLOCK_K=blocks["BLOCK_K"])
-        compile_for_sm90("conv2d_winograd", "_winograd_output_kernel", "fp32", output)
+                         dict(BLOCK_T=rows, BLOCK_C=channels), checks=checks)  # fmt: skip
+        output = dict(EPILOGUE, BLOCK_T=rows, BLOCK_K=channels)
+        compile_for_sm90("conv2d_winograd", "_winograd_output_kernel", "fp32", output,
+                         checks=checks)  # fmt: skip
 
 
 COMPILE_STRIPS = textwrap.dedent("""

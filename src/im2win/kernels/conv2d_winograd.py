@@ -38,6 +38,11 @@ from .launch import launch
 from .sizes import cdiv, strides_or_zeros
 
 TILE = 4  # the input tile's side; the output tile's is 2
+# A transform program's block: 32 tiles (or output channels, for the filter's) x 16
+# channels. Each element holds 16 values at once, so 512 elements over 4 warps keep them in
+# registers; the GEMM's 64 x 32 blocks spilled the input and filter transforms (sm_90a SASS
+# on the CPU, notes/winograd/).
+TRANSFORM_ROWS, TRANSFORM_CHANNELS = 32, 16
 
 
 @triton.jit
@@ -319,9 +324,10 @@ def conv2d_fwd_winograd(
     """Fill `y` [N, K, P, Q] (any strides) from `x` [N, C, H, W] and `weight` [K, C, 3, 3]
     (any strides) of a call of `problem`'s signature (`winograd_supported`), its epilogue
     (`scale` [K], `residual` shaped as `y`) fused into the output transform. `config`:
-    BLOCK_T tiles and BLOCK_K output channels a program, BLOCK_C input channels a GEMM step,
-    num_warps and num_stages of the GEMM. `slots`: a dict the caller keeps for one call
-    signature, where the four kernels keep their launches (`launch.py`)."""
+    the GEMM's BLOCK_T tiles and BLOCK_K output channels a program, BLOCK_C input channels a
+    step, num_warps and num_stages (the transforms take blocks of their own). `slots`: a
+    dict the caller keeps for one call signature, where the four kernels keep their
+    launches (`launch.py`)."""
     n, c, h, w = x.shape
     k, p, q = problem.k, problem.p, problem.q
     tp, tq = cdiv(p, 2), cdiv(q, 2)
@@ -334,13 +340,14 @@ def conv2d_fwd_winograd(
     v = torch.empty((places, t, c), dtype=torch.float32, device=x.device)
     m = torch.empty((places, t, k), dtype=torch.float32, device=x.device)
     slot = (lambda name: None) if slots is None else (lambda name: slots.setdefault(name, {}))
-    launch(_winograd_filter_kernel, (cdiv(k, block_k), cdiv(c, block_c)),
+    rows, channels = TRANSFORM_ROWS, TRANSFORM_CHANNELS
+    launch(_winograd_filter_kernel, (cdiv(k, rows), cdiv(c, channels)),
            (weight, u, u_lo, k, c, *weight.stride()),
-           dict(SPLIT=split, BLOCK_K=block_k, BLOCK_C=block_c, num_warps=4),
+           dict(SPLIT=split, BLOCK_K=rows, BLOCK_C=channels, num_warps=4),
            slot("filter"))  # fmt: skip
-    launch(_winograd_input_kernel, (cdiv(t, block_t), cdiv(c, block_c)),
+    launch(_winograd_input_kernel, (cdiv(t, rows), cdiv(c, channels)),
            (x, v, c, h, w, tp, tq, t, *x.stride(), *problem.pad_top_left),
-           dict(BLOCK_T=block_t, BLOCK_C=block_c, num_warps=4), slot("input"))  # fmt: skip
+           dict(BLOCK_T=rows, BLOCK_C=channels, num_warps=4), slot("input"))  # fmt: skip
     launch(_winograd_gemm_kernel, (cdiv(t, block_t), cdiv(k, block_k), places),
            (u, u_lo, v, m, k, c, t),
            dict(PRECISION=problem.math.precision, BLOCK_T=block_t, BLOCK_K=block_k,
@@ -352,8 +359,8 @@ def conv2d_fwd_winograd(
         *y.stride(),
     )  # fmt: skip
     meta = dict(HAS_BIAS=bias is not None, HAS_SCALE=scale is not None,
-                **problem.epilogue.constexprs, BLOCK_T=block_t, BLOCK_K=block_k,
+                **problem.epilogue.constexprs, BLOCK_T=rows, BLOCK_K=channels,
                 num_warps=4)  # fmt: skip
-    launch(_winograd_output_kernel, (cdiv(t, block_t), cdiv(k, block_k)), args, meta,
+    launch(_winograd_output_kernel, (cdiv(t, rows), cdiv(k, channels)), args, meta,
            slot("output"))  # fmt: skip
     return y
