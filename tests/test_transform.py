@@ -31,7 +31,7 @@ TRANSFORMS = {
 
 @pytest.mark.parametrize(
     "case, layout, dtype",
-    itertools.product(TRANSFORMS, ["nchw", "channels_last"], DTYPES),
+    list(itertools.product(TRANSFORMS, ["nchw", "channels_last"], DTYPES)),
     ids=lambda v: DTYPES.get(v, v),
 )
 def test_transform_matches_reference(case, layout, dtype):
