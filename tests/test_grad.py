@@ -51,6 +51,17 @@ def reference(x, w, dy, kw):
     return x.grad, w.grad
 
 
+def weight_and_bias_gradients(x, w, dy, kw, tolerance):
+    """The weight and bias gradients of one pass (`grad.weight_grad`), each checked against
+    float64; the weight gradient returned."""
+    params = conv_params(**kw, kernel_size=w.shape[2:])
+    weight, bias = grad.weight_grad(x, tuple(w.shape), dy, params, precision=None,
+                                    backend="auto", bias=True)  # fmt: skip
+    assert_close(weight, reference(x, w, dy, kw)[1], tolerance)
+    assert_close(bias, dy.double().sum((0, 2, 3)), tolerance)
+    return weight
+
+
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("case", CASES)
 def test_gradients_match_autograd(case, layout):
@@ -110,11 +121,7 @@ def test_weight_gradient_in_slices_is_reproducible(monkeypatch, case):
     assert torch.equal(first, grad.conv2d_weight(x, w.shape, dy, **kw))
     assert_close(first, reference(x, w, dy, kw)[1], TOL[torch.float32])
     # The bias gradient, summed in the same pass and in the same slices.
-    params = conv_params(**kw, kernel_size=wshape[2:])
-    weight, bias = grad.weight_grad(x, tuple(w.shape), dy, params, precision=None,
-                                    backend="auto", bias=True)  # fmt: skip
-    assert torch.equal(weight, first)
-    assert_close(bias, dy.double().sum((0, 2, 3)), TOL[torch.float32])
+    assert torch.equal(weight_and_bias_gradients(x, w, dy, kw, TOL[torch.float32]), first)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -134,11 +141,7 @@ def test_depthwise_weight_gradient_with_bias(taps, kw, dtype):
     w = randn(20, 1, *taps, dtype=dtype)
     kw = dict(kw, groups=20)
     dy = randn(*F.conv2d(x.float(), w.float(), **kw).shape, dtype=dtype, channels_last=True)
-    params = conv_params(**kw, kernel_size=taps)
-    weight, bias = grad.weight_grad(x, tuple(w.shape), dy, params, precision=None,
-                                    backend="auto", bias=True)  # fmt: skip
-    assert_close(weight, reference(x, w, dy, kw)[1], TOL[dtype])
-    assert_close(bias, dy.double().sum((0, 2, 3)), TOL[dtype])
+    weight_and_bias_gradients(x, w, dy, kw, TOL[dtype])
 
 
 @pytest.mark.parametrize("case", ["3x3_s2_p1", "depthwise_5x3_s2", "tma_c32_3x3_p1"])
@@ -292,12 +295,8 @@ def test_weight_gradient_by_tma(monkeypatch, case, dtype):
     xshape, wshape, kw = CASES[case]
     x, w = randn(*xshape, dtype=dtype, channels_last=True), randn(*wshape, dtype=dtype)
     dy = randn(*F.conv2d(x.float(), w.float(), **kw).shape, dtype=dtype)
-    params = conv_params(**kw, kernel_size=wshape[2:])
-    weight, bias = grad.weight_grad(x, tuple(w.shape), dy, params, precision=None,
-                                    backend="auto", bias=True)  # fmt: skip
+    weight = weight_and_bias_gradients(x, w, dy, kw, TOL[dtype])
     assert calls and weight.dtype == dtype
-    assert_close(weight, reference(x, w, dy, kw)[1], TOL[dtype])
-    assert_close(bias, dy.double().sum((0, 2, 3)), TOL[dtype])
 
 
 def test_1x1_weight_gradient_keeps_the_gathers(monkeypatch):
