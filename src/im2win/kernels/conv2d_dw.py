@@ -173,7 +173,9 @@ def unrolls_rows(element_size: int) -> bool:
     16-byte load holds 8 channels of a 2-byte type, twice a 4-byte one's, so each thread
     keeps twice the taps' weights: unrolled, a bf16 3x3 tile of 32 x 32 took 100 registers
     a thread against fp32's 56 and ran at 20% occupancy against 51% (Nsight Compute, H200;
-    notes/depthwise/)."""
+    notes/depthwise/). Measured with each channel's weight loaded alone; read taps-major,
+    that tile takes 72 registers unrolled and 40 rolled (ptxas): the rule awaits a new
+    timing."""
     return element_size >= 4
 
 
