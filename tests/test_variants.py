@@ -34,8 +34,8 @@ def test_the_registry_lists_each_variant_once_in_priority_order():
     names = [v.name for v in VARIANTS]
     assert len(set(names)) == len(names) and all(isinstance(v, Variant) for v in VARIANTS)
     assert names == [
-        "aten", "packed-groups", "staged-nchw", "depthwise", "strips", "pointer-wide",
-        "tma-raster", "tma", "winograd", "pointer", "pointer-materialized",
+        "winograd", "aten", "packed-groups", "staged-nchw", "depthwise", "strips",
+        "pointer-wide", "tma-raster", "tma", "pointer", "pointer-materialized",
     ]  # fmt: skip
     assert set(variants.BY_LOOP.values()) <= set(VARIANTS)
 
@@ -43,6 +43,7 @@ def test_the_registry_lists_each_variant_once_in_priority_order():
 LAYER = {layer.name: layer for layer in PAPER_LAYERS}
 MODES = {
     "fp32": (torch.float32, None),
+    "tf32x3": (torch.float32, "tf32x3"),
     "tf32": (torch.float32, "tf32"),
     "bf16": (torch.bfloat16, None),
 }
@@ -60,6 +61,11 @@ MODES = {
         ("conv8", "fp32", "NCHW", "staged-nchw > pointer"),
         ("conv9", "tf32", "NCHW", "pointer"),  # 64 channels: too little work to stage
         ("conv12", "bf16", "NHWC", "strips"),
+        # 3xTF32 3x3 unit-stride layers of 256+ output channels: Winograd, either layout
+        ("conv11", "tf32x3", "NCHW", "winograd"),
+        ("conv12", "tf32x3", "NHWC", "winograd"),
+        ("conv10", "tf32x3", "NHWC", "pointer"),  # 128 output channels: not its rule's
+        ("conv11", "fp32", "NHWC", "pointer"),  # IEEE: not measured, not its rule's
     ],
 )
 def test_the_heuristic_picks_on_hopper(layer, mode, layout, picked):
@@ -71,6 +77,16 @@ def test_the_heuristic_picks_on_hopper(layer, mode, layout, picked):
     chunks = [c.variant.name for c in choice.inner[:1]]  # a last, shorter chunk chooses alike
     assert " > ".join([choice.variant.name, *chunks]) == picked
     assert choice.how == "heuristic"
+
+
+def test_winograd_stays_within_its_workspace_cap():
+    """conv11 in 3xTF32 takes Winograd at batch 128 but not at 1024, where its transformed
+    tiles would pass the table's `max_workspace_bytes` (1 GiB)."""
+    xshape, wshape = LAYER["conv11"].shapes(1024)
+    problem = problem_of(xshape, wshape, torch.float32, "tf32x3", **LAYER["conv11"].conv_kwargs())
+    assert BY_NAME["winograd"].workspace_bytes(problem, {}) > 2**30
+    assert variants.choose(problem, HOPPER).variant.name != "winograd"
+    assert BY_NAME["winograd"].candidates(problem, HOPPER) == []
 
 
 @pytest.mark.parametrize("windows", ["streamed", "materialized"])
@@ -99,6 +115,7 @@ ODD = {
 }
 PINNED_MODES = {
     "fp32": (torch.float32, None),
+    "tf32x3": (torch.float32, "tf32x3"),
     "tf32": (torch.float32, "tf32"),
     "fp16": (torch.float16, None),
 }

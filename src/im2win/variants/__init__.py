@@ -26,6 +26,7 @@ from .tma import TMA_RASTER, TMA_WINDOW
 from .winograd import WINOGRAD
 
 VARIANTS: tuple[Variant, ...] = (
+    WINOGRAD,  # fp32-accurate deep 3x3 unit-stride layers: its rule is where it beat cuDNN
     ATEN,  # PyTorch's own convolution, where no im2win kernel is expected to win
     PACKED_GROUPS,  # groups of <= 16 channels, several to a tensor-core tile
     STAGED_NCHW,  # NCHW inputs worth a channels-last copy, a chunk of images at a time
@@ -34,7 +35,6 @@ VARIANTS: tuple[Variant, ...] = (
     POINTER_WIDE,  # TF32 wide-channel layers where the TMA tiles would waste a fifth
     TMA_RASTER,  # unpadded channels-last layers: runs of the input grid
     TMA_WINDOW,  # channels-last layers: output patches, each tap one TMA box
-    WINOGRAD,  # fp32 3x3 unit-stride layers: 16 GEMMs over transformed tiles
     POINTER,  # every problem
     POINTER_MATERIALIZED,  # the paper's scheme, only on request: windows='materialized'
 )

@@ -1,9 +1,12 @@
 """Winograd F(2x2, 3x3) (`kernels/conv2d_winograd.py`): 3x3 unit-stride convolutions in
 fp32 as 16 GEMMs over transformed 2x2 output tiles, 2.25x fewer products than direct; the
-fused epilogue in the output transform. cuDNN's WINOGRAD_NONFUSED and FFT engines win the
-deep fp32-accurate NCHW layers (issue 19); this is the same algorithm with its GEMMs in
-3xTF32 on tensor cores. Its table entry's `tiles` is null until a GPU has run it: the
-heuristic and autotuning leave it alone, a pinned config runs it.
+fused epilogue in the output transform. The algorithm of cuDNN's WINOGRAD_NONFUSED engine
+with its GEMMs in 3xTF32 on tensor cores.
+
+The table's `tiles` entries say where it runs (H200: 3xTF32 layers of 256 output channels
+or more, where it beat cuDNN's best engine and the other kernels in both layouts at batch
+32 and 128; notes/winograd/), within `max_workspace_bytes` (its transformed tiles take
+about 4x the input and 4x the output, fp32).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from ..kernels.conv2d_winograd import (
     winograd_workspace_bytes,
 )
 from ..problem import ConvProblem
-from .base import Choice, Into, Target, Variant, check_tiles
+from .base import Choice, Into, Target, Variant, check_tiles, entry_matches
 
 TILE_KEYS = ("BLOCK_T", "BLOCK_K", "BLOCK_C", "num_warps", "num_stages")
 
@@ -34,12 +37,19 @@ class Winograd(Variant):
         )
 
     def heuristic(self, problem: ConvProblem, target: Target) -> dict | None:
-        tiles = target.table["winograd"]["tiles"]
-        return None if tiles is None else dict(tiles)
+        table = target.table["winograd"]
+        if winograd_workspace_bytes(problem) > table["max_workspace_bytes"]:
+            return None
+        for entry in table["tiles"] or ():
+            if entry_matches(entry, problem):
+                return {key: entry[key] for key in TILE_KEYS}
+        return None
 
     def candidates(self, problem: ConvProblem, target: Target) -> list[dict]:
         table = target.table["winograd"]
-        if table["tiles"] is None:  # not yet run on a GPU: autotuning would trust it
+        if table["tiles"] is None:  # not run on this target's GPU: autotuning would trust it
+            return []
+        if winograd_workspace_bytes(problem) > table["max_workspace_bytes"]:
             return []
         return [dict(zip(table["candidates_keys"], row, strict=True))
                 for row in table["candidates"]]  # fmt: skip
