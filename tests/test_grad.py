@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import HOPPER, TOL, assert_close, randn
+from helpers import HOPPER, TOL, assert_close, current_target, randn
 from im2win import dgrad, grad
 from im2win import plan as im2win_plan
 from im2win.params import conv_params
@@ -112,7 +112,7 @@ def test_bad_arguments_are_named(call, fragments):
 def test_weight_gradient_in_slices_is_reproducible(monkeypatch, case):
     """The weight-gradient kernels' reduction cut into slices (as on a GPU's many SMs)
     matches autograd and gives the same bits on every run."""
-    monkeypatch.setitem(INTERPRETER.table["wgrad"], "waves", 64)  # as many slices as allowed
+    monkeypatch.setitem(current_target().table["wgrad"], "waves", 64)  # as many slices as allowed
     torch.manual_seed(6)
     xshape, wshape, kw = CASES[case]
     x, w = randn(*xshape, channels_last=True), randn(*wshape)
@@ -160,7 +160,7 @@ def test_weight_gradient_is_planned_once_a_signature(monkeypatch, case):
         assert_close(grad.conv2d_weight(x, w.shape, dy, **kw), reference(x, w, dy, kw)[1],
                      TOL[torch.float32])  # fmt: skip
     assert len(made) == 1
-    monkeypatch.setitem(INTERPRETER.table["wgrad"], "waves", 64)  # more slices
+    monkeypatch.setitem(current_target().table["wgrad"], "waves", 64)  # more slices
     assert_close(grad.conv2d_weight(x, w.shape, dy, **kw), reference(x, w, dy, kw)[1],
                  TOL[torch.float32])  # fmt: skip
     assert len(made) == 2
