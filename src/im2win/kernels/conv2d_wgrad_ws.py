@@ -146,7 +146,7 @@ def _wgrad_ws_unit(
     CONSUMERS: gl.constexpr = dy_bufs.type.shape[0] // STAGES
     BLOCK_K: gl.constexpr = dy_bufs.type.shape[2]
     BLOCK_C: gl.constexpr = x_bufs.type.shape[2]
-    ONES_N: gl.constexpr = ones.type.shape[1]
+    ONES_N: gl.constexpr = ones.type.shape[0]
     acc_layout: gl.constexpr = gl.NVMMADistributedLayout(
         version=[3, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, BLOCK_C, 16]
     )
@@ -161,7 +161,7 @@ def _wgrad_ws_unit(
         dy = dy_bufs.index(slot * CONSUMERS + CONSUMER).permute((1, 0))  # [BLOCK_K, BLOCK_M]
         acc = warpgroup_mma(dy, x_bufs.index(slot), acc, is_async=True)
         if WITH_BIAS:
-            bias = warpgroup_mma(dy, ones, bias, is_async=True)
+            bias = warpgroup_mma(dy, ones.permute((1, 0)), bias, is_async=True)
             acc, bias = warpgroup_mma_wait(num_outstanding=2, deps=(acc, bias))
         else:
             acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))
@@ -243,19 +243,21 @@ def _conv2d_wgrad_ws_kernel(
     dtype: gl.constexpr = x_desc.dtype
     dy_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_M, BLOCK_K], dtype)
     x_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_M, BLOCK_C], dtype)
-    ones_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_M, BIAS_N], dtype)
+    # pixels innermost (K-major): laid [BLOCK_M, 8] with its 16-byte rows innermost, the
+    # wgmma read past the block (compute-sanitizer on the H200)
+    ones_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BIAS_N, BLOCK_M], dtype)
     dy_bufs = gl.allocate_shared_memory(dtype, [STAGES * CONSUMERS, BLOCK_M, BLOCK_K],
                                         dy_layout)  # fmt: skip
     x_bufs = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, BLOCK_C], x_layout)
-    ones = gl.allocate_shared_memory(dtype, [BLOCK_M, BIAS_N], ones_layout)
+    ones = gl.allocate_shared_memory(dtype, [BIAS_N, BLOCK_M], ones_layout)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(STAGES):
         mbarrier.init(ready.index(i), count=1)
         mbarrier.init(empty.index(i), count=CONSUMERS)  # every consumer reads every slot
     if HAS_BIAS:
-        fill: gl.constexpr = gl.BlockedLayout([1, BIAS_N], [32, 1], [num_warps, 1], [1, 0])
-        ones.store(gl.full([BLOCK_M, BIAS_N], 1.0, dtype, fill))
+        fill: gl.constexpr = gl.BlockedLayout([1, 8], [1, 32], [1, num_warps], [1, 0])
+        ones.store(gl.full([BIAS_N, BLOCK_M], 1.0, dtype, fill))
         fence_async_shared()  # the wgmma reads it through the async proxy
     # Partition arguments are written out whole: a tuple built here would turn constexprs
     # into tensors.
