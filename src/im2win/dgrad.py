@@ -98,7 +98,8 @@ class _PhaseFilters:
         g, kg = groups, k // groups
         # Where each element sits in the weight's memory (a dense layout is read in place).
         self.dense = _dense(weight)
-        strides = weight.stride() if self.dense else torch.empty(weight.shape).stride()
+        contiguous = torch.empty(weight.shape, device="meta").stride()  # no memory
+        strides = weight.stride() if self.dense else contiguous
         offsets = torch.arange(max(1, weight.numel())).as_strided(weight.shape, strides)
         offsets = offsets.reshape(g, kg, cg, r, s).transpose(1, 2)
         pieces, self.views, offset = [], [], 0

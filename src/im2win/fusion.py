@@ -413,7 +413,7 @@ def _constant(gm: fx.GraphModule, node) -> tuple[torch.Tensor | None, list[fx.No
     if not isinstance(node, fx.Node):
         return None, []
     if node.op == "get_attr":
-        value = _fetch(gm, node.target)
+        value = operator.attrgetter(node.target)(gm)
         return (value, [node]) if isinstance(value, torch.Tensor) else (None, [])
     if (node.op == "call_method" and node.target in ("reshape", "view") and not node.kwargs
             and all(isinstance(size, int) for size in node.args[1:])):  # fmt: skip
@@ -421,14 +421,6 @@ def _constant(gm: fx.GraphModule, node) -> tuple[torch.Tensor | None, list[fx.No
         if value is not None and len(nodes) == 1:
             return value.reshape(*node.args[1:]), [node, *nodes]
     return None, []
-
-
-def _fetch(gm: fx.GraphModule, target: str):
-    """The attribute of `gm` at the dotted `target`."""
-    value = gm
-    for name in target.split("."):
-        value = getattr(value, name)
-    return value
 
 
 def _scaled(linear: nn.Linear, scale: torch.Tensor | None):

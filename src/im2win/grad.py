@@ -248,7 +248,7 @@ def _wgrad_plan(input, weight_size, grad_output, params: ConvParams, precision, 
 
 def _takes_ws(rule: dict, problem: ConvProblem, grad_output: torch.Tensor, target) -> bool:
     """Whether the warp-specialized weight-gradient kernel takes the layer: the rule has
-    tiles for it (null until the GPU suite has run it), a Hopper GPU, the TMA kernel's
+    tiles for it (null until a rule says where it wins), a Hopper GPU, the TMA kernel's
     filters and tensors, 16-bit."""
     return (
         rule["ws_tiles"] is not None
