@@ -22,7 +22,7 @@ from im2win.kernels.conv2d_winograd import TRANSFORM_CHANNELS, TRANSFORM_ROWS
 from im2win.variants.strips import SHARED_LIMIT
 
 COMPILE = textwrap.dedent("""
-    import json, sys
+    import json, os, re, subprocess, sys, tempfile
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -56,7 +56,6 @@ COMPILE = textwrap.dedent("""
         found = compiled.asm["ptx"].count("bar.sync")
         assert found <= checks["max_barriers"], f"{found} barriers, at most {checks}"
     if checks.get("no_spills"):  # ptxas's report: every value kept in registers
-        import os, re, subprocess, tempfile
         ptxas = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/ptxas")
         with tempfile.TemporaryDirectory() as tmp:
             with open(os.path.join(tmp, "k.ptx"), "w") as f:
